@@ -1,0 +1,3 @@
+"""Rosbag reading and writing, replay and offline evaluation on recorded data."""
+
+__all__: list[str] = []

@@ -1,0 +1,76 @@
+"""The ``mmsag`` command: one entry point, sub-commands imported only when they run.
+
+Sub-commands live in a name -> (module, summary) table so that ``mmsag --help`` never imports
+torch, ONNX Runtime or rclpy. Each module has a ``add_arguments(parser)`` and a typed
+``run(args) -> int`` and no logic of its own beyond calling the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mmsag_ros import __version__
+from mmsag_ros.errors import MmsagError
+
+__all__ = ["main"]
+
+_log = logging.getLogger("mmsag")
+
+# name -> (module implementing add_arguments/run, one-line summary)
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("mmsag_ros.cli.info", "show the version and which components this machine has"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmsag",
+        description="MM-SAG multi-label waste classification: train, export, run, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"mmsag {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks; re-raise errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, summary) in _COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(_module=module_name)
+        # Argument definitions are cheap; only run() may import heavy libraries.
+        _load(module_name).add_arguments(sub)
+    return parser
+
+
+def _load(module_name: str):
+    return importlib.import_module(module_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mmsag`` command line; return the process exit code.
+
+    Exit codes: 0 success, 1 a reported problem (bad input, missing file, ...: one line on
+    stderr), 2 an unexpected error (traceback printed) or a usage error.
+    """
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(message)s",
+    )
+    try:
+        return int(_load(args._module).run(args))
+    except MmsagError as err:
+        if args.debug:
+            raise
+        print(f"mmsag {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mmsag {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(f"mmsag {args.command}: unexpected error (a bug: please report it)", file=sys.stderr)
+        return 2

@@ -1,0 +1,3 @@
+"""Datasets (VOC/MLKW, COCO, CSV), transforms, label statistics and synthetic scenes."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Everything that imports rclpy: the sorter node, image conversions, QoS, diagnostics."""
+
+__all__: list[str] = []

@@ -1,0 +1,78 @@
+"""Conversions between ROS image messages and numpy arrays, without cv_bridge.
+
+Incoming frames are viewed in place (``np.frombuffer`` on the message's buffer) wherever the
+memory layout allows it, so a 1280x720 frame costs no copy until preprocessing reads it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from mmsag_ros.errors import ImageConversionError
+
+__all__ = ["CHANNELS", "array_to_image", "image_to_array"]
+
+# Supported 8-bit encodings and their channel counts.
+CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """View a ``sensor_msgs/Image`` as an ``(height, width, channels)`` uint8 array.
+
+    The array shares memory with the message (read-only) unless the message's rows are padded,
+    in which case it is a strided view that skips the padding. Mono images keep a channel axis
+    of length 1. Raises ImageConversionError for unsupported encodings, big-endian data and any
+    disagreement between width, height, step and the data length.
+    """
+    channels = CHANNELS.get(msg.encoding)
+    if channels is None:
+        raise ImageConversionError(
+            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(CHANNELS)}"
+        )
+    height, width, step = msg.height, msg.width, msg.step
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"empty image ({width}x{height})")
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"step {step} is shorter than a {msg.encoding} row of width {width} ({row_bytes} bytes)"
+        )
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size != step * height:
+        raise ImageConversionError(
+            f"data holds {data.size} bytes, expected step x height = {step} x {height}"
+            f" = {step * height}"
+        )
+    rows = data.reshape(height, step)
+    return rows[:, :row_bytes].reshape(height, width, channels)
+
+
+def array_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """Build a ``sensor_msgs/Image`` from an ``(H, W)`` or ``(H, W, C)`` uint8 array."""
+    channels = CHANNELS.get(encoding)
+    if channels is None:
+        raise ImageConversionError(
+            f"unsupported image encoding {encoding!r}; expected one of {', '.join(CHANNELS)}"
+        )
+    if array.dtype != np.uint8:
+        raise ImageConversionError(f"image array must be uint8, got {array.dtype}")
+    shape_channels = 1 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else -1
+    if shape_channels != channels:
+        raise ImageConversionError(
+            f"array of shape {array.shape} does not match encoding {encoding!r}"
+            f" ({channels} channel(s))"
+        )
+    height, width = array.shape[:2]
+    msg = Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels,
+    )
+    if header is not None:
+        msg.header = header
+    msg.data = np.ascontiguousarray(array).tobytes()
+    return msg

@@ -1,0 +1,3 @@
+"""Trainer, losses, schedules, checkpoints and distributed training."""
+
+__all__: list[str] = []
