@@ -10,6 +10,7 @@ __all__ = [
     "BackendUnavailableError",
     "BagError",
     "ConfigError",
+    "DatasetError",
     "ImageConversionError",
     "MmsagError",
     "ModelNotFoundError",
@@ -22,6 +23,10 @@ class MmsagError(Exception):
 
 class ConfigError(MmsagError, ValueError):
     """A configuration value, parameter or command-line option is invalid."""
+
+
+class DatasetError(MmsagError):
+    """A dataset is missing, malformed or inconsistent (files, annotations, label lists)."""
 
 
 class ModelNotFoundError(MmsagError, LookupError):

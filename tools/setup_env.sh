@@ -31,7 +31,7 @@ packages_fp=$(fingerprint requirements.txt setup.py tools/fix_ros_cmake_paths.py
 if up_to_date packages "$packages_fp"; then
   say "python packages: up to date"
 else
-  say "python packages: installing requirements.txt (first time: about 2 minutes, 6 GB)"
+  say "python packages: installing requirements.txt (a new venv: about 2 minutes, 6 GB)"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet -r requirements.txt
   say "python packages: editable install of mmsag_ros (distribution 'mmsag')"
