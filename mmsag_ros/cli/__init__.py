@@ -13,16 +13,18 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 from mmsag_ros import __version__
 from mmsag_ros.errors import MmsagError
 
 __all__ = ["main"]
 
-_log = logging.getLogger("mmsag")
-
 # name -> (module implementing add_arguments/run, one-line summary)
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("mmsag_ros.cli.data", "dataset statistics and synthetic conveyor scenes"),
+    "train": ("mmsag_ros.cli.train", "train an MM-SAG model"),
+    "eval": ("mmsag_ros.cli.eval", "score a checkpoint on a dataset split"),
     "info": ("mmsag_ros.cli.info", "show the version and which components this machine has"),
 }
 
@@ -43,7 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(module_name: str):
+def _load(module_name: str) -> ModuleType:
     return importlib.import_module(module_name)
 
 

@@ -1,0 +1,50 @@
+"""``mmsag eval``: score a checkpoint on a dataset split; table, JSON report, PR curves."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``mmsag eval``."""
+    parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt")
+    parser.add_argument("--data", type=Path, required=True, help="VOC root, COCO JSON or CSV")
+    parser.add_argument("--format", choices=["voc", "coco", "csv"], default="voc")
+    parser.add_argument("--split", default="test", help="VOC split to score (default: test)")
+    parser.add_argument("--image-root", type=Path, help="image folder of COCO/CSV data")
+    parser.add_argument("--level", choices=["category", "supercategory"], default="category")
+    parser.add_argument("--out", type=Path, help="report folder (default: next to checkpoint)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the per-class table."""
+    from mmsag_ros.train.checkpoint import load_checkpoint
+    from mmsag_ros.train.config import DataConfig
+    from mmsag_ros.train.evaluate import evaluate_checkpoint, write_evaluation
+    from mmsag_ros.train.run import resolve_device
+    from mmsag_ros.train.splits import load_split
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    data = DataConfig(
+        format=args.format,
+        path=str(args.data),
+        image_root=str(args.image_root) if args.image_root else None,
+        level=args.level,
+    )
+    evaluation = evaluate_checkpoint(
+        checkpoint,
+        load_split(data, args.split, labels=checkpoint.labels),
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+        workers=args.workers,
+    )
+    out_dir = args.out or args.checkpoint.parent / f"eval_{args.split}"
+    print(write_evaluation(evaluation, checkpoint, out_dir))
+    print(f"report: {out_dir / 'report.json'}  PR curves: {out_dir / 'pr_curves.png'}")
+    return 0

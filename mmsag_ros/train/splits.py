@@ -1,0 +1,58 @@
+"""Which annotated images train, validate and test, from a DataConfig.
+
+Validation is read from ``val_split`` when the dataset has one; otherwise it is carved from the
+training split (seeded, stratified by label). Either way the test split is never seen during
+training, checkpoint selection or threshold calibration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmsag_ros.data.coco import read_coco
+from mmsag_ros.data.csv_table import read_csv_labels
+from mmsag_ros.data.dataset import AnnotatedSplit
+from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.data.split import split_validation
+from mmsag_ros.data.voc import read_voc
+from mmsag_ros.errors import ConfigError, DatasetError
+from mmsag_ros.train.config import DataConfig
+
+__all__ = ["FORMATS", "load_split", "load_train_val"]
+
+FORMATS = ("voc", "coco", "csv")
+
+
+def load_split(
+    data: DataConfig, split_name: str, *, labels: LabelSet | None = None
+) -> AnnotatedSplit:
+    """Read one split. COCO and CSV files are a split each: ``split_name`` is not used there.
+
+    ``labels`` pins the class order (that of the training split or a checkpoint); a split whose
+    classes differ raises DatasetError.
+    """
+    if not data.path:
+        raise ConfigError("data.path is empty: point it at the dataset (VOC root, COCO JSON, CSV)")
+    path = Path(data.path)
+    image_root = Path(data.image_root) if data.image_root else None
+    if data.format == "voc":
+        return read_voc(path, split_name, labels=labels, difficult=data.difficult)
+    if data.format == "coco":
+        split = read_coco(path, image_root, level=data.level)
+    elif data.format == "csv":
+        split = read_csv_labels(path, image_root)
+    else:
+        raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}, got {data.format!r}")
+    if labels is not None and split.labels.names != labels.names:
+        raise DatasetError(
+            f"{path} has classes {list(split.labels.names)}, expected {list(labels.names)}"
+        )
+    return split
+
+
+def load_train_val(data: DataConfig, *, seed: int) -> tuple[AnnotatedSplit, AnnotatedSplit]:
+    """Training and validation splits, carving validation out of training when needed."""
+    train = load_split(data, data.train_split)
+    if data.val_split:
+        return train, load_split(data, data.val_split, labels=train.labels)
+    return split_validation(train, fraction=data.val_fraction, seed=seed)

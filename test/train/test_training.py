@@ -1,0 +1,186 @@
+"""Real training on a small synthetic conveyor set: learning, checkpoints, resume, evaluation."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mmsag_ros.cli import main
+from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.data.synth import generate_dataset
+from mmsag_ros.errors import ConfigError, ModelNotFoundError
+from mmsag_ros.train.checkpoint import load_checkpoint
+from mmsag_ros.train.config import load_config
+from mmsag_ros.train.distributed import DistributedContext
+from mmsag_ros.train.run import prepare_training, run_training
+from mmsag_ros.train.splits import load_train_val
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "conveyor"
+    generate_dataset(root, num_trainval=120, num_test=40, image_size=(160, 120), seed=11)
+    return root
+
+
+def _config(synth_root, out_dir, *extra):
+    return load_config(
+        None,
+        [
+            "model.name=mmsag_effl0_224",
+            f"data.path={synth_root}",
+            "data.workers=0",
+            "batch_size=16",
+            "optim.lr=0.05",
+            "optim.schedule=cosine",
+            f"out_dir={out_dir}",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("run")
+    summary = run_training(_config(synth_root, out_dir, "epochs=3"))
+    return summary
+
+
+def test_training_lowers_loss_and_beats_the_frequency_baseline(trained, synth_root):
+    losses = [r.train_loss for r in trained.epochs]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
+    log = [
+        json.loads(line) for line in (trained.out_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert trained.best_val_map == pytest.approx(max(r["val_map"] for r in log))
+
+    # Validation is carved from trainval (20 % of 120); the test split is never read.
+    config = load_config(None, [f"data.path={synth_root}"])
+    _, val = load_train_val(config.data, seed=config.seed)
+    assert len(val) == 24 == load_checkpoint(trained.best_checkpoint).metrics["val"]["num_samples"]
+    # Scoring every image with a constant gives AP = prevalence: the frequency baseline.
+    targets = val.targets()
+    prevalence = [(t[t >= 0] == 1).mean() for t in targets.T if (t == 1).any()]
+    baseline = float(np.mean(prevalence))
+    assert trained.best_val_map > baseline + 0.25, (trained.best_val_map, baseline)
+
+
+def test_checkpoint_carries_what_export_needs(trained):
+    checkpoint = load_checkpoint(trained.best_checkpoint)
+    assert checkpoint.labels.names[6:] == ("lile", "galss")
+    assert checkpoint.spec.input_size == 224
+    assert len(checkpoint.thresholds) == 8
+    assert checkpoint.train_config["data"]["path"]
+    model = checkpoint.build_model()
+    state = model.state_dict()
+    assert any("embedding" in k for k in state)  # MiniLM label embeddings travel in the weights
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 224, 224))
+    assert out["logits"].shape == (2, 8)
+    assert out["attention"].shape == (2, 8, 7, 7)
+
+
+def test_eval_command_reports_test_split(trained, synth_root, tmp_path, capsys):
+    out_dir = tmp_path / "eval"
+    code = main(
+        [
+            "eval",
+            "--checkpoint", str(trained.best_checkpoint),
+            "--data", str(synth_root),
+            "--split", "test",
+            "--workers", "0",
+            "--out", str(out_dir),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["split"] == "test"
+    assert report["metrics"]["num_samples"] == 40
+    assert (out_dir / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "tetra pak carton" in table and "mAP" in table
+    # The table's mAP is the mean of the per-class APs in the JSON.
+    aps = [a for a in report["metrics"]["ap"] if a is not None]
+    assert report["metrics"]["map"] == pytest.approx(np.mean(aps))
+
+
+def test_eval_rejects_a_dataset_with_other_classes(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    two_classes = LabelSet.from_names(["metal", "shoe"])
+    generate_dataset(other, num_trainval=4, num_test=4, image_size=(64, 48), labels=two_classes)
+    code = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(trained.best_checkpoint),
+            "--data",
+            str(other),
+            "--workers",
+            "0",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    # One readable line naming the checkpoint's first class the data lacks.
+    assert err.count("\n") == 1 and "mmsag eval: error:" in err and "'waste_bag'" in err
+
+
+def test_resume_restores_optimizer_schedule_and_epoch(trained, synth_root, tmp_path):
+    last = trained.out_dir / "last.pt"
+    saved = torch.load(last, weights_only=True)
+    config = _config(synth_root, tmp_path / "resumed", "epochs=4", f"resume={last}")
+    trainer = prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+    assert trainer.start_epoch == 3
+    assert trainer.best_map == pytest.approx(saved["best_map"])
+    state = trainer.optimizer.state_dict()
+    assert state["param_groups"][0]["lr"] == pytest.approx(
+        saved["optimizer"]["param_groups"][0]["lr"]
+    )
+    momentum = {k: v["momentum_buffer"] for k, v in state["state"].items()}
+    expected = {k: v["momentum_buffer"] for k, v in saved["optimizer"]["state"].items()}
+    assert momentum.keys() == expected.keys() and len(momentum) > 10
+    for key in expected:
+        torch.testing.assert_close(momentum[key], expected[key])
+    assert trainer.scheduler.last_epoch == saved["scheduler"]["last_epoch"]
+    results = trainer.fit()
+    assert [r.epoch for r in results] == [3]
+
+
+def test_time_budget_stops_training_cleanly(synth_root, tmp_path):
+    summary = run_training(_config(synth_root, tmp_path, "epochs=5", "time_budget_min=0.0001"))
+    assert len(summary.epochs) == 1 and summary.epochs[0].stopped_early
+    assert summary.best_checkpoint.is_file()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_checkpoints_never_run_code(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    evil = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "epoch": _Payload()}, evil)
+    with pytest.raises(ConfigError, match="cannot load checkpoint"):
+        load_checkpoint(evil)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ConfigError, match="not an mmsag_ros checkpoint"):
+        load_checkpoint(foreign)
+    future = tmp_path / "future.pt"
+    torch.save({"format_version": 99}, future)
+    with pytest.raises(ConfigError, match="upgrade mmsag_ros"):
+        load_checkpoint(future)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(pickle.dumps({"format_version": 1})[:5])
+    with pytest.raises(ConfigError, match="cannot load checkpoint"):
+        load_checkpoint(truncated)
