@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "BagError",
+    "BundleError",
     "ConfigError",
     "DatasetError",
     "ImageConversionError",
@@ -39,6 +40,10 @@ class BackendUnavailableError(MmsagError):
 
 class BagError(MmsagError):
     """A rosbag cannot be read or written."""
+
+
+class BundleError(MmsagError):
+    """A model bundle is missing, malformed or inconsistent (manifest, files, hashes, engines)."""
 
 
 class ImageConversionError(MmsagError, ValueError):

@@ -1,18 +1,12 @@
-"""Shared fixtures: an isolated ROS 2 environment per test and helpers for peer processes."""
+"""Shared fixtures: an isolated ROS 2 environment per test."""
 
 from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-VENV = Path(sys.prefix)
-FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
+from support import FASTDDS_PROFILE, REPO, VENV
 
 # Every process these tests start stays on this machine.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -32,14 +26,3 @@ def ros_env() -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def start_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    """Start ``script`` with this interpreter as a separate process, capturing its output."""
-    return subprocess.Popen(
-        [sys.executable, str(script), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )

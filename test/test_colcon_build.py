@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, VENV
+from support import REPO, VENV
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REPO, VENV
+from support import REPO, VENV
 
 PACKAGE = REPO / "mmsag_ros"
 ROS_PARTS = {"ros", "bag"}  # the only subpackages allowed to import rclpy

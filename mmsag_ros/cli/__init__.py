@@ -25,6 +25,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mmsag_ros.cli.data", "dataset statistics and synthetic conveyor scenes"),
     "train": ("mmsag_ros.cli.train", "train an MM-SAG model"),
     "eval": ("mmsag_ros.cli.eval", "score a checkpoint on a dataset split"),
+    "export": ("mmsag_ros.cli.export", "export a checkpoint to a deployable bundle"),
+    "verify": ("mmsag_ros.cli.verify", "check every available backend against ONNX Runtime"),
+    "bench": ("mmsag_ros.cli.bench", "latency and throughput per backend and batch size"),
     "info": ("mmsag_ros.cli.info", "show the version and which components this machine has"),
 }
 

@@ -79,8 +79,8 @@ class PreprocessSpec:
             raise ConfigError(f"preprocessing spec is missing the field {err}") from None
 
 
-def to_rgb(image: np.ndarray, color_order: str) -> np.ndarray:
-    """Return an H x W x 3 uint8 RGB image (a view when it already is one)."""
+def _check_image(image: np.ndarray, color_order: str) -> None:
+    """ImageConversionError unless ``image`` is a non-empty uint8 frame of ``color_order``."""
     if image.dtype != np.uint8:
         raise ImageConversionError(f"expected a uint8 image, got {image.dtype}")
     if color_order not in COLOR_ORDERS:
@@ -93,6 +93,11 @@ def to_rgb(image: np.ndarray, color_order: str) -> np.ndarray:
         raise ImageConversionError(
             f"image of shape {image.shape} does not match colour order {color_order!r}"
         )
+
+
+def to_rgb(image: np.ndarray, color_order: str) -> np.ndarray:
+    """Return an H x W x 3 uint8 RGB image (a view when it already is one)."""
+    _check_image(image, color_order)
     if color_order == "rgb":
         return image
     code = {
@@ -141,6 +146,8 @@ def resize_to_input(
     image: np.ndarray, spec: PreprocessSpec, color_order: str = "rgb"
 ) -> np.ndarray:
     """Resize a uint8 image to the S x S x 3 RGB model input by the spec's resize policy."""
+    # Check first: a bad frame must fail with our message before a full-size resize.
+    _check_image(image, color_order)
     if color_order == "mono" and image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     # Resize first: colour conversion then touches S x S pixels, not H x W.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import ros_peer
-from conftest import FASTDDS_PROFILE, REPO, start_python
+from support import FASTDDS_PROFILE, REPO, start_python
 
 PEER = REPO / "test" / "ros_peer.py"
 COUNT = 20

@@ -71,7 +71,7 @@ def test_bad_files_fail_clearly(tmp_path):
 
 @pytest.mark.parametrize("name", ["train_mlkw_r101_448.yaml", "train_effl0_224.yaml"])
 def test_shipped_configs_load(name):
-    from conftest import REPO
+    from support import REPO
 
     config = load_config(REPO / "config" / name)
     assert config.model.name.startswith("mmsag_")

@@ -1,0 +1,93 @@
+"""Helpers for the runtime tests: tiny real checkpoints and bundles, a swapped-ONNX bundle.
+
+The model is a ResNet-18 MM-SAG at 96 px with a narrow head (3 x 3 attention grid), so an
+export takes a few seconds on two CPU cores. A uniquely named module, not conftest.py, so test
+modules can import it whatever other conftest modules pytest has loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mmsag_ros.data.labels import MLKW_LABELS
+
+INPUT_SIZE = 96
+_TINY = {
+    "backbone": "resnet18",
+    "input_size": INPUT_SIZE,
+    "width": 64,
+    "num_heads": 4,
+    "ffn_dim": 64,
+    "attention_dim": 64,
+    "dropout": 0.0,
+    "embedding_source": "learnable",
+    "embedding_dim": 32,
+}
+
+
+def write_checkpoint(path: Path, *, seed: int) -> Path:
+    """A training-style checkpoint of a randomly initialised tiny model."""
+    import torch
+
+    from mmsag_ros.model import ModelConfig, build_model
+    from mmsag_ros.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    config = ModelConfig(name="tiny_r18_96", **_TINY)
+    model = build_model(config, num_labels=len(MLKW_LABELS)).eval()
+    thresholds = np.linspace(0.3, 0.7, len(MLKW_LABELS)).round(3).tolist()
+    return save_checkpoint(
+        path,
+        {
+            "epoch": 0,
+            "model_name": config.name,
+            "model_config": config.to_dict(),
+            "model_state": model.state_dict(),
+            "labels": MLKW_LABELS.to_dict(),
+            "spec": model.spec.to_dict(),
+            "thresholds": thresholds,
+            "metrics": {"val": {"map": 0.0}},
+            "train_config": {},
+            "optimizer": {},
+            "scheduler": {},
+            "scaler": {},
+            "best_map": 0.0,
+            "best_thresholds": thresholds,
+        },
+    )
+
+
+def make_bundle(out_dir: Path, *, seed: int, attention: bool = True) -> Path:
+    """Export a fresh tiny model into ``out_dir`` with the export helper's code."""
+    from mmsag_ros.export.bundle import export_bundle
+
+    checkpoint = write_checkpoint(out_dir.parent / f"{out_dir.name}_ckpt" / "best.pt", seed=seed)
+    export_bundle(checkpoint, out_dir, attention=attention, progress=False)
+    return out_dir
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def swap_onnx(bundle_dir: Path, other_dir: Path, out_dir: Path, *, fix_manifest: bool) -> Path:
+    """Copy ``bundle_dir`` with ``other_dir``'s model.onnx.
+
+    With ``fix_manifest`` the manifest is rewritten to describe the new file (its SHA-256 and
+    the model id embedded in it), which load_bundle cannot tell from a genuine bundle: only
+    comparing against model.pt reveals that the ONNX is another model's.
+    """
+    shutil.copytree(bundle_dir, out_dir)
+    shutil.copyfile(other_dir / "model.onnx", out_dir / "model.onnx")
+    if fix_manifest:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        other = json.loads((other_dir / "manifest.json").read_text())
+        manifest["onnx"]["sha256"] = sha256(out_dir / "model.onnx")
+        manifest["model_id"] = other["model_id"]
+        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out_dir

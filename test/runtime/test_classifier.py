@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from mmsag_ros.data.transforms import EvalTransform
+from mmsag_ros.errors import BackendUnavailableError, ConfigError, ImageConversionError
+from mmsag_ros.runtime.classifier import Classifier, candidate_backends
+from mmsag_ros.runtime.postprocess import attention_peaks, sigmoid
+
+ORT_ONE_THREAD = {"onnxruntime": {"intra_op_threads": 1}}
+
+
+@pytest.fixture(scope="module")
+def classifier(bundle):
+    with Classifier(bundle, backend="onnxruntime", backend_options=ORT_ONE_THREAD) as clf:
+        yield clf
+
+
+def _reference_scores(classifier, rgb):
+    """Scores of the training transform's output, run through the same backend."""
+    batch = EvalTransform(classifier.spec)(rgb)[None]
+    return sigmoid(classifier.backend.infer(batch)["logits"])[0]
+
+
+def test_classifier_from_a_path_reports_scores_decisions_and_peaks(bundle_dir, frames):
+    with Classifier(bundle_dir, backend="onnxruntime", backend_options=ORT_ONE_THREAD) as clf:
+        assert clf.model_id == clf.bundle.model_id
+        assert clf.backend_reason == "requested explicitly"
+        prediction = clf.classify_one(frames[1])
+    assert prediction.source_size == (641, 479)
+    assert prediction.scores.shape == (8,) and prediction.scores.dtype == np.float32
+    np.testing.assert_array_equal(prediction.decisions, prediction.scores >= clf.thresholds)
+    np.testing.assert_array_equal(prediction.thresholds, clf.bundle.thresholds)
+    assert prediction.peaks.shape == (8, 3)
+    assert ((prediction.peaks[:, :2] >= 0) & (prediction.peaks[:, :2] <= 1)).all()
+    assert prediction.timings.batch_size == 1 and prediction.timings.inference_ms > 0
+    assert prediction.timings.total_ms >= prediction.timings.preprocess_ms
+    with pytest.raises(ValueError, match="read-only"):
+        prediction.scores[0] = 1.0
+
+
+def test_peaks_come_from_the_attention_maps(classifier, frames):
+    frame = frames[0]
+    prediction = classifier.classify_one(frame)
+    batch = EvalTransform(classifier.spec)(frame)[None]
+    maps = classifier.backend.infer(batch)["attention"][0]
+    expected = attention_peaks(maps, source_size=(160, 120), spec=classifier.spec)
+    np.testing.assert_allclose(prediction.peaks, expected, atol=1e-5)
+
+
+def test_peaks_can_be_switched_off(bundle, frames):
+    with Classifier(bundle, backend="onnxruntime", peaks=False) as clf:
+        assert clf.classify_one(frames[0]).peaks is None
+
+
+@pytest.mark.parametrize("index", [0, 1, 3])  # 160x120, 641x479, 97x130
+def test_every_colour_order_equals_the_training_transform_on_rgb(classifier, frames, index):
+    rgb = frames[index]
+    expected = _reference_scores(classifier, rgb)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    bgra = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+    predictions = classifier.classify(
+        [rgb, bgr, bgra, np.ascontiguousarray(rgb[:, :, 0])],
+        color_orders=["rgb", "bgr", "bgra", "mono"],
+    )
+    for prediction in predictions[:3]:
+        np.testing.assert_allclose(prediction.scores, expected, atol=1e-6, rtol=0)
+    # Mono: its RGB equivalent is the grey value on all three channels.
+    grey = rgb[:, :, 0]
+    mono_expected = _reference_scores(classifier, np.repeat(grey[:, :, None], 3, axis=2))
+    np.testing.assert_allclose(predictions[3].scores, mono_expected, atol=1e-6, rtol=0)
+    # The comparison can fail: BGR taken for RGB gives other scores.
+    wrong = classifier.classify_one(bgr, color_order="rgb")
+    assert np.abs(wrong.scores - expected).max() > 1e-5
+
+
+def test_mono_accepts_a_single_channel_axis(classifier, frames):
+    grey = cv2.cvtColor(frames[2], cv2.COLOR_RGB2GRAY)
+    flat, with_axis = classifier.classify([grey, grey[:, :, None]], color_orders="mono")
+    np.testing.assert_allclose(flat.scores, with_axis.scores, atol=1e-6, rtol=0)
+
+
+def test_batches_larger_than_max_batch_are_split(bundle, frames):
+    images = [frames[i % len(frames)] for i in range(5)]
+    with Classifier(bundle, backend="onnxruntime", max_batch=2) as clf:
+        predictions = clf.classify(images)
+        singles = [clf.classify_one(image) for image in images]
+    assert [p.timings.batch_size for p in predictions] == [2, 2, 2, 2, 1]
+    assert [p.source_size for p in predictions] == [p.source_size for p in singles]
+    for batched, single in zip(predictions, singles, strict=True):
+        np.testing.assert_allclose(batched.scores, single.scores, atol=1e-5, rtol=0)
+
+
+def test_thresholds_override_and_validation(bundle, frames):
+    custom = np.linspace(0.1, 0.9, 8)
+    with Classifier(bundle, backend="onnxruntime", thresholds=custom) as clf:
+        first = clf.classify_one(frames[0])
+        np.testing.assert_allclose(first.thresholds, custom, rtol=1e-6)
+        np.testing.assert_array_equal(first.decisions, first.scores >= custom.astype(np.float32))
+        clf.set_thresholds(np.zeros(8))
+        assert clf.classify_one(frames[0]).decisions.all()
+        clf.set_thresholds(np.ones(8))
+        assert not clf.classify_one(frames[0]).decisions.any()
+        with pytest.raises(ConfigError, match="expected 8 thresholds"):
+            clf.set_thresholds([0.5] * 7)
+        with pytest.raises(ConfigError, match=r"in \[0, 1\], got \[1.2\]"):
+            clf.set_thresholds([0.5] * 7 + [1.2])
+        np.testing.assert_array_equal(clf.thresholds, np.ones(8))  # unchanged by the failures
+        clf.set_thresholds(None)
+        np.testing.assert_array_equal(clf.thresholds, bundle.thresholds)
+        # Earlier predictions keep the thresholds they were decided with.
+        np.testing.assert_allclose(first.thresholds, custom, rtol=1e-6)
+    with pytest.raises(ConfigError, match="expected 8 thresholds"):
+        Classifier(bundle, backend="onnxruntime", thresholds=[0.5])
+
+
+@pytest.mark.parametrize(
+    ("image", "order", "message"),
+    [
+        (np.zeros((40, 50, 3), np.float32), "rgb", "dtype float32; expected uint8"),
+        (np.zeros((40, 50, 3, 1), np.uint8), "rgb", r"shape \(40, 50, 3, 1\)"),
+        (np.zeros((0, 50, 3), np.uint8), "rgb", "H, W > 0"),
+        ([[0, 1], [2, 3]], "mono", "is a list, expected a numpy uint8 array"),
+        (np.zeros((40, 50, 3), np.uint8), "bgra", "does not match colour order 'bgra'"),
+        (np.zeros((40, 50, 4), np.uint8), "rgb", "does not match colour order 'rgb'"),
+        (np.zeros((40, 50, 3), np.uint8), "yuv", "unknown colour order 'yuv'"),
+    ],
+)
+def test_bad_frames_raise_image_conversion_errors(classifier, image, order, message):
+    with pytest.raises(ImageConversionError, match=message):
+        classifier.classify_one(image, color_order=order)
+
+
+def test_a_bad_frame_in_a_batch_is_named_by_its_index(bundle, frames):
+    images = [frames[0], frames[1], frames[2].astype(np.float32), frames[0]]
+    with Classifier(bundle, backend="onnxruntime", max_batch=2) as clf:
+        with pytest.raises(ImageConversionError, match="image 2 has dtype float32"):
+            clf.classify(images)
+        with pytest.raises(ImageConversionError, match=r"^image 3: image of shape"):
+            clf.classify([*frames[:3], frames[0]], color_orders=[*["rgb"] * 3, "mono"])
+
+
+def test_colour_orders_must_match_the_images(classifier, frames):
+    with pytest.raises(ImageConversionError, match="2 colour orders for 3 images"):
+        classifier.classify(frames[:3], color_orders=["rgb", "bgr"])
+
+
+def test_auto_picks_onnxruntime_on_this_machine(bundle):
+    with Classifier(bundle) as clf:
+        assert clf.backend.name == "onnxruntime@cpu"
+        assert "first that loads" in clf.backend_reason
+    with Classifier(bundle, device="auto") as clf:
+        import torch
+
+        if not torch.cuda.is_available():
+            assert clf.backend.name == "onnxruntime@cpu"
+            assert "skipped tensorrt@cuda:0" in clf.backend_reason
+
+
+def test_explicit_cuda_without_a_gpu_names_every_reason(bundle):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(BackendUnavailableError, match="device='cuda'") as info:
+        Classifier(bundle, device="cuda")
+    message = str(info.value)
+    assert "tensorrt@cuda:0" in message and "torch@cuda:0: torch cannot use cuda:0" in message
+
+
+def test_bad_classifier_options(bundle):
+    with pytest.raises(ConfigError, match="max_batch must be a positive integer"):
+        Classifier(bundle, max_batch=0)
+    with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
+        Classifier(bundle, backend="onnx")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        Classifier(bundle, device="gpu")
+
+
+def test_candidate_order():
+    assert candidate_backends("auto", "cpu") == [("onnxruntime", "cpu"), ("torch", "cpu")]
+    assert candidate_backends("auto", "auto") == [
+        ("tensorrt", "cuda"),
+        ("onnxruntime", "cuda"),
+        ("onnxruntime", "cpu"),
+        ("torch", "cuda"),
+        ("torch", "cpu"),
+    ]
+    assert candidate_backends("torch", "cuda:1") == [("torch", "cuda:1")]
