@@ -6,8 +6,7 @@ OpenCV: each name's module is imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mmsag_ros._lazy import lazy_exports
 
 __all__ = [
     "MLKW_LABELS",
@@ -57,14 +56,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

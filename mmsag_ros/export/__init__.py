@@ -7,9 +7,7 @@ lazily (PEP 562), so ``import mmsag_ros.export`` and :func:`load_bundle` load no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from mmsag_ros._lazy import lazy_exports
 from mmsag_ros.export.manifest import (
     MANIFEST_FORMAT,
     Bundle,
@@ -39,14 +37,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
