@@ -34,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out_dir={args.out}")
     summary = run_training(load_config(args.config, overrides))
-    print(f"best validation mAP {summary.best_val_map:.4f}: {summary.best_checkpoint}")
+    if summary.primary:
+        print(f"best validation mAP {summary.best_val_map:.4f}: {summary.best_checkpoint}")
     return 0

@@ -47,6 +47,7 @@ class TrainingSummary:
     best_checkpoint: Path
     best_val_map: float
     epochs: tuple[EpochResult, ...]
+    primary: bool = True  # False on the other ranks of a distributed run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,6 +185,8 @@ def run_training(config: TrainConfig) -> TrainingSummary:
                 "images_per_s": [r.images_per_s for r in results],
             }
             (trainer.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        return TrainingSummary(trainer.out_dir, best, trainer.best_map, tuple(results))
+        return TrainingSummary(
+            trainer.out_dir, best, trainer.best_map, tuple(results), context.is_primary()
+        )
     finally:
         cleanup_distributed()

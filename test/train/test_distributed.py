@@ -84,3 +84,31 @@ def test_ddp_step_equals_single_process_step(tmp_path):
         torch.testing.assert_close(ddp_state[key], full_batch[key], rtol=1e-4, atol=1e-6)
     # The comparison can fail: one rank's half batch alone gives a different update.
     assert any(not torch.allclose(half_batch[k], full_batch[k], atol=1e-6) for k in changed)
+
+
+@pytest.mark.slow
+def test_torchrun_launches_mmsag_train_with_two_gloo_processes(tmp_path):
+    """The documented multi-process launch: torchrun env vars -> init_distributed -> DDP."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmsag_ros.data.synth import generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(data, num_trainval=20, num_test=4, image_size=(96, 72), seed=2)
+    out_dir = tmp_path / "run"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [
+        str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "mmsag_ros.cli", "train",
+        "--set", f"data.path={data}", "--set", "data.workers=0",
+        "--set", "model.name=mmsag_r18_224", "--set", "model.pretrained=false",
+        "--set", "model.embeddings=learnable", "--set", "epochs=1", "--set", "batch_size=2",
+        "--set", "max_batches_per_epoch=2", "--set", "device=cpu", "--out", str(out_dir),
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Only the primary rank logs and writes: one line per epoch, one set of checkpoints.
+    assert len((out_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (out_dir / "best.pt").is_file() and (out_dir / "last.pt").is_file()
+    assert run.stdout.count("best validation mAP") == 1
