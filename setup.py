@@ -35,5 +35,10 @@ setup(
         "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "bag": ["rosbags>=0.10"],
     },
-    entry_points={"console_scripts": ["mmsag = mmsag_ros.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "mmsag = mmsag_ros.cli:main",
+            "mmsag-sorter = mmsag_ros.ros.sorter:main",
+        ]
+    },
 )

@@ -1,0 +1,194 @@
+"""The sorter node's parameters: declarations with descriptors and one validated, frozen record.
+
+``config/sorter.yaml`` is the only home of the values a cell runs with; the defaults here only
+make the node start without it (``python -m mmsag_ros.ros.sorter -p bundle:=...``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from mmsag_ros.errors import ConfigError
+from mmsag_ros.ros.qos import RELIABILITY_CHOICES
+from mmsag_ros.runtime.postprocess import check_thresholds
+
+__all__ = [
+    "DYNAMIC_PARAMETERS",
+    "INPUT_TYPES",
+    "SorterParams",
+    "declare_parameters",
+    "read_parameters",
+    "resolve_thresholds",
+]
+
+INPUT_TYPES = ("image", "compressed")
+# Applied at once while the node runs; every other change waits for the next configure.
+DYNAMIC_PARAMETERS = frozenset({"threshold", "class_thresholds", "max_rate_hz"})
+
+
+@dataclass(frozen=True)
+class SorterParams:
+    """Validated sorter parameters (see ``config/sorter.yaml`` for each one's meaning)."""
+
+    bundle: str
+    backend: str = "auto"
+    device: str = "cpu"
+    max_batch: int = 4
+    camera_topics: tuple[str, ...] = ("image",)
+    input_type: str = "image"
+    image_reliability: str = "best_effort"
+    image_depth: int = 1
+    output_topic: str = "labels"
+    output_depth: int = 10
+    threshold: float = -1.0
+    class_thresholds: tuple[float, ...] = ()
+    max_rate_hz: float = 0.0
+    diagnostics_period_s: float = 1.0
+    stale_after_s: float = 2.0
+    autostart: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.bundle:
+            raise ConfigError("parameter bundle is empty; set it to an exported bundle directory")
+        if not self.camera_topics or any(not t for t in self.camera_topics):
+            raise ConfigError(
+                f"camera_topics must list at least one non-empty topic, got {self.camera_topics!r}"
+            )
+        if len(set(self.camera_topics)) != len(self.camera_topics):
+            raise ConfigError(f"camera_topics lists a topic twice: {self.camera_topics!r}")
+        _choice("input_type", self.input_type, INPUT_TYPES)
+        _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
+        if not self.output_topic:
+            raise ConfigError("output_topic is empty; the default is the relative name 'labels'")
+        for name in ("max_batch", "image_depth", "output_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threshold != -1.0 and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(
+                f"threshold must lie in [0, 1] (or be -1 for the bundle's), got {self.threshold}"
+            )
+        bad = [v for v in self.class_thresholds if v != -1.0 and not 0.0 <= v <= 1.0]
+        if bad:
+            raise ConfigError(
+                f"class_thresholds must lie in [0, 1] (or be -1 for the bundle's), got {bad}"
+            )
+        if not math.isfinite(self.max_rate_hz) or self.max_rate_hz < 0.0:
+            raise ConfigError(f"max_rate_hz must be >= 0 (0 = no limit), got {self.max_rate_hz}")
+        for name in ("diagnostics_period_s", "stale_after_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0.0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> SorterParams:
+        """Build from raw parameter values (lists become tuples; None means the default)."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {}
+        for name, value in values.items():
+            if name not in known or value is None:
+                continue
+            kwargs[name] = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+        if "bundle" not in kwargs:
+            raise ConfigError("parameter bundle is not set; pass -p bundle:=<bundle directory>")
+        return cls(**kwargs)
+
+
+def _choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def resolve_thresholds(params: SorterParams, bundle_thresholds: np.ndarray) -> np.ndarray:
+    """The per-class thresholds in force: bundle's, overridden globally, then per class.
+
+    Raises:
+        ConfigError: ``class_thresholds`` is non-empty but not one value per class.
+    """
+    base = np.array(bundle_thresholds, dtype=np.float32)
+    if params.threshold != -1.0:
+        base[:] = params.threshold
+    if params.class_thresholds:
+        if len(params.class_thresholds) != base.size:
+            raise ConfigError(
+                f"class_thresholds has {len(params.class_thresholds)} values, the model has "
+                f"{base.size} classes; give one per class (-1 keeps the bundle's) or none"
+            )
+        override = np.array(params.class_thresholds, dtype=np.float32)
+        base = np.where(override == -1.0, base, override)
+    return check_thresholds(base, base.size)
+
+
+def _descriptor(
+    description: str,
+    *,
+    read_only: bool = False,
+    float_range: tuple[float, float] | None = None,
+    int_range: tuple[int, int] | None = None,
+) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if float_range is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float_range[0], to_value=float_range[1])
+        ]
+    if int_range is not None:
+        descriptor.integer_range = [
+            IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)
+        ]
+    return descriptor
+
+
+_DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
+    ("bundle", "", _descriptor("Exported model bundle directory.", read_only=True)),
+    (
+        "backend",
+        "auto",
+        _descriptor("auto, tensorrt, onnxruntime or torch.", read_only=True),
+    ),
+    ("device", "cpu", _descriptor("cpu, cuda, cuda:N or auto.", read_only=True)),
+    ("max_batch", 4, _descriptor("Frames per inference call.", read_only=True)),
+    ("camera_topics", ["image"], _descriptor("Camera topics (relative names, remap in launch).")),
+    ("input_type", "image", _descriptor("image (sensor_msgs/Image) or compressed.")),
+    ("image_reliability", "best_effort", _descriptor("best_effort or reliable.")),
+    ("image_depth", 1, _descriptor("Camera QoS history depth.", int_range=(1, 100))),
+    ("output_topic", "labels", _descriptor("MultiLabel output topic.")),
+    ("output_depth", 10, _descriptor("MultiLabel QoS history depth.", int_range=(1, 1000))),
+    ("threshold", -1.0, _descriptor("Global threshold in [0, 1]; -1 keeps the bundle's.")),
+    (
+        "class_thresholds",
+        Parameter.Type.DOUBLE_ARRAY,
+        _descriptor("Per-class thresholds in model order; -1 keeps that class's; empty: none."),
+    ),
+    ("max_rate_hz", 0.0, _descriptor("Inference rate cap in Hz; 0 means no limit.")),
+    (
+        "diagnostics_period_s",
+        1.0,
+        _descriptor("Period of /diagnostics reports in seconds.", float_range=(0.01, 3600.0)),
+    ),
+    ("stale_after_s", 2.0, _descriptor("A camera silent this long is reported stale.")),
+    ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
+)
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every sorter parameter on ``node`` with its descriptor."""
+    for name, default, descriptor in _DECLARATIONS:
+        node.declare_parameter(name, default, descriptor)
+
+
+def read_parameters(node: Node, overrides: Sequence[Parameter] = ()) -> SorterParams:
+    """Read and validate the node's parameters, with ``overrides`` (pending changes) on top.
+
+    Raises:
+        ConfigError: A value is missing, out of range or inconsistent; the message names it.
+    """
+    values = {name: node.get_parameter_or(name).value for name, _, _ in _DECLARATIONS}
+    values.update({p.name: p.value for p in overrides})
+    return SorterParams.from_values(values)

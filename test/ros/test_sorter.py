@@ -1,0 +1,221 @@
+"""The sorter node as a real process over real DDS: labels, lifecycle, bad frames, parameters.
+
+The node runs as ``python -m mmsag_ros.ros.sorter``; the peer (``test/sorter_peer.py``) is a
+second process acting as cameras and controller. Scores are checked against an offline
+Classifier on the very same frames.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import sorter_peer
+from runtime.runtime_helpers import make_bundle
+from support import REPO, start_python
+
+from mmsag_ros.runtime.classifier import Classifier, Prediction
+
+PEER = REPO / "test" / "sorter_peer.py"
+CAMERAS = ("cam_a", "cam_b")
+COUNT = 6
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("sorter") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def broken_bundle_dir(bundle_dir, tmp_path_factory) -> Path:
+    """The same bundle with its ONNX file truncated: the manifest's SHA-256 no longer matches."""
+    broken = tmp_path_factory.mktemp("sorter") / "broken"
+    shutil.copytree(bundle_dir, broken)
+    onnx = broken / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    return broken
+
+
+def _start_node(
+    env: dict[str, str], *params: str, params_file: Path | None = None
+) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    for param in ("backend:=onnxruntime", *params):
+        args += ["-p", param]
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+
+
+def _stop(node: subprocess.Popen[str]) -> str:
+    node.send_signal(signal.SIGINT)
+    try:
+        _, err = node.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        _, err = node.communicate()
+    return err
+
+
+def _run_peer(env: dict[str, str], *args: str) -> dict:
+    peer = start_python(PEER, *args, env=env)
+    out, err = peer.communicate(timeout=120)
+    assert peer.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _offline(bundle_dir: Path, indices: list[int]) -> tuple[dict[int, Prediction], Classifier]:
+    frames = [sorter_peer.make_frame(i) for i in indices]
+    orders = {"rgb8": "rgb", "bgr8": "bgr", "mono8": "mono", "rgba8": "rgba", "bgra8": "bgra"}
+    with Classifier(bundle_dir, backend="onnxruntime", device="cpu") as classifier:
+        predictions = [classifier.classify_one(f, orders[e]) for f, e in frames]
+        return dict(zip(indices, predictions, strict=True)), classifier
+
+
+def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir, ros_env):
+    node = _start_node(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=true",
+        f"camera_topics:=[{', '.join(CAMERAS)}, cam_idle]",
+        "diagnostics_period_s:=0.5",
+    )
+    try:
+        result = _run_peer(ros_env, "scenario", "--cameras", ",".join(CAMERAS), "--count", "6")
+        assert node.poll() is None, "the node died"
+    finally:
+        err = _stop(node)
+    labels = {int(k): v for k, v in result["labels"].items()}
+    good = [*range(COUNT), sorter_peer.GOOD_AFTER_BAD, *sorter_peer.THRESHOLD_INDICES]
+    # Every good frame got exactly its label; the bad ones (900, 901) got none.
+    assert sorted(labels) == sorted(good), err
+    expected, classifier = _offline(bundle_dir, good)
+    bundle = classifier.bundle
+    for index in good:
+        label, prediction = labels[index], expected[index]
+        camera = CAMERAS[index % len(CAMERAS)] if index < COUNT else CAMERAS[0]
+        assert label["frame_id"] == f"{camera}_optical/{index}"
+        assert label["stamp"][0] > 0
+        assert label["class_names"] == list(bundle.labels.names)
+        assert label["model_id"] == bundle.model_id
+        np.testing.assert_allclose(label["scores"], prediction.scores, atol=1e-4)
+        assert len(label["peaks"]) == len(bundle.labels)
+        np.testing.assert_allclose(label["peaks"], prediction.peaks, atol=1e-3)
+        assert label["inference_time_ms"] > 0
+        assert 0 < label["latency_ms"] < 10_000
+        if index != sorter_peer.THRESHOLD_INDICES[0]:
+            np.testing.assert_allclose(label["thresholds"], bundle.thresholds, atol=1e-6)
+            assert label["decisions"] == prediction.decisions.tolist()
+    # threshold=0 makes every class present; bad values are refused with a reason.
+    zero = labels[sorter_peer.THRESHOLD_INDICES[0]]
+    assert zero["thresholds"] == [0.0] * len(bundle.labels)
+    assert all(zero["decisions"])
+    params = result["params"]
+    assert params["zero"]["successful"] and params["restore"]["successful"]
+    assert not params["too_high"]["successful"]
+    assert "threshold" in params["too_high"]["reason"]
+    assert not params["wrong_length"]["successful"]
+    assert "3 values" in params["wrong_length"]["reason"]
+    # /diagnostics counts the two bad frames and names the model and backend.
+    reports = [d for d in result["diagnostics"] if d.get("model_id") == bundle.model_id]
+    assert reports, result["diagnostics"]
+    last = reports[-1]
+    assert int(last["rejected"]) == 2
+    assert int(last["published"]) == len(good)
+    assert int(last["received"]) == len(good) + 2
+    assert last["backend"].startswith("onnxruntime")
+    assert last["stale_cameras"] == "cam_idle"  # subscribed, but nothing ever arrived
+    assert {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "dropped"} <= set(last)
+
+
+def test_lifecycle_services_gate_the_output(bundle_dir, ros_env):
+    # The shipped parameter file says autostart: true; the command line overrides it.
+    node = _start_node(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=false",
+        params_file=REPO / "config/sorter.yaml",
+    )
+    try:
+        result = _run_peer(ros_env, "lifecycle", "--expect", "ok")
+        assert node.poll() is None
+    finally:
+        _stop(node)
+    assert result == {
+        "configure": True,
+        "after_configure": "inactive",
+        "activate": True,
+        "label_while_active": True,
+        "deactivate": True,
+        "label_while_inactive": False,
+        "cleanup": True,
+        "after_cleanup": "unconfigured",
+    }
+
+
+def test_configure_fails_cleanly_on_a_broken_bundle(broken_bundle_dir, ros_env):
+    node = _start_node(ros_env, f"bundle:={broken_bundle_dir}")
+    try:
+        result = _run_peer(ros_env, "lifecycle", "--expect", "fail")
+        assert node.poll() is None, "a failed configure must not end the node"
+    finally:
+        err = _stop(node)
+    assert result == {"configure": False, "after_configure": "unconfigured"}
+    failures = [line for line in err.splitlines() if "configure failed" in line]
+    assert len(failures) == 1 and "model.onnx" in failures[0], err
+
+
+BAG = Path("/work/shared/data/bags/raspicam_marker_mcap")
+
+
+def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
+    bag = str(BAG) if BAG.is_dir() else None
+    node = _start_node(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=true",
+        "input_type:=compressed",
+        "diagnostics_period_s:=0.5",
+    )
+    flood = 40
+    try:
+        result = _run_peer(
+            ros_env, "compressed", "--count", str(flood), *(["--bag", bag] * bool(bag))
+        )
+        assert node.poll() is None, "the node died"
+    finally:
+        err = _stop(node)
+    frames = sorter_peer.compressed_frames(bag)
+    labels = {int(k): v for k, v in result["labels"].items()}
+    # Every decodable frame got its label, none of the bad ones did.
+    assert sorted(labels) == [index for index, _, _ in frames], err
+    images = [
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) for _, _, data in frames
+    ]
+    with Classifier(bundle_dir, backend="onnxruntime", device="cpu") as classifier:
+        expected = [classifier.classify_one(image, "bgr") for image in images]
+        names = list(classifier.labels.names)
+    for (index, _, _), prediction in zip(frames, expected, strict=True):
+        assert labels[index]["class_names"] == names
+        assert labels[index]["frame_id"] == f"image_optical/{index}"
+        np.testing.assert_allclose(labels[index]["scores"], prediction.scores, atol=1e-4)
+    # Flooding at ~100 Hz into a 2 Hz cap: the newest frame is labelled, the stale ones dropped.
+    assert result["rate"]["successful"]
+    flood_labels = result["flood_labels"]
+    assert flood_labels[-1] == 1000 + flood - 1
+    assert len(flood_labels) <= 6, flood_labels
+    last = result["diagnostics"][-1]
+    received, published = int(last["received"]), int(last["published"])
+    dropped, rejected = int(last["dropped"]), int(last["rejected"])
+    assert rejected == len(sorter_peer.BAD_COMPRESSED)
+    assert dropped >= flood - 6
+    assert received == published + dropped + rejected

@@ -1,0 +1,98 @@
+"""The sorter's parameter validation, its YAML file and its launch file (no node started).
+
+launch and launch_ros cannot be installed here, so the launch file is compiled and its
+declared arguments read from the syntax tree instead of being run.
+"""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+
+import numpy as np
+import pytest
+import yaml
+from support import REPO
+
+from mmsag_ros.errors import ConfigError
+from mmsag_ros.ros.params import SorterParams, resolve_thresholds
+
+LAUNCH = REPO / "launch" / "sorter.launch.py"
+CONFIG = REPO / "config" / "sorter.yaml"
+
+
+def test_launch_file_compiles_and_declares_the_arguments(tmp_path):
+    py_compile.compile(str(LAUNCH), cfile=str(tmp_path / "launch.pyc"), doraise=True)
+    tree = ast.parse(LAUNCH.read_text())
+    declared = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument":
+            keywords = {k.arg: k.value for k in call.keywords}
+            declared[call.args[0].value] = keywords
+    assert set(declared) == {
+        "bundle",
+        "params_file",
+        "namespace",
+        "camera_topics",
+        "compressed",
+        "log_level",
+    }
+    assert all("description" in keywords for keywords in declared.values())
+    assert ast.literal_eval(declared["compressed"]["choices"]) == ["true", "false"]
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    } | {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "subprocess" not in imported and "os" not in imported
+    assert "eval(" not in LAUNCH.read_text()
+
+
+def test_parameter_file_holds_valid_values_for_every_field():
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    params = SorterParams.from_values({**values, "bundle": "/some/bundle"})
+    assert params.camera_topics == ("image",)
+    fields = set(SorterParams.__dataclass_fields__)
+    # class_thresholds stays commented out: a ROS parameter file cannot hold an empty list.
+    assert set(values) == fields - {"class_thresholds"}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"bundle": ""}, "bundle is empty"),
+        ({"camera_topics": ()}, "at least one"),
+        ({"camera_topics": ("a", "a")}, "twice"),
+        ({"input_type": "raw"}, "input_type must be one of image, compressed"),
+        ({"image_reliability": "sometimes"}, "image_reliability"),
+        ({"output_depth": 0}, "output_depth must be at least 1"),
+        ({"threshold": 1.5}, r"threshold must lie in \[0, 1\]"),
+        ({"class_thresholds": (0.5, 2.0)}, "class_thresholds must lie"),
+        ({"max_rate_hz": -1.0}, "max_rate_hz"),
+        ({"diagnostics_period_s": 0.0}, "diagnostics_period_s must be a positive"),
+    ],
+)
+def test_bad_parameters_are_refused_with_the_value(change, match):
+    with pytest.raises(ConfigError, match=match):
+        SorterParams(**{"bundle": "/b", **change})
+
+
+def test_missing_bundle_is_refused():
+    with pytest.raises(ConfigError, match="bundle is not set"):
+        SorterParams.from_values({"camera_topics": ["a"]})
+
+
+def test_thresholds_resolve_bundle_then_global_then_per_class():
+    bundle = np.array([0.3, 0.4, 0.5], np.float32)
+    assert resolve_thresholds(SorterParams(bundle="/b"), bundle).tolist() == pytest.approx(
+        [0.3, 0.4, 0.5]
+    )
+    both = SorterParams(bundle="/b", threshold=0.2, class_thresholds=(-1.0, 0.9, -1.0))
+    assert resolve_thresholds(both, bundle).tolist() == pytest.approx([0.2, 0.9, 0.2])
+    with pytest.raises(ConfigError, match="class_thresholds has 2 values, the model has 3"):
+        resolve_thresholds(SorterParams(bundle="/b", class_thresholds=(0.1, 0.2)), bundle)

@@ -1,0 +1,331 @@
+"""A camera-and-controller peer for the sorter node tests (run as a script, not collected).
+
+    python sorter_peer.py scenario --cameras cam_a,cam_b --count 6
+    python sorter_peer.py lifecycle --expect ok|fail
+
+``scenario`` publishes synthetic frames (derived from their index, see :func:`make_frame`) to
+each camera, waits for each frame's MultiLabel, sends bad frames, changes thresholds through the
+parameter service, waits for a /diagnostics report counting the rejected frames and prints one
+JSON document. ``lifecycle`` drives the node through its lifecycle services and prints what each
+transition returned and which labels arrived. The frame index travels in ``header.frame_id``
+(``<camera>_optical/<index>``) so the test can rebuild every frame offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from mmsag_ros.data.synth_scene import render_scene
+
+ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+GOOD_AFTER_BAD = 100  # index of the good frame sent after the bad ones
+THRESHOLD_INDICES = (101, 102)  # frames sent after setting threshold=0, then restoring it
+
+
+def make_frame(index: int) -> tuple[np.ndarray, str]:
+    """The frame with this index: a synthetic conveyor scene, its size and encoding cycling."""
+    size = (96 + 16 * (index % 4), 72 + 8 * (index % 3))
+    rgb = render_scene(np.random.default_rng(index), image_size=size)[0]
+    encoding = ENCODINGS[index % len(ENCODINGS)]
+    if encoding == "bgr8":
+        return np.ascontiguousarray(rgb[:, :, ::-1]), encoding
+    if encoding == "mono8":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), encoding
+    if encoding in ("rgba8", "bgra8"):
+        base = rgb if encoding == "rgba8" else rgb[:, :, ::-1]
+        alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+        return np.ascontiguousarray(np.concatenate([base, alpha], axis=2)), encoding
+    return rgb, encoding
+
+
+def compressed_frames(bag_dir: str | None) -> list[tuple[int, str, bytes]]:
+    """``(index, format, data)`` of the compressed frames: the bag's JPEGs, then synthetic ones."""
+    frames = []
+    if bag_dir:
+        from pathlib import Path
+
+        from rosbags.highlevel import AnyReader
+
+        with AnyReader([Path(bag_dir)]) as reader:
+            connections = [c for c in reader.connections if c.msgtype.endswith("CompressedImage")]
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = reader.deserialize(raw, connection.msgtype)
+                frames.append((len(frames), msg.format, bytes(msg.data)))
+    for index in range(len(frames), len(frames) + 3):
+        bgr = np.ascontiguousarray(make_frame(5 * index)[0][..., :3])  # index % 5 == 0: rgb8
+        fmt = "png" if index % 2 else "jpeg"
+        frames.append((index, fmt, cv2.imencode(f".{fmt}", bgr[:, :, ::-1])[1].tobytes()))
+    return frames
+
+
+# Bad compressed frames: truncated JPEG, garbage, empty data, an unsupported format.
+BAD_COMPRESSED = (
+    (900, "jpeg", "truncated"),
+    (901, "jpeg", "garbage"),
+    (902, "png", "empty"),
+    (903, "tiff", "valid"),
+)
+
+
+def frame_index(frame_id: str) -> int:
+    return int(frame_id.rsplit("/", 1)[1])
+
+
+class Peer:
+    """One rclpy node holding camera publishers, the labels and diagnostics subscriptions."""
+
+    def __init__(self, cameras: list[str], *, compressed: bool = False) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from mmsag_ros.msg import MultiLabel
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from mmsag_ros.ros.qos import image_qos, labels_qos
+
+        self.rclpy = rclpy
+        self.node = rclpy.create_node("sorter_peer")
+        self.cameras = cameras
+        msg_type = CompressedImage if compressed else Image
+        self.pubs = {
+            c: self.node.create_publisher(msg_type, c, image_qos("reliable")) for c in cameras
+        }
+        self.labels: dict[int, object] = {}
+        self.diagnostics: list[dict[str, str]] = []
+        self.node.create_subscription(MultiLabel, "labels", self._on_label, labels_qos())
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(
+                {kv.key: kv.value for kv in s.values} for s in m.status
+            ),
+            10,
+        )
+
+    def _on_label(self, msg) -> None:
+        self.labels[frame_index(msg.header.frame_id)] = msg
+
+    def spin_until(self, done, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            self.rclpy.spin_once(self.node, timeout_sec=0.02)
+        return True
+
+    def wait_connected(self, timeout_s: float = 20.0) -> None:
+        ok = self.spin_until(
+            lambda: (
+                all(p.get_subscription_count() > 0 for p in self.pubs.values())
+                and self.node.count_publishers("labels") > 0
+            ),
+            timeout_s,
+        )
+        if not ok:
+            sys.exit("peer: the sorter never connected")
+        self.spin_until(lambda: False, 0.5)  # let the other side of discovery settle
+
+    def image(self, camera: str, index: int, *, array=None, encoding=None, data=None):
+        from mmsag_ros.ros.conversions import array_to_image
+
+        frame, enc = make_frame(index) if array is None else (array, "rgb8")
+        msg = array_to_image(frame, enc)
+        if encoding is not None:
+            msg.encoding = encoding
+        if data is not None:
+            msg.data = data
+        msg.header.frame_id = f"{camera}_optical/{index}"
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        return msg
+
+    def send(self, camera: str, index: int, **kwargs) -> None:
+        self.pubs[camera].publish(self.image(camera, index, **kwargs))
+
+    def set_parameter(self, name: str, value) -> dict:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, "/sorter/set_parameters")
+        client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(
+            SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        )
+        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
+        result = future.result().results[0]
+        return {"successful": result.successful, "reason": result.reason}
+
+    def change_state(self, transition_id: int) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.node.create_client(ChangeState, "/sorter/change_state")
+        client.wait_for_service(timeout_sec=10.0)
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        future = client.call_async(request)
+        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=30.0)
+        return bool(future.result().success)
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        client = self.node.create_client(GetState, "/sorter/get_state")
+        client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(GetState.Request())
+        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
+        return future.result().current_state.label
+
+
+def summarize(msg) -> dict:
+    return {
+        "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
+        "frame_id": msg.header.frame_id,
+        "model_id": msg.model_id,
+        "class_names": list(msg.class_names),
+        "scores": [float(v) for v in msg.scores],
+        "decisions": [bool(v) for v in msg.decisions],
+        "thresholds": [float(v) for v in msg.thresholds],
+        "peaks": [[p.x, p.y, p.strength] for p in msg.peaks],
+        "inference_time_ms": msg.inference_time_ms,
+        "latency_ms": msg.latency_ms,
+    }
+
+
+def scenario(peer: Peer, count: int) -> dict:
+    peer.wait_connected()
+    sent = []
+    for start in range(0, count, len(peer.cameras)):
+        # One frame on every camera back to back: they wait together and share a batch.
+        batch = [(cam, start + k) for k, cam in enumerate(peer.cameras) if start + k < count]
+        for cam, index in batch:
+            peer.send(cam, index)
+            sent.append(index)
+        peer.spin_until(lambda b=batch: all(i in peer.labels for _, i in b), 15.0)
+    cam = peer.cameras[0]
+    frame, _ = make_frame(0)
+    bad = [
+        peer.image(cam, 900, array=frame, encoding="yuv422"),
+        peer.image(cam, 901, array=frame, encoding="rgb8", data=bytes(10)),
+    ]
+    for msg in bad:
+        peer.pubs[cam].publish(msg)
+        peer.spin_until(lambda: False, 0.3)  # its own batch, not overwritten by the next
+    peer.send(cam, GOOD_AFTER_BAD)
+    peer.spin_until(lambda: GOOD_AFTER_BAD in peer.labels, 15.0)
+    params = {"zero": peer.set_parameter("threshold", 0.0)}
+    peer.send(cam, THRESHOLD_INDICES[0])
+    peer.spin_until(lambda: THRESHOLD_INDICES[0] in peer.labels, 15.0)
+    params["too_high"] = peer.set_parameter("threshold", 1.5)
+    params["wrong_length"] = peer.set_parameter("class_thresholds", [0.5, 0.5, 0.5])
+    params["restore"] = peer.set_parameter("threshold", -1.0)
+    peer.send(cam, THRESHOLD_INDICES[1])
+    peer.spin_until(lambda: THRESHOLD_INDICES[1] in peer.labels, 15.0)
+    peer.spin_until(
+        lambda: any(
+            int(d.get("rejected", 0)) >= 2 and int(d.get("published", 0)) >= len(peer.labels)
+            for d in peer.diagnostics
+        ),
+        10.0,
+    )
+    return {
+        "sent": sent,
+        "labels": {str(i): summarize(m) for i, m in peer.labels.items()},
+        "params": params,
+        "diagnostics": peer.diagnostics,
+    }
+
+
+def _compressed_msg(peer: Peer, index: int, fmt: str, data: bytes):
+    from sensor_msgs.msg import CompressedImage
+
+    msg = CompressedImage(format=fmt, data=data)
+    msg.header.frame_id = f"{peer.cameras[0]}_optical/{index}"
+    msg.header.stamp = peer.node.get_clock().now().to_msg()
+    return msg
+
+
+def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
+    peer.wait_connected()
+    pub = peer.pubs[peer.cameras[0]]
+    frames = compressed_frames(bag_dir)
+    good = frames[-1][2]
+    for index, fmt, data in frames:
+        pub.publish(_compressed_msg(peer, index, fmt, data))
+        peer.spin_until(lambda i=index: i in peer.labels, 15.0)
+    bad_data = {"truncated": good[: len(good) // 2], "garbage": b"garbage" * 20, "empty": b""}
+    for index, fmt, kind in BAD_COMPRESSED:
+        pub.publish(_compressed_msg(peer, index, fmt, bad_data.get(kind, good)))
+        peer.spin_until(lambda: False, 0.3)
+    good_labels = {str(i): summarize(m) for i, m in peer.labels.items()}
+    # Under load: cap inference at 2 Hz and flood; stale frames must be dropped, not queued.
+    rate = peer.set_parameter("max_rate_hz", 2.0)
+    peer.labels.clear()
+    peer.diagnostics.clear()
+    start = 1000
+    for index in range(start, start + flood_count):
+        pub.publish(_compressed_msg(peer, index, frames[-1][1], good))
+        peer.spin_until(lambda: False, 0.01)
+    last = start + flood_count - 1
+    peer.spin_until(lambda: last in peer.labels, 10.0)
+    total = len(frames) + len(BAD_COMPRESSED) + flood_count
+    peer.spin_until(lambda: any(int(d.get("received", 0)) >= total for d in peer.diagnostics), 5.0)
+    return {
+        "labels": good_labels,
+        "flood_labels": sorted(peer.labels),
+        "rate": rate,
+        "diagnostics": peer.diagnostics,
+    }
+
+
+def lifecycle(peer: Peer, expect: str) -> dict:
+    from lifecycle_msgs.msg import Transition
+
+    result = {"configure": peer.change_state(Transition.TRANSITION_CONFIGURE)}
+    result["after_configure"] = peer.state()
+    if expect == "fail":
+        return result
+    result["activate"] = peer.change_state(Transition.TRANSITION_ACTIVATE)
+    peer.wait_connected()
+    cam = peer.cameras[0]
+    peer.send(cam, 0)
+    result["label_while_active"] = peer.spin_until(lambda: 0 in peer.labels, 15.0)
+    result["deactivate"] = peer.change_state(Transition.TRANSITION_DEACTIVATE)
+    peer.send(cam, 1)
+    peer.spin_until(lambda: 1 in peer.labels, 2.0)
+    result["label_while_inactive"] = 1 in peer.labels
+    result["cleanup"] = peer.change_state(Transition.TRANSITION_CLEANUP)
+    result["after_cleanup"] = peer.state()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["scenario", "lifecycle", "compressed"])
+    parser.add_argument("--bag", default=None)
+    parser.add_argument("--cameras", default="image")
+    parser.add_argument("--count", type=int, default=6)
+    parser.add_argument("--expect", choices=["ok", "fail"], default="ok")
+    args = parser.parse_args()
+    import rclpy
+
+    rclpy.init()
+    peer = Peer(args.cameras.split(","), compressed=args.role == "compressed")
+    try:
+        if args.role == "scenario":
+            out = scenario(peer, args.count)
+        elif args.role == "compressed":
+            out = compressed(peer, args.bag, args.count)
+        else:
+            out = lifecycle(peer, args.expect)
+        print(json.dumps(out))
+    finally:
+        peer.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
