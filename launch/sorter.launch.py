@@ -6,8 +6,9 @@
         camera_topics:=/cam_left/image_raw/compressed,/cam_right/image_raw/compressed
 
 ``config/sorter.yaml`` holds every default; the arguments here only override what differs per
-cell. Labels go to ``/waste/labels``. The parameter file sets ``autostart: true``; set it to false
-there when a lifecycle manager drives the node.
+cell. Labels go to ``/waste/labels``, the optional debug overlay (``debug_image: true`` in the
+parameter file) to ``/waste/debug_image``. The parameter file sets ``autostart: true``; set it
+to false there when a lifecycle manager drives the node.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _sorter(context: LaunchContext) -> list[LifecycleNode]:
             name="sorter",
             namespace=arg("namespace"),
             parameters=[arg("params_file"), overrides],
-            remappings=[("labels", "/waste/labels")],
+            remappings=[("labels", "/waste/labels"), ("debug_image", "/waste/debug_image")],
             arguments=["--ros-args", "--log-level", arg("log_level")],
             output="screen",
         )

@@ -7,7 +7,9 @@
 each camera, waits for each frame's MultiLabel, sends bad frames, changes thresholds through the
 parameter service, waits for a /diagnostics report counting the rejected frames and prints one
 JSON document. ``lifecycle`` drives the node through its lifecycle services and prints what each
-transition returned and which labels arrived. The frame index travels in ``header.frame_id``
+transition returned and which labels arrived. ``debug`` sends frames first without, then with a
+``debug_image`` subscriber, saves each overlay it receives as ``<out-dir>/<index>.npy`` and
+reports the /diagnostics counts of both phases. The frame index travels in ``header.frame_id``
 (``<camera>_optical/<index>``) so the test can rebuild every frame offline.
 """
 
@@ -281,6 +283,67 @@ def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
     }
 
 
+def _report_covering(peer: Peer, published: int, debug_images: int = 0) -> dict[str, str]:
+    """The first /diagnostics report counting ``published`` labels and ``debug_images``."""
+
+    def covering() -> list[dict[str, str]]:
+        return [
+            d
+            for d in peer.diagnostics
+            if int(d.get("published", 0)) >= published
+            and int(d.get("debug_images_published", 0)) >= debug_images
+        ]
+
+    peer.spin_until(lambda: bool(covering()), 10.0)
+    found = covering()
+    return found[0] if found else {}
+
+
+def debug(peer: Peer, count: int, out_dir: str) -> dict:
+    from pathlib import Path
+
+    from sensor_msgs.msg import Image
+
+    from mmsag_ros.ros.conversions import image_to_array
+    from mmsag_ros.ros.qos import image_qos
+
+    peer.wait_connected()
+    peer.spin_until(lambda: peer.node.count_publishers("debug_image") > 0, 10.0)
+    cam = peer.cameras[0]
+    for index in range(count):
+        peer.send(cam, index)
+        peer.spin_until(lambda i=index: i in peer.labels, 15.0)
+    unwatched = _report_covering(peer, count)
+    images: dict[int, object] = {}
+    subscription = peer.node.create_subscription(
+        Image,
+        "debug_image",
+        lambda m: images.__setitem__(frame_index(m.header.frame_id), m),
+        image_qos("reliable", 10),
+    )
+    peer.spin_until(lambda: subscription.get_publisher_count() > 0, 10.0)
+    peer.spin_until(lambda: False, 1.0)  # let the node's side of discovery see us too
+    for index in range(count, 2 * count):
+        peer.send(cam, index)
+        peer.spin_until(lambda i=index: i in peer.labels and i in images, 15.0)
+    watched = _report_covering(peer, 2 * count, len(images))
+    received = {}
+    for index, msg in images.items():
+        np.save(Path(out_dir) / f"{index}.npy", np.array(image_to_array(msg)))
+        received[str(index)] = {
+            "frame_id": msg.header.frame_id,
+            "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
+            "size": [msg.width, msg.height],
+            "encoding": msg.encoding,
+        }
+    return {
+        "labels": {str(i): summarize(m) for i, m in peer.labels.items()},
+        "images": received,
+        "unwatched": unwatched,
+        "watched": watched,
+    }
+
+
 def lifecycle(peer: Peer, expect: str) -> dict:
     from lifecycle_msgs.msg import Transition
 
@@ -304,11 +367,12 @@ def lifecycle(peer: Peer, expect: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["scenario", "lifecycle", "compressed"])
+    parser.add_argument("role", choices=["scenario", "lifecycle", "compressed", "debug"])
     parser.add_argument("--bag", default=None)
     parser.add_argument("--cameras", default="image")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--expect", choices=["ok", "fail"], default="ok")
+    parser.add_argument("--out-dir", default=".")
     args = parser.parse_args()
     import rclpy
 
@@ -319,6 +383,8 @@ def main() -> None:
             out = scenario(peer, args.count)
         elif args.role == "compressed":
             out = compressed(peer, args.bag, args.count)
+        elif args.role == "debug":
+            out = debug(peer, args.count, args.out_dir)
         else:
             out = lifecycle(peer, args.expect)
         print(json.dumps(out))

@@ -30,6 +30,7 @@ class SorterStats:
         self._published = 0
         self._dropped = 0
         self._rejected = 0
+        self._debug_images = 0
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCIES)
         self._window_start_s = time.monotonic()
         self._window_received = 0
@@ -58,6 +59,11 @@ class SorterStats:
             self._published += 1
             self._window_published += 1
             self._latencies_ms.append(latency_ms)
+
+    def debug_image_published(self) -> None:
+        """Count a published debug overlay."""
+        with self._lock:
+            self._debug_images += 1
 
     @property
     def rejected(self) -> int:
@@ -90,6 +96,7 @@ class SorterStats:
                 if now - self._last_frame_s.get(cam, -float("inf")) > stale_after_s
             ]
             totals = (self._received, self._published, self._dropped, self._rejected)
+            debug_images = self._debug_images
         if latencies.size:
             p50, p95, p99 = (f"{v:.2f}" for v in np.percentile(latencies, [50, 95, 99]))
         else:
@@ -111,6 +118,7 @@ class SorterStats:
             "published": str(totals[1]),
             "dropped": str(totals[2]),
             "rejected": str(totals[3]),
+            "debug_images_published": str(debug_images),
             "stale_cameras": ",".join(stale) if active else "",
             "backend": backend,
             "model_id": model_id,

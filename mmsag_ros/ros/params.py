@@ -53,6 +53,7 @@ class SorterParams:
     max_rate_hz: float = 0.0
     diagnostics_period_s: float = 1.0
     stale_after_s: float = 2.0
+    debug_image: bool = False
     autostart: bool = False
 
     def __post_init__(self) -> None:
@@ -173,6 +174,11 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         _descriptor("Period of /diagnostics reports in seconds.", float_range=(0.01, 3600.0)),
     ),
     ("stale_after_s", 2.0, _descriptor("A camera silent this long is reported stale.")),
+    (
+        "debug_image",
+        False,
+        _descriptor("Publish frames with scores and attention drawn while someone subscribes."),
+    ),
     ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
 )
 

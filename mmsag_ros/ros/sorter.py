@@ -5,6 +5,8 @@ subscribes to the cameras and starts the inference worker; deactivate and cleanu
 Frames are taken latest-first (see :mod:`mmsag_ros.ros.worker`), so latency never grows with a
 backlog. ``/diagnostics`` reports rates, latency percentiles, dropped and rejected frames and
 stale cameras. Thresholds and the rate cap change at run time through ``ros2 param set``.
+With ``debug_image`` set, ``debug_image`` carries each frame with its scores and attention drawn
+(bgr8, the source header), drawn only while that topic has a subscriber.
 
 Run without launch: ``python -m mmsag_ros.ros.sorter --ros-args -p bundle:=<dir> -p
 autostart:=true``.
@@ -21,12 +23,14 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import AttentionPeak, MultiLabel
+from mmsag_ros.ros.conversions import array_to_image
 from mmsag_ros.ros.diagnostics import SorterStats
 from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
@@ -38,6 +42,7 @@ from mmsag_ros.ros.params import (
 from mmsag_ros.ros.qos import image_qos, labels_qos
 from mmsag_ros.ros.worker import Frame, FrameWorker
 from mmsag_ros.runtime.classifier import Classifier, Prediction
+from mmsag_ros.runtime.overlay import draw_overlay
 
 __all__ = ["SorterNode", "main"]
 
@@ -55,6 +60,7 @@ class SorterNode(LifecycleNode):
         self._stats: SorterStats | None = None
         self._worker: FrameWorker | None = None
         self._labels_pub: LifecyclePublisher | None = None
+        self._debug_pub: Publisher | None = None
         self._subscriptions: list[Subscription] = []
         self._diag_timer: Timer | None = None
         self._active = False
@@ -100,10 +106,13 @@ class SorterNode(LifecycleNode):
         return Ret.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> Ret:
-        """Subscribe to the cameras and start the inference worker."""
+        """Subscribe to the cameras and start the inference worker (and the debug image)."""
         params, stats = self._params, self._stats
         if params is None or self._classifier is None or stats is None:
             return Ret.FAILURE
+        if params.debug_image:
+            # Reliable, so image viewers (reliable by default) match; depth 1: newest only.
+            self._debug_pub = self.create_publisher(Image, "debug_image", image_qos("reliable", 1))
         self._worker = FrameWorker(
             self._classifier,
             publish=self._publish,
@@ -146,6 +155,9 @@ class SorterNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
+        if self._debug_pub is not None:
+            self.destroy_publisher(self._debug_pub)
+            self._debug_pub = None
 
     def release(self) -> None:
         """Stop the worker and free every resource configure created (idempotent)."""
@@ -211,6 +223,32 @@ class SorterNode(LifecycleNode):
         publisher.publish(message)
         if self._stats is not None:
             self._stats.label_published(message.latency_ms)
+        self._publish_debug(frame, prediction)
+
+    def _publish_debug(self, frame: Frame, prediction: Prediction) -> None:
+        publisher, classifier, stats = self._debug_pub, self._classifier, self._stats
+        # Drawing costs milliseconds per frame: pay only while someone is looking.
+        if publisher is None or publisher.get_subscription_count() == 0:
+            return
+        if classifier is None or stats is None or frame.image is None:
+            return
+        try:
+            overlay = draw_overlay(
+                frame.image,
+                prediction,
+                names=classifier.labels.display_names,
+                spec=classifier.spec,
+                color_order=frame.color_order,
+            )
+        except Exception as err:
+            # A debugging aid must never cost the frames after this one their labels.
+            self.get_logger().warning(
+                f"debug image of a frame from {frame.camera} failed: {err}",
+                throttle_duration_sec=_REJECT_LOG_PERIOD_S,
+            )
+            return
+        publisher.publish(array_to_image(overlay, "bgr8", header=frame.msg.header))
+        stats.debug_image_published()
 
     def _report(self) -> None:
         stats, classifier, params = self._stats, self._classifier, self._params

@@ -40,11 +40,17 @@ _COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
 @dataclass
 class Frame:
-    """One waiting camera message and when it arrived (monotonic seconds)."""
+    """One waiting camera message and when it arrived (monotonic seconds).
+
+    ``image`` and ``color_order`` are filled by the worker once the message is decoded, so the
+    publish callback can draw on the frame without decoding it again.
+    """
 
     camera: str
     msg: Image | CompressedImage
     received_s: float
+    image: np.ndarray | None = None
+    color_order: str = ""
 
 
 def decode_frame(msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
@@ -195,6 +201,7 @@ class FrameWorker:
             except ImageConversionError as err:
                 self._on_reject(frame.camera, str(err))
                 continue
+            frame.image, frame.color_order = image, order
             good.append(frame)
             images.append(image)
             orders.append(order)

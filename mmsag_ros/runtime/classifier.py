@@ -58,6 +58,9 @@ class Prediction:
             or None when the bundle has no attention output.
         source_size: (width, height) of the frame in pixels.
         timings: Stage timings of the batch this frame was processed in.
+        attention: The raw C x h x w attention maps (each a softmax over positions, in
+            model-input coordinates) when peaks were computed, else None; map them back to
+            the frame with :func:`mmsag_ros.runtime.overlay.attention_heat_map`.
     """
 
     scores: np.ndarray
@@ -66,6 +69,7 @@ class Prediction:
     peaks: np.ndarray | None
     source_size: tuple[int, int]
     timings: StageTimings
+    attention: np.ndarray | None = None
 
 
 def candidate_backends(backend: str, device: str) -> list[tuple[str, str]]:
@@ -269,6 +273,7 @@ class Classifier:
                 peaks=None if peaks[i] is None else _frozen(peaks[i]),
                 source_size=sizes[i],
                 timings=timings,
+                attention=None if attention is None else _frozen(attention[i]),
             )
             for i in range(count)
         ]
