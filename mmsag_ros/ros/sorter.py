@@ -83,13 +83,9 @@ class SorterNode(LifecycleNode):
             )
             classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
             classifier.warmup(min(len(params.camera_topics), params.max_batch))
-        except MmsagError as err:
-            self.get_logger().error(f"configure failed: {err}")
-            if classifier is not None:
-                classifier.close()
-            return Ret.FAILURE
-        except Exception as err:
-            self.get_logger().error(f"configure failed: {type(err).__name__}: {err}")
+        except Exception as err:  # a failed configure must leave the node up and unconfigured
+            reason = str(err) if isinstance(err, MmsagError) else f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"configure failed: {reason}")
             if classifier is not None:
                 classifier.close()
             return Ret.FAILURE
