@@ -9,6 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
+# Real material (camera rosbags, TACO annotations) lies beside the checkout, in CI too.
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def start_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -28,6 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("mmsag_ros.cli.export", "export a checkpoint to a deployable bundle"),
     "verify": ("mmsag_ros.cli.verify", "check every available backend against ONNX Runtime"),
     "bench": ("mmsag_ros.cli.bench", "latency and throughput per backend and batch size"),
+    "bag": ("mmsag_ros.cli.bag", "make, replay and evaluate rosbags"),
     "info": ("mmsag_ros.cli.info", "show the version and which components this machine has"),
 }
 

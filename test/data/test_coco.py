@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import SHARED_DATA
 
 from mmsag_ros.data.coco import read_coco
 from mmsag_ros.errors import ConfigError, DatasetError
 
-TACO = Path("/work/shared/data/annotations/taco/annotations.json")
+TACO = SHARED_DATA / "annotations" / "taco" / "annotations.json"
 
 
 def _coco() -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from support import SHARED_DATA
 
 from mmsag_ros.cli import data_stats
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
@@ -24,7 +25,7 @@ from mmsag_ros.data.stats import (
 from mmsag_ros.data.voc import write_voc_lists
 from mmsag_ros.errors import ConfigError, DatasetError
 
-TACO = Path("/work/shared/data/annotations/taco/annotations.json")
+TACO = SHARED_DATA / "annotations" / "taco" / "annotations.json"
 LABELS = LabelSet.from_names(["bottle", "cap", "can", "shoe"], {"cap": "bottle cap"})
 # Rows are images; -1 is an ignored entry.
 TARGETS = np.array(

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import sorter_peer
 from runtime.runtime_helpers import make_bundle
-from support import REPO, start_python
+from support import REPO, SHARED_DATA, start_python
 
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 
@@ -174,7 +174,7 @@ def test_configure_fails_cleanly_on_a_broken_bundle(broken_bundle_dir, ros_env):
     assert len(failures) == 1 and "model.onnx" in failures[0], err
 
 
-BAG = Path("/work/shared/data/bags/raspicam_marker_mcap")
+BAG = SHARED_DATA / "bags" / "raspicam_marker_mcap"
 
 
 def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):

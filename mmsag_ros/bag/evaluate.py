@@ -1,0 +1,280 @@
+"""Offline evaluation on a rosbag: classify every frame, match ground truth by header stamp.
+
+Ground truth comes from ``MultiLabel`` messages in the bag (as written by ``mmsag bag make``)
+or from a CSV table keyed by stamp::
+
+    stamp_ns,waste_bag,metal,...
+    1700000000000000000,1,0,...
+
+with 1 positive, 0 negative, -1 ignore. Its classes are matched to the bundle's by name, so
+their order may differ. Matching uses the stamp alone (not ``frame_id``): every frame stamped
+``t`` is scored against the ground truth of ``t``; repeated in-bag stamps keep the first.
+Metrics are the ``mmsag eval`` family at the bundle's thresholds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsag_ros.bag.frames import FrameRecord, ReadCounts, iter_frames, iter_ground_truth
+from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.errors import BagError, DatasetError, ImageConversionError
+from mmsag_ros.metrics import MetricReport, MultiLabelMeter
+
+__all__ = ["BagEvaluation", "evaluate_bag", "read_gt_csv", "write_bag_evaluation"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class BagEvaluation:
+    """Result of :func:`evaluate_bag`.
+
+    Attributes:
+        bag: The evaluated bag.
+        model_id: The bundle's model id.
+        labels: The bundle's label set (column order of ``scores`` and ``targets``).
+        report: Metrics at the classifier's thresholds.
+        stamps_ns: (N,) header stamps of the scored frames, in bag order.
+        scores: (N, C) classifier scores.
+        targets: (N, C) matched targets (1, 0, -1).
+        frames: Image messages read.
+        unmatched: Decoded frames without ground truth for their stamp.
+        unreadable: Reason -> count of frames or ground-truth messages that could not be used.
+    """
+
+    bag: Path
+    model_id: str
+    labels: LabelSet
+    report: MetricReport
+    stamps_ns: np.ndarray
+    scores: np.ndarray
+    targets: np.ndarray
+    frames: int
+    unmatched: int
+    unreadable: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (metrics, counts, class names)."""
+        return {
+            "bag": str(self.bag),
+            "model_id": self.model_id,
+            "classes": list(self.labels.names),
+            "frames": self.frames,
+            "scored": int(self.scores.shape[0]),
+            "unmatched": self.unmatched,
+            "unreadable": dict(self.unreadable),
+            "metrics": self.report.to_dict(),
+        }
+
+
+def _reorder(names: tuple[str, ...], labels: LabelSet, where: str) -> np.ndarray:
+    """Column index in ``names`` of each bundle class; DatasetError when classes differ."""
+    missing = [n for n in labels.names if n not in names]
+    extra = [n for n in names if n not in labels.names]
+    if missing or extra:
+        raise DatasetError(
+            f"ground truth in {where} has classes {list(names)}, the bundle {list(labels.names)}"
+            f" (missing {missing}, unknown {extra}); use a bundle trained on these classes"
+        )
+    return np.array([names.index(n) for n in labels.names])
+
+
+def read_gt_csv(path: Path, labels: LabelSet) -> dict[int, np.ndarray]:
+    """Read a ``stamp_ns,<class>...`` table into stamp -> target in the bundle's class order.
+
+    Raises:
+        DatasetError: Missing file or header, a stamp that is not an integer, values other
+            than 1/0/-1, a repeated stamp, classes that differ from the bundle's.
+    """
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as stream:
+            rows = [row for row in csv.reader(stream) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"cannot read ground-truth table {path}: {err}") from err
+    if not rows or rows[0][0].strip() != "stamp_ns":
+        raise DatasetError(f"{path}: the first line must be 'stamp_ns,<class1>,<class2>,...'")
+    order = _reorder(tuple(c.strip() for c in rows[0][1:]), labels, str(path))
+    table: dict[int, np.ndarray] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            stamp = int(row[0])
+            values = np.array([float(v) for v in row[1:]], dtype=np.float32)
+        except ValueError as err:
+            raise DatasetError(f"{path}, line {line}: {err}; expected integers") from err
+        if values.size != order.size or not np.isin(values, (-1.0, 0.0, 1.0)).all():
+            raise DatasetError(
+                f"{path}, line {line}: need {order.size} values of 1, 0 or -1, got {row[1:]}"
+            )
+        if stamp in table:
+            raise DatasetError(f"{path}, line {line}: stamp {stamp} appears twice")
+        table[stamp] = values[order]
+    return table
+
+
+def _gt_from_bag(bag: Path, topic: str, labels: LabelSet, counts: ReadCounts) -> dict[int, Any]:
+    table: dict[int, np.ndarray] = {}
+    orders: dict[tuple[str, ...], np.ndarray] = {}
+    for record in iter_ground_truth(bag, topic=topic, counts=counts):
+        if record.class_names not in orders:
+            orders[record.class_names] = _reorder(record.class_names, labels, f"{bag}:{topic}")
+        table.setdefault(record.stamp_ns, record.target[orders[record.class_names]])
+    if not table:
+        raise BagError(f"bag {bag} has no readable ground truth on {topic}")
+    return table
+
+
+class _Scorer:
+    """Batches decoded frames through the classifier; a frame it refuses is counted, not fatal."""
+
+    def __init__(self, classifier: Any, batch_size: int, unreadable: Counter[str]) -> None:
+        self.classifier = classifier
+        self.batch_size = batch_size
+        self.unreadable = unreadable
+        self.pending: list[tuple[FrameRecord, np.ndarray]] = []
+        self.stamps: list[int] = []
+        self.scores: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+
+    def add(self, frame: FrameRecord, target: np.ndarray) -> None:
+        self.pending.append((frame, target))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def _keep(self, frame: FrameRecord, target: np.ndarray, prediction: Any) -> None:
+        self.stamps.append(frame.stamp_ns)
+        self.scores.append(np.asarray(prediction.scores, dtype=np.float64))
+        self.targets.append(target)
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        try:
+            predictions = self.classifier.classify(
+                [f.image for f, _ in batch], color_orders=[f.color_order for f, _ in batch]
+            )
+        except ImageConversionError:
+            for frame, target in batch:
+                try:
+                    prediction = self.classifier.classify_one(frame.image, frame.color_order)
+                except ImageConversionError as err:
+                    self.unreadable[str(err).split(";")[0]] += 1
+                    continue
+                self._keep(frame, target, prediction)
+            return
+        for (frame, target), prediction in zip(batch, predictions, strict=True):
+            self._keep(frame, target, prediction)
+
+
+def evaluate_bag(
+    bag: Path,
+    bundle: Path | Any,
+    *,
+    gt_topic: str = "/waste/labels_gt",
+    gt_csv: Path | None = None,
+    image_topics: list[str] | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> BagEvaluation:
+    """Classify every frame of a bag and score it against ground truth matched by stamp.
+
+    Args:
+        bag: rosbag2 folder or storage file.
+        bundle: Bundle directory or loaded Bundle.
+        gt_topic: Topic of ground-truth ``MultiLabel`` messages (ignored with ``gt_csv``).
+        gt_csv: A ``stamp_ns,<class>...`` table instead of in-bag ground truth.
+        image_topics: Frame topics to score; None scores all Image/CompressedImage topics.
+        backend: Classifier backend (``auto``, ``onnxruntime``, ``torch``, ``tensorrt``).
+        device: Classifier device.
+        batch_size: Frames per inference call.
+
+    Raises:
+        BagError: Unreadable bag, no image topic, no ground truth, no frame matching it.
+        DatasetError: Ground-truth classes differ from the bundle's, malformed CSV.
+    """
+    from mmsag_ros.runtime.classifier import Classifier
+
+    bag = Path(bag)
+    classifier = Classifier(bundle, backend=backend, device=device, max_batch=batch_size)
+    labels = classifier.labels
+    gt_counts, frame_counts = ReadCounts(), ReadCounts()
+    if gt_csv is not None:
+        truth = read_gt_csv(gt_csv, labels)
+    else:
+        truth = _gt_from_bag(bag, gt_topic, labels, gt_counts)
+    unreadable: Counter[str] = Counter()
+    scorer = _Scorer(classifier, batch_size, unreadable)
+    unmatched = 0
+    for frame in iter_frames(bag, topics=image_topics, counts=frame_counts):
+        if frame.error is not None:
+            continue
+        target = truth.get(frame.stamp_ns)
+        if target is None:
+            unmatched += 1
+            continue
+        scorer.add(frame, target)
+    scorer.flush()
+    unreadable.update(frame_counts.unreadable)
+    unreadable.update(gt_counts.unreadable)
+    if not scorer.scores:
+        raise BagError(
+            f"no frame of {bag} could be scored: {frame_counts.messages} image messages, "
+            f"{unmatched} without ground truth for their stamp, "
+            f"{sum(unreadable.values())} unreadable; check --gt-topic/--gt-csv stamps"
+        )
+    meter = MultiLabelMeter(len(labels))
+    meter.update(np.stack(scorer.scores), np.stack(scorer.targets))
+    report = meter.compute(classifier.thresholds)
+    if unreadable:
+        _log.warning(
+            "%s: %d unusable messages: %s", bag, sum(unreadable.values()), dict(unreadable)
+        )
+    return BagEvaluation(
+        bag=bag,
+        model_id=classifier.model_id,
+        labels=labels,
+        report=report,
+        stamps_ns=np.array(scorer.stamps, dtype=np.int64),
+        scores=meter.scores,
+        targets=meter.targets,
+        frames=frame_counts.messages,
+        unmatched=unmatched,
+        unreadable=unreadable,
+    )
+
+
+def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
+    """Write ``report.json``, ``scores.csv`` and ``pr_curves.png``; return the text table."""
+    from mmsag_ros.train.report import format_report_table, plot_pr_curves
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    with (out_dir / "scores.csv").open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["stamp_ns", *evaluation.labels.names])
+        for stamp, row in zip(evaluation.stamps_ns, evaluation.scores, strict=True):
+            writer.writerow([int(stamp), *(f"{v:.6f}" for v in row)])
+    plot_pr_curves(
+        evaluation.scores, evaluation.targets, evaluation.labels, out_dir / "pr_curves.png"
+    )
+    table = format_report_table(evaluation.report, evaluation.labels)
+    lines = [
+        f"bag {evaluation.bag}: model {evaluation.model_id}",
+        f"{evaluation.frames} image messages, {evaluation.scores.shape[0]} scored, "
+        f"{evaluation.unmatched} without ground truth, "
+        f"{sum(evaluation.unreadable.values())} unusable",
+    ]
+    lines += [f"  unusable x{count}: {reason}" for reason, count in evaluation.unreadable.items()]
+    return "\n".join([*lines, "", table])

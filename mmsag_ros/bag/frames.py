@@ -1,0 +1,294 @@
+"""Reading camera frames and ground truth out of rosbag2 files (.mcap or .db3).
+
+Bags are opened with rosbags' ``AnyReader``; image messages are deserialized with rclpy from
+their raw CDR bytes and decoded by the sorter node's own :func:`~mmsag_ros.ros.worker.
+decode_frame`, so offline evaluation sees exactly the arrays the node would. A message that
+cannot be turned into an image (size mismatch, corrupt JPEG, bad CDR) becomes a
+:class:`FrameRecord` with an ``error`` instead of an exception; a bag that cannot be read at
+all raises :class:`~mmsag_ros.errors.BagError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.errors import BagError, ImageConversionError, MmsagError
+
+__all__ = [
+    "COMPRESSED_TYPE",
+    "IMAGE_TYPE",
+    "IMAGE_TYPES",
+    "MULTILABEL_TYPE",
+    "FrameRecord",
+    "GroundTruthRecord",
+    "ReadCounts",
+    "image_connections",
+    "iter_frames",
+    "iter_ground_truth",
+    "open_bag",
+    "raw_messages",
+    "ros_image_classes",
+    "stamp_to_ns",
+]
+
+_log = logging.getLogger(__name__)
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+MULTILABEL_TYPE = "mmsag_ros/msg/MultiLabel"
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` (rosbags or rclpy) as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass
+class ReadCounts:
+    """What a pass over a bag saw: messages read and why some were unusable.
+
+    Attributes:
+        messages: Messages read on the selected topics.
+        unreadable: Reason -> number of messages that could not be used.
+    """
+
+    messages: int = 0
+    unreadable: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def num_unreadable(self) -> int:
+        """Total messages that could not be used."""
+        return sum(self.unreadable.values())
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One camera message of a bag, decoded when possible.
+
+    Attributes:
+        topic: Topic it was recorded on.
+        msgtype: ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
+        log_time_ns: Recording time in the bag, integer nanoseconds.
+        stamp_ns: ``header.stamp`` in integer nanoseconds (0 when the message is unreadable).
+        frame_id: ``header.frame_id``.
+        image: uint8 H x W (x C) array, None when ``error`` is set.
+        color_order: Colour order of ``image`` for the classifier (``rgb``, ``bgr`` ...).
+        error: Why the message could not be decoded, else None.
+    """
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    stamp_ns: int
+    frame_id: str
+    image: np.ndarray | None
+    color_order: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GroundTruthRecord:
+    """One ground-truth ``MultiLabel`` message.
+
+    Attributes:
+        stamp_ns: ``header.stamp`` in integer nanoseconds (that of the labelled frame).
+        frame_id: ``header.frame_id``.
+        class_names: Class names in the message's order.
+        target: float32 targets in that order: 1 positive, 0 negative, -1 ignore (NaN score).
+    """
+
+    stamp_ns: int
+    frame_id: str
+    class_names: tuple[str, ...]
+    target: np.ndarray
+
+
+def _check_path(bag: Path) -> Path:
+    path = Path(bag)
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist; pass a rosbag2 folder or .mcap/.db3 file")
+    return path
+
+
+@contextmanager
+def open_bag(bag: Path) -> Iterator[Any]:
+    """Open a rosbag2 folder (or a single .mcap/.db3 file) with rosbags' AnyReader.
+
+    Raises:
+        BagError: Missing path, unreadable metadata, truncated or corrupt storage.
+    """
+    from rosbags.highlevel import AnyReader
+
+    path = _check_path(bag)
+    reader = AnyReader([path], default_typestore=mmsag_typestore())
+    try:
+        reader.open()
+    except Exception as err:  # rosbags raises several unrelated error classes here
+        raise BagError(f"cannot open bag {path}: {err}; is it a complete rosbag2?") from err
+    try:
+        yield reader
+    finally:
+        try:
+            reader.close()
+        except Exception as err:  # a storage that failed mid-read may fail again on close
+            _log.debug("closing %s failed: %s", path, err)
+
+
+def raw_messages(
+    reader: Any, connections: list[Any], bag: Path
+) -> Iterator[tuple[Any, int, bytes]]:
+    """``(connection, log_time_ns, raw)`` of ``connections``; storage failures as BagError."""
+    iterator = reader.messages(connections=connections)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except MmsagError:
+            raise
+        except Exception as err:  # truncated chunks, bad sqlite pages, CRC mismatches
+            raise BagError(f"bag {bag} is corrupt or truncated: {err}") from err
+        yield item
+
+
+def ros_image_classes() -> dict[str, type]:
+    """The rclpy message classes of the two image types, by rosbag2 type name."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    return {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
+
+
+def image_connections(reader: Any, topics: Sequence[str] | None = None) -> list[Any]:
+    """The reader's Image/CompressedImage connections, restricted to ``topics`` if given."""
+    found = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
+    if topics:
+        found = [c for c in found if c.topic in set(topics)]
+    return found
+
+
+def _decode(raw: bytes, msgtype: str, classes: dict[str, type]) -> tuple[Any, np.ndarray, str]:
+    from rclpy.serialization import deserialize_message
+
+    from mmsag_ros.ros.worker import decode_frame
+
+    try:
+        msg = deserialize_message(bytes(raw), classes[msgtype])
+    except Exception as err:  # rclpy raises plain RuntimeError/Exception on bad CDR
+        raise ImageConversionError(f"cannot deserialize {msgtype}: {err}") from err
+    image, order = decode_frame(msg)
+    return msg, image, order
+
+
+def iter_frames(
+    bag: Path,
+    *,
+    topics: Sequence[str] | None = None,
+    counts: ReadCounts | None = None,
+) -> Iterator[FrameRecord]:
+    """Yield every camera frame of a bag in recording order.
+
+    Args:
+        bag: rosbag2 folder or storage file.
+        topics: Image/CompressedImage topics to read; None reads all of them.
+        counts: Filled with messages read and reasons for unusable ones.
+
+    Raises:
+        BagError: The bag cannot be read, or it has no Image/CompressedImage topic (among
+            ``topics`` when given).
+    """
+    counts = counts if counts is not None else ReadCounts()
+    classes = ros_image_classes()
+    with open_bag(bag) as reader:
+        connections = image_connections(reader, topics)
+        if not connections:
+            present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections) or "none"
+            wanted = f" among {', '.join(topics)}" if topics else ""
+            raise BagError(
+                f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}; "
+                f"topics: {present}"
+            )
+        for connection, log_time_ns, raw in raw_messages(reader, connections, Path(bag)):
+            counts.messages += 1
+            try:
+                msg, image, order = _decode(raw, connection.msgtype, classes)
+            except ImageConversionError as err:
+                reason = str(err).split(";")[0]
+                counts.unreadable[reason] += 1
+                _log.debug("%s at %d: %s", connection.topic, log_time_ns, err)
+                yield FrameRecord(
+                    connection.topic, connection.msgtype, int(log_time_ns), 0, "", None,
+                    error=str(err),
+                )  # fmt: skip
+                continue
+            yield FrameRecord(
+                topic=connection.topic,
+                msgtype=connection.msgtype,
+                log_time_ns=int(log_time_ns),
+                stamp_ns=stamp_to_ns(msg.header.stamp),
+                frame_id=msg.header.frame_id,
+                image=image,
+                color_order=order,
+            )
+
+
+def _target_of(msg: Any) -> np.ndarray:
+    scores = np.asarray(msg.scores, dtype=np.float32)
+    target = np.where(scores >= 0.5, 1.0, 0.0).astype(np.float32)
+    target[np.isnan(scores)] = -1.0
+    return target
+
+
+def iter_ground_truth(
+    bag: Path,
+    *,
+    topic: str = "/waste/labels_gt",
+    counts: ReadCounts | None = None,
+) -> Iterator[GroundTruthRecord]:
+    """Yield the ground-truth ``MultiLabel`` messages of ``topic``.
+
+    A ground-truth score of 1 is a positive, 0 a negative and NaN an ignored entry (see
+    :func:`mmsag_ros.bag.make.make_bag`). Messages that cannot be deserialized or whose arrays
+    disagree in length are counted in ``counts`` and skipped.
+
+    Raises:
+        BagError: The bag cannot be read or holds no MultiLabel messages on ``topic``.
+    """
+    counts = counts if counts is not None else ReadCounts()
+    with open_bag(bag) as reader:
+        connections = [
+            c for c in reader.connections if c.topic == topic and c.msgtype == MULTILABEL_TYPE
+        ]
+        if not connections:
+            present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections) or "none"
+            raise BagError(
+                f"bag {bag} has no ground truth: no {MULTILABEL_TYPE} on {topic}; topics: "
+                f"{present}. Pass --gt-topic or --gt-csv"
+            )
+        for connection, _, raw in raw_messages(reader, connections, Path(bag)):
+            counts.messages += 1
+            try:
+                msg = reader.deserialize(raw, connection.msgtype)
+            except Exception as err:  # rosbags' CDR decoder raises assorted errors
+                counts.unreadable[f"cannot deserialize ground truth: {err}"] += 1
+                continue
+            if len(msg.scores) != len(msg.class_names):
+                counts.unreadable[
+                    "ground truth with scores and class_names of different length"
+                ] += 1
+                continue
+            yield GroundTruthRecord(
+                stamp_to_ns(msg.header.stamp),
+                msg.header.frame_id,
+                tuple(msg.class_names),
+                _target_of(msg),
+            )

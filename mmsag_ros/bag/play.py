@@ -1,0 +1,157 @@
+"""Replay a bag's camera topics with their recorded timing, for machines without ``ros2 bag``.
+
+Messages are published as the raw CDR bytes stored in the bag (rclpy's ``publish`` of bytes),
+so headers and payloads reach subscribers exactly as recorded, with sensor-data QoS (best
+effort, keep last). Publication times follow the bag's recording times divided by ``rate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsag_ros.bag.frames import image_connections, open_bag, raw_messages, ros_image_classes
+from mmsag_ros.errors import BagError, ConfigError
+
+__all__ = ["PlaySummary", "play_bag"]
+
+_log = logging.getLogger(__name__)
+
+_SETTLE_S = 0.2
+_SINGLE_FRAME_S = 0.1  # loop period of a bag with a single frame, at rate 1
+
+
+@dataclass
+class PlaySummary:
+    """What :func:`play_bag` published.
+
+    Attributes:
+        published: Topic -> messages published.
+        loops: Complete passes over the bag.
+        interrupted: True when ``stop`` ended the replay early.
+    """
+
+    published: Counter[str] = field(default_factory=Counter)
+    loops: int = 0
+    interrupted: bool = False
+
+    @property
+    def total(self) -> int:
+        """Messages published on all topics."""
+        return sum(self.published.values())
+
+
+def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float, stop: Any) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        if all(p.get_subscription_count() > 0 for p in publishers.values()):
+            # Our side has matched; give the subscriber's side a moment to match us too, or
+            # the first best-effort frames can still be dropped.
+            stop.wait(_SETTLE_S)
+            return
+        stop.wait(0.05)
+
+
+def _one_pass(
+    bag: Path,
+    topics: Sequence[str] | None,
+    publishers: dict[str, Any],
+    rate: float,
+    stop: threading.Event,
+    summary: PlaySummary,
+) -> bool:
+    """Publish the bag once, then wait one mean frame period; False when ``stop`` was set."""
+    with open_bag(bag) as reader:
+        connections = image_connections(reader, topics)
+        first_ns: int | None = None
+        last_ns = 0
+        count = 0
+        started = time.monotonic()
+        for connection, log_time_ns, raw in raw_messages(reader, connections, bag):
+            first_ns = log_time_ns if first_ns is None else first_ns
+            last_ns, count = log_time_ns, count + 1
+            due = started + (log_time_ns - first_ns) / 1e9 / rate
+            if stop.wait(max(0.0, due - time.monotonic())):
+                return False
+            publishers[connection.topic].publish(bytes(raw))
+            summary.published[connection.topic] += 1
+    # Without this gap a loop would republish the last frame and the first at once (and a
+    # one-frame bag as fast as the CPU allows).
+    period_s = (last_ns - (first_ns or 0)) / 1e9 / (count - 1) if count > 1 else _SINGLE_FRAME_S
+    return not stop.wait(period_s / rate)
+
+
+def play_bag(
+    bag: Path,
+    *,
+    rate: float = 1.0,
+    loop: bool = False,
+    topics: Sequence[str] | None = None,
+    wait_for_subscribers_s: float = 0.0,
+    stop: threading.Event | None = None,
+    node_name: str = "mmsag_bag_play",
+) -> PlaySummary:
+    """Publish a bag's Image/CompressedImage topics with the recorded timing.
+
+    Creates its own rclpy context, node and publishers and tears them down on return.
+
+    Args:
+        bag: rosbag2 folder or storage file.
+        rate: Speed factor (2.0 plays twice as fast).
+        loop: Start over at the end until ``stop`` is set.
+        topics: Image topics to publish; None publishes all of them.
+        wait_for_subscribers_s: Wait up to this long for every topic to have a subscriber
+            before the first message (best-effort messages sent earlier are lost).
+        stop: Set it (e.g. from a SIGINT handler or another thread) to end the replay.
+        node_name: Name of the publishing node.
+
+    Raises:
+        ConfigError: A non-positive rate or negative wait.
+        BagError: The bag cannot be read or has no (selected) image topic.
+    """
+    import rclpy
+    from rclpy.context import Context
+
+    from mmsag_ros.ros.qos import image_qos
+
+    if not rate > 0:
+        raise ConfigError(f"rate must be positive, got {rate}")
+    if wait_for_subscribers_s < 0:
+        raise ConfigError(f"wait_for_subscribers_s must be >= 0, got {wait_for_subscribers_s}")
+    bag = Path(bag)
+    stop = stop or threading.Event()
+    with open_bag(bag) as reader:
+        connections = image_connections(reader, topics)
+        types = {c.topic: c.msgtype for c in connections}
+    if not types:
+        wanted = f" among {', '.join(topics)}" if topics else ""
+        raise BagError(f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}")
+    classes = ros_image_classes()
+    summary = PlaySummary()
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node(node_name, context=context)
+        try:
+            publishers = {
+                topic: node.create_publisher(classes[msgtype], topic, image_qos(depth=10))
+                for topic, msgtype in types.items()
+            }
+            _wait_for_subscribers(publishers, wait_for_subscribers_s, stop)
+            _log.info("playing %s at %.2fx: %s", bag, rate, ", ".join(sorted(types)))
+            while _one_pass(bag, topics, publishers, rate, stop, summary):
+                summary.loops += 1
+                if not loop:
+                    break
+            summary.interrupted = stop.is_set()
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
+    return summary

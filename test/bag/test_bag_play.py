@@ -1,0 +1,131 @@
+"""mmsag bag play: a subscriber receives the real camera bags' frames with their headers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage
+from support import REPO, SHARED_DATA
+
+from mmsag_ros.bag.frames import open_bag, raw_messages
+from mmsag_ros.bag.play import play_bag
+from mmsag_ros.errors import BagError, ConfigError
+from mmsag_ros.ros.qos import image_qos
+
+TOPIC = "/raspicam_node/image/compressed"
+REAL_BAGS = sorted((SHARED_DATA / "bags").glob("*_mcap"))
+pytestmark = pytest.mark.skipif(not REAL_BAGS, reason="shared camera bags not present")
+
+
+def _fields(msg: CompressedImage) -> tuple:
+    stamp = msg.header.stamp
+    return (stamp.sec, stamp.nanosec, msg.header.frame_id, msg.format, bytes(msg.data))
+
+
+def _recorded(bag: Path) -> list[bytes]:
+    with open_bag(bag) as reader:
+        connections = [c for c in reader.connections if c.topic == TOPIC]
+        return [bytes(raw) for _, _, raw in raw_messages(reader, connections, bag)]
+
+
+class _Subscriber:
+    """A subscription in its own context and domain, spun on a background thread."""
+
+    def __init__(self, domain_id: int) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("bag_play_test", context=self.context)
+        self.received: list[CompressedImage] = []
+        self.node.create_subscription(
+            CompressedImage, TOPIC, self.received.append, image_qos(depth=10)
+        )
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            while self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass  # close() shut the context down while we waited
+
+    def wait_for(self, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.context.try_shutdown()
+        self.thread.join(2.0)
+        self.node.destroy_node()
+
+
+def _play(bag: Path, *extra: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "mmsag_ros.cli", "bag", "play", str(bag), *extra]
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_play_loops_real_bag_with_headers_intact_and_stops_on_sigint(ros_env):
+    bag = REAL_BAGS[-1]
+    recorded = _recorded(bag)
+    subscriber = _Subscriber(int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        process = _play(bag, "--loop", "--rate", "5", "--wait-for-subscribers", "20", env=ros_env)
+        try:
+            subscriber.wait_for(3 * len(recorded), timeout_s=30.0)
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    finally:
+        subscriber.close()
+    assert process.returncode == 0, stderr
+    assert stdout.startswith("interrupted: published")
+    assert len(subscriber.received) >= 3 * len(recorded)
+    # Every received message is one of the recorded ones, header and payload alike.
+    assert {_fields(m) for m in subscriber.received} == {
+        _fields(deserialize_message(raw, CompressedImage)) for raw in recorded
+    }
+    assert {m.header.frame_id for m in subscriber.received} == {"raspicam"}
+
+
+def test_play_once_publishes_every_frame_and_returns(ros_env):
+    bag = REAL_BAGS[0]
+    recorded = _recorded(bag)
+    subscriber = _Subscriber(int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        process = _play(bag, "--wait-for-subscribers", "20", env=ros_env)
+        stdout, stderr = process.communicate(timeout=30)
+        subscriber.wait_for(len(recorded), timeout_s=2.0)
+    finally:
+        subscriber.close()
+    assert process.returncode == 0, stderr
+    assert stdout.strip() == f"done: published {len(recorded)} messages ({TOPIC}: {len(recorded)})"
+    assert [_fields(m) for m in subscriber.received] == [
+        _fields(deserialize_message(raw, CompressedImage)) for raw in recorded
+    ]
+
+
+def test_play_rejects_bad_options_before_starting_ros(tmp_path):
+    with pytest.raises(ConfigError, match="rate must be positive"):
+        play_bag(REAL_BAGS[0], rate=0)
+    with pytest.raises(BagError, match="among /nope"):
+        play_bag(REAL_BAGS[0], topics=["/nope"])
+    with pytest.raises(BagError, match="does not exist"):
+        play_bag(tmp_path / "missing")
