@@ -1,0 +1,500 @@
+"""Sorter node vs a plain per-callback node: end-to-end latency, backlog and memory, one run.
+
+Every case runs the node under test in its own process and a camera-and-receiver peer
+(``bench/node_peers.py``) in another, over the shipped shared-memory Fast DDS profile
+(``config/fastdds_shm.xml``), with 1280x720 rgb8 frames:
+
+1. ``mmsag_effl0_224`` at 30 Hz: end-to-end latency (publish stamp -> MultiLabel receipt) and
+   its stages. The sorter runs through ``bench/sorter_timed.py`` (the shipped node plus
+   timestamp hooks) for the breakdown, and once more unhooked as a control.
+2. An untrained ``mmsag_r50_448`` (slower than the frame period) at 30 Hz for 60 s: p99 latency
+   against 2 x (inference + frame period), and dropped frames.
+3. The sorter (effl0) fed >= 10 000 camera frames as fast as the camera loop goes (capped):
+   VmRSS of the node process sampled from /proc.
+
+Cases 1 and 2 also run ``bench/baseline_node.py`` (default QoS depth 10, per-frame array copy,
+inference in the callback). Prints a table, writes JSON, the table as text and histograms.
+
+    .venv/bin/python bench/node_latency.py            # full run (~6 min)
+    .venv/bin/python bench/node_latency.py --quick    # smoke run, results to a temp folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+EFFL0_BUNDLE = Path("/tmp/bundle_effl0")
+PERIOD_MS = 1000.0 / 30.0
+WARMUP_FRAMES = 30  # first frames of a case left out of latency statistics
+
+sys.path.insert(0, str(BENCH))
+
+
+def ros_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(random.Random().randint(120, 200)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        AMENT_PREFIX_PATH=sys.prefix,
+        FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"),
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def vm_rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def stats(values: Any) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0}
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    return {
+        "n": int(arr.size),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(arr.mean()),
+        "max": float(arr.max()),
+    }
+
+
+def node_command(kind: str, bundle: Path, timing: Path | None) -> list[str]:
+    params = [f"bundle:={bundle}", "backend:=onnxruntime", "autostart:=true"]
+    if kind == "baseline":
+        cmd = [sys.executable, str(BENCH / "baseline_node.py"), "--bundle", str(bundle)]
+        return cmd + (["--timing-out", str(timing)] if timing else [])
+    if timing is not None:
+        cmd = [sys.executable, str(BENCH / "sorter_timed.py"), "--out", str(timing), "--ros-args"]
+    else:
+        cmd = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
+    cmd += ["--params-file", str(REPO / "config" / "sorter.yaml")]
+    for param in params:
+        cmd += ["-p", param]
+    return cmd
+
+
+def run_case(
+    name: str,
+    kind: str,
+    bundle: Path,
+    *,
+    rate_hz: float,
+    count: int,
+    work: Path,
+    timed: bool = False,
+    records: bool = False,
+) -> dict[str, Any]:
+    """Start the node and the peer, sample the node's RSS until the peer ends, collect."""
+    env = ros_env()
+    timing = work / f"{name}_timing.json" if timed else None
+    peer_out = work / f"{name}_peer.json"
+    node_log = (work / f"{name}_node.log").open("w")
+    print(
+        f"[{time.strftime('%H:%M:%S')}] {name}: {kind}, {count} frames at {rate_hz:g} Hz",
+        flush=True,
+    )
+    node = subprocess.Popen(
+        node_command(kind, bundle, timing), env=env, cwd=REPO, stdout=node_log, stderr=node_log
+    )
+    peer_args = [
+        sys.executable,
+        str(BENCH / "node_peers.py"),
+        "--rate-hz",
+        str(rate_hz),
+        "--count",
+        str(count),
+        "--connect-timeout-s",
+        "90",
+        "--out",
+        str(peer_out),
+    ]
+    peer_log = (work / f"{name}_peer.log").open("w")
+    peer = subprocess.Popen(
+        peer_args + (["--records"] if records or timed else []),
+        env=env,
+        cwd=REPO,
+        stdout=peer_log,
+        stderr=peer_log,
+    )
+    rss: list[tuple[float, int]] = []
+    started = time.monotonic()
+    while peer.poll() is None:
+        value = vm_rss_kib(node.pid)
+        if value is not None:
+            rss.append((time.monotonic() - started, value))
+        time.sleep(0.25)
+    node_alive = node.poll() is None
+    node.send_signal(signal.SIGINT)
+    try:
+        node.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        node.wait()
+    node_log.close()
+    peer_log.close()
+    if peer.returncode != 0 or not peer_out.exists():
+        log = (work / f"{name}_peer.log").read_text()[-2000:]
+        nlog = (work / f"{name}_node.log").read_text()[-2000:]
+        raise RuntimeError(f"{name}: peer failed ({peer.returncode}):\n{log}\nnode:\n{nlog}")
+    result = json.loads(peer_out.read_text())
+    result["node_alive_at_end"] = node_alive
+    result["rss_kib"] = rss
+    if timing is not None and timing.exists():
+        result["timing"] = json.loads(timing.read_text())
+    return result
+
+
+def breakdown(result: dict[str, Any]) -> dict[str, Any]:
+    """Per-frame stages joined on the frame index (peer clock == node clock: one host)."""
+    timing = result.get("timing", {})
+    frames = timing.get("frames", {})
+    rows: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "transport_in",
+            "slot_wait",
+            "conversion",
+            "preprocess",
+            "inference",
+            "postprocess",
+            "publish_call",
+            "delivery",
+            "other",
+            "node_beyond_inference",
+            "e2e",
+        )
+    }
+    for index, stamp, receipt in zip(
+        result["indices"], result["stamp_ns"], result["receipt_ns"], strict=True
+    ):
+        if index < WARMUP_FRAMES:
+            continue
+        rec = frames.get(str(index))
+        if not rec or "publish_in_ns" not in rec or "callback_ns" not in rec:
+            continue
+        e2e = (receipt - stamp) / 1e6
+        transport = (rec["callback_ns"] - stamp) / 1e6
+        taken = rec.get("taken_ns", rec["callback_ns"])
+        slot = (taken - rec["callback_ns"]) / 1e6
+        publish_call = (rec["publish_out_ns"] - rec["publish_in_ns"]) / 1e6
+        delivery = (receipt - rec["publish_out_ns"]) / 1e6
+        publish = publish_call + delivery
+        inner = [rec.get(k, 0.0) for k in ("decode_ms", "preprocess_ms", "inference_ms")]
+        inner.append(rec.get("postprocess_ms", 0.0))
+        other = e2e - transport - slot - sum(inner) - publish
+        in_node = (rec["publish_out_ns"] - rec["callback_ns"]) / 1e6
+        for key, value in zip(
+            rows,
+            (
+                transport,
+                slot,
+                *inner,
+                publish_call,
+                delivery,
+                other,
+                in_node - rec.get("inference_ms", 0.0),
+                e2e,
+            ),
+            strict=True,
+        ):
+            rows[key].append(value)
+    return {
+        "stages_ms": {k: stats(v) for k, v in rows.items()},
+        "notes": timing.get("notes", []),
+    }
+
+
+def warmup_count(result: dict[str, Any]) -> int:
+    """Labels left out at the start (fewer on short smoke runs)."""
+    labels = len(result["e2e_ms"])
+    return WARMUP_FRAMES if labels > 3 * WARMUP_FRAMES else labels // 4
+
+
+def latency_summary(result: dict[str, Any]) -> dict[str, Any]:
+    skip = warmup_count(result)
+    e2e = np.asarray(result["e2e_ms"])[skip:]
+    node_ms = np.asarray(result["node_latency_ms"])[skip:]
+    infer = np.asarray(result["inference_ms"])[skip:]
+    diag = result["diagnostics"][-1] if result["diagnostics"] else {}
+    return {
+        "published": result["published"],
+        "camera_rate_hz": result["camera_rate_hz"],
+        "labels": result["labels"],
+        "not_labelled": result["published"] - result["labels"],
+        "diag_dropped": int(diag["dropped"]) if "dropped" in diag else None,
+        "diag_received": int(diag["received"]) if "received" in diag else None,
+        "e2e_ms": stats(e2e),
+        "node_stamp_to_publish_ms": stats(node_ms),
+        "inference_ms": stats(infer),
+        "label_out_ms": stats(e2e - node_ms),
+        "node_alive_at_end": result["node_alive_at_end"],
+    }
+
+
+def offline_stages(bundle: Path, *, iterations: int) -> dict[str, Any]:
+    """Conversion and preprocessing of one 1280x720 rgb8 frame, timed in this process."""
+    from node_peers import _frame
+
+    from mmsag_ros.export.manifest import load_bundle
+    from mmsag_ros.ros.conversions import array_to_image, image_to_array
+    from mmsag_ros.runtime.preprocess import preprocess
+
+    spec = load_bundle(bundle).spec
+    msg = array_to_image(_frame(1280, 720), "rgb8")
+    out = np.empty((3, spec.input_size, spec.input_size), np.float32)
+    timers: dict[str, list[float]] = {"view": [], "copy": [], "preprocess": []}
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        image = image_to_array(msg)
+        t1 = time.perf_counter()
+        np.array(msg.data, dtype=np.uint8).reshape(720, 1280, 3)
+        t2 = time.perf_counter()
+        preprocess(image, spec, color_order="rgb", out=out)
+        t3 = time.perf_counter()
+        timers["view"].append(1000 * (t1 - t0))
+        timers["copy"].append(1000 * (t2 - t1))
+        timers["preprocess"].append(1000 * (t3 - t2))
+    return {
+        "input_size": spec.input_size,
+        "resize": spec.resize,
+        **{k: stats(v) for k, v in timers.items()},
+    }
+
+
+def rss_summary(result: dict[str, Any], *, warmup_s: float) -> dict[str, Any]:
+    samples = result["rss_kib"]
+    after = [(t, kib) for t, kib in samples if t >= warmup_s]
+    if not after:
+        return {"samples": 0}
+    values = np.array([kib for _, kib in after], np.float64) / 1024.0
+    start, end = values[0], values[-1]
+    return {
+        "samples": int(values.size),
+        "warmup_s": warmup_s,
+        "start_mib": float(start),
+        "end_mib": float(end),
+        "min_mib": float(values.min()),
+        "max_mib": float(values.max()),
+        "max_dev_pct": float(100.0 * np.abs(values - start).max() / start),
+        "end_vs_start_pct": float(100.0 * (end - start) / start),
+        "flat_5pct": bool(np.abs(values - start).max() <= 0.05 * start),
+        "series_mib": [[round(t, 2), round(kib / 1024.0, 2)] for t, kib in samples],
+    }
+
+
+def build_r50(work: Path) -> Path:
+    from runtime_latency import build_bundle
+
+    if (work / "mmsag_r50_448" / "manifest.json").exists():  # kept from an earlier --keep-work
+        return work / "mmsag_r50_448"
+    bundle, _ = build_bundle("mmsag_r50_448", work)
+    return bundle
+
+
+def effl0_bundle(work: Path) -> tuple[Path, str]:
+    if (EFFL0_BUNDLE / "manifest.json").exists():
+        return EFFL0_BUNDLE, f"trained bundle {EFFL0_BUNDLE}"
+    from runtime_latency import build_bundle
+
+    bundle, _ = build_bundle("mmsag_effl0_224", work)
+    return bundle, "untrained export (no /tmp/bundle_effl0)"
+
+
+def fmt(s: dict[str, float], key: str = "p50") -> str:
+    return f"{s[key]:8.1f}" if s.get("n") else "     n/a"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "Sorter node vs per-callback baseline, 1280x720 rgb8 over the Fast DDS SHM profile",
+        f"machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, no GPU ({m['platform']}); "
+        f"backend onnxruntime CPU",
+        "",
+        "1) mmsag_effl0_224 at 30 Hz: end-to-end ms (publish stamp -> MultiLabel receipt)",
+        f"   {'case':<26}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}  labels/published",
+    ]
+    for key in ("s1_sorter_timed", "s1_sorter", "s1_baseline"):
+        s = report["cases"][key]
+        e = s["e2e_ms"]
+        lines.append(
+            f"   {key:<26}{fmt(e)}{fmt(e, 'p95')}{fmt(e, 'p99')}{fmt(e, 'max')}"
+            f"  {s['labels']}/{s['published']}"
+        )
+    lines += ["", "   stage breakdown, p50 / p95 ms (per-frame, joined on frame index)"]
+    lines.append(f"   {'stage':<30}{'sorter':>18}{'baseline':>18}")
+    sb, bb = report["breakdown"]["s1_sorter_timed"], report["breakdown"]["s1_baseline"]
+    names = {
+        "transport_in": "transport+queue (pub->callback)",
+        "slot_wait": "slot wait (callback->worker)",
+        "conversion": "conversion (msg->array)",
+        "preprocess": "preprocessing",
+        "inference": "inference",
+        "postprocess": "postprocess (scores, peaks)",
+        "publish_call": "publish: build msg + publish()",
+        "delivery": "publish() return -> receipt",
+        "other": "other (unaccounted)",
+        "node_beyond_inference": "node cost beyond inference",
+        "e2e": "end to end",
+    }
+    for key, label in names.items():
+        a, b = sb["stages_ms"][key], bb["stages_ms"][key]
+        lines.append(f"   {label:<30}{fmt(a)} /{fmt(a, 'p95')}{fmt(b)} /{fmt(b, 'p95')}")
+    off = report["offline_stages"]
+    lines.append(
+        f"   (same frame in the bench process: zero-copy view {off['view']['p50']:.3f} ms, "
+        f"per-frame copy {off['copy']['p50']:.2f} ms, preprocess -> {off['input_size']} px "
+        f"{off['preprocess']['p50']:.2f} ms, p50)"
+    )
+    verdict = sb["stages_ms"]["node_beyond_inference"]
+    if verdict.get("n"):
+        lines.append(
+            f"   node cost beyond inference p50 {verdict['p50']:.2f} ms "
+            f"(target <= 3 ms: {'met' if verdict['p50'] <= 3.0 else 'NOT met'})"
+        )
+    lines += ["", "2) untrained mmsag_r50_448 at 30 Hz, 60 s: end-to-end ms"]
+    lines.append(
+        f"   {'case':<14}{'infer p50':>10}{'p50':>8}{'p95':>8}{'p99':>8}{'bound':>8}  verdict"
+        "   labels/published  dropped"
+    )
+    for key in ("s2_sorter", "s2_baseline"):
+        s = report["cases"][key]
+        e, inf = s["e2e_ms"], s["inference_ms"]
+        bound = s["p99_bound_ms"]
+        ok = "ok" if s["no_backlog"] else "BACKLOG"
+        dropped = s["diag_dropped"] if s["diag_dropped"] is not None else s["not_labelled"]
+        lines.append(
+            f"   {key:<14}{fmt(inf)}  {fmt(e)}{fmt(e, 'p95')}{fmt(e, 'p99')}{bound:8.1f}  "
+            f"{ok:<8}  {s['labels']:>6}/{s['published']:<6}  {dropped}"
+        )
+    r = report["memory"]
+    s3 = report["cases"]["s3_sorter"]
+    lines += [
+        "",
+        f"3) sorter RSS over {s3['published']} camera frames at {s3['camera_rate_hz']:.0f} Hz "
+        f"({s3['labels']} labelled, {s3['diag_dropped']} dropped by the latest-frame policy, "
+        f"{s3['published'] - (s3['diag_received'] or 0)} never reached the callback: "
+        "best-effort keep-last-1 reader)",
+        f"   after {r.get('warmup_s', 0):.0f} s warm-up: start {r.get('start_mib', 0):.1f} MiB, "
+        f"end {r.get('end_mib', 0):.1f}, min {r.get('min_mib', 0):.1f}, max "
+        f"{r.get('max_mib', 0):.1f} (max deviation {r.get('max_dev_pct', 0):.2f} %, "
+        f"{'flat within 5 %' if r.get('flat_5pct') else 'NOT flat'}; "
+        f"{r.get('samples', 0)} samples)",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--s1-frames", type=int, default=600)
+    parser.add_argument("--s2-seconds", type=float, default=60.0)
+    parser.add_argument("--s3-frames", type=int, default=10_000)
+    parser.add_argument("--s3-rate-hz", type=float, default=150.0)
+    parser.add_argument("--out-dir", type=Path)
+    parser.add_argument("--keep-work", help="folder for logs and raw peer output (kept)")
+    args = parser.parse_args()
+    if args.quick:
+        args.s1_frames, args.s2_seconds, args.s3_frames = 60, 3.0, 300
+    out_dir = args.out_dir or (
+        Path(tempfile.mkdtemp(prefix="node_latency_")) if args.quick else RESULTS
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from mmsag_ros.runtime.bench import machine_info
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mmsag_node_bench_") as tmp:
+        work = Path(args.keep_work) if args.keep_work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        effl0, effl0_note = effl0_bundle(work)
+        r50 = build_r50(work)
+        report: dict[str, Any] = {
+            "machine": machine_info(),
+            "settings": {
+                **{k: str(v) for k, v in vars(args).items()},
+                "effl0": effl0_note,
+                "r50": "untrained export",
+                "warmup_frames": WARMUP_FRAMES,
+            },
+            "cases": {},
+            "breakdown": {},
+        }
+        report["offline_stages"] = offline_stages(effl0, iterations=10 if args.quick else 100)
+        raw: dict[str, dict[str, Any]] = {}
+        s1 = {"rate_hz": 30.0, "count": args.s1_frames, "work": work}
+        raw["s1_sorter_timed"] = run_case("s1_sorter_timed", "sorter", effl0, timed=True, **s1)
+        raw["s1_baseline"] = run_case("s1_baseline", "baseline", effl0, timed=True, **s1)
+        raw["s1_sorter"] = run_case("s1_sorter", "sorter", effl0, **s1)
+        s2 = {"rate_hz": 30.0, "count": int(30 * args.s2_seconds), "work": work}
+        raw["s2_sorter"] = run_case("s2_sorter", "sorter", r50, **s2)
+        raw["s2_baseline"] = run_case("s2_baseline", "baseline", r50, **s2)
+        raw["s3_sorter"] = run_case(
+            "s3_sorter", "sorter", effl0, rate_hz=args.s3_rate_hz, count=args.s3_frames, work=work
+        )
+        for key, result in raw.items():
+            report["cases"][key] = latency_summary(result)
+            if "timing" in result:
+                report["breakdown"][key] = breakdown(result)
+        for key in ("s2_sorter", "s2_baseline"):
+            case = report["cases"][key]
+            bound = 2.0 * (case["inference_ms"]["p50"] + PERIOD_MS)
+            case["p99_bound_ms"] = bound
+            case["no_backlog"] = bool(case["e2e_ms"]["p99"] < bound)
+        s3 = raw["s3_sorter"]
+        # Warm-up: node start and model load, then the first 10 % of the camera's frames. The
+        # camera starts camera_s + the peer's 3 s drain before the last sample.
+        total_s = s3["rss_kib"][-1][0] if s3["rss_kib"] else 0.0
+        warmup_s = total_s - 3.0 - 0.9 * s3["camera_s"]
+        report["memory"] = rss_summary(s3, warmup_s=warmup_s)
+        from mmsag_ros.train.report import plot_latency_histogram
+
+        machine = report["machine"]["cpu"]
+        for key, label in (
+            ("s1_sorter", "sorter, effl0 30 Hz"),
+            ("s2_sorter", "sorter, r50 untrained 30 Hz"),
+            ("s2_baseline", "baseline, r50 untrained 30 Hz"),
+        ):
+            e2e = raw[key]["e2e_ms"][warmup_count(raw[key]) :]
+            plot_latency_histogram(
+                e2e,
+                out_dir / f"node_latency_{key}.png",
+                title=f"e2e 1280x720 {label}, {machine} 2 CPUs",
+            )
+        report["wall_s"] = time.monotonic() - started
+    table = format_table(report)
+    print(table)
+    print(f"total wall time {report['wall_s']:.0f} s")
+    (out_dir / "node_latency.txt").write_text(table + "\n")
+    (out_dir / "node_latency.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out_dir}/node_latency.{{txt,json}} and histograms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
