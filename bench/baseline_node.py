@@ -30,10 +30,11 @@ def main() -> int:
     args, ros_args = parser.parse_known_args()
 
     import rclpy
-    from mmsag_ros.msg import AttentionPeak, MultiLabel
+    from mmsag_ros.msg import MultiLabel
     from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
 
+    from mmsag_ros.ros.conversions import prediction_to_message
     from mmsag_ros.runtime.classifier import Classifier
 
     rclpy.init(args=[sys.argv[0], *ros_args])
@@ -51,20 +52,12 @@ def main() -> int:
         converted = time.perf_counter()
         prediction = classifier.classify_one(image, "rgb")
         classified = time.perf_counter()
-        out = MultiLabel(
+        out = prediction_to_message(
+            prediction,
             header=msg.header,
             model_id=classifier.model_id,
-            class_names=list(classifier.labels.names),
-            scores=prediction.scores.tolist(),
-            decisions=prediction.decisions.tolist(),
-            thresholds=prediction.thresholds.tolist(),
-            inference_time_ms=prediction.timings.inference_ms,
+            class_names=classifier.labels.names,
         )
-        if prediction.peaks is not None:
-            out.peaks = [
-                AttentionPeak(x=float(x), y=float(y), strength=float(s))
-                for x, y, s in prediction.peaks
-            ]
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         publish_in_ns = time.time_ns()
         out.latency_ms = (publish_in_ns - stamp_ns) / 1e6

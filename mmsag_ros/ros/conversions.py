@@ -6,13 +6,20 @@ memory layout allows it, so a 1280x720 frame costs no copy until preprocessing r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from mmsag_ros.errors import ImageConversionError
+from mmsag_ros.msg import AttentionPeak, MultiLabel
 
-__all__ = ["CHANNELS", "array_to_image", "image_to_array"]
+if TYPE_CHECKING:
+    from mmsag_ros.runtime.classifier import Prediction
+
+__all__ = ["CHANNELS", "array_to_image", "image_to_array", "prediction_to_message"]
 
 # Supported 8-bit encodings and their channel counts.
 CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
@@ -76,3 +83,23 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
         msg.header = header
     msg.data = np.ascontiguousarray(array).tobytes()
     return msg
+
+
+def prediction_to_message(
+    prediction: Prediction, *, header: Header, model_id: str, class_names: Sequence[str]
+) -> MultiLabel:
+    """The MultiLabel for one classified frame; ``latency_ms`` is left for the publisher."""
+    message = MultiLabel(
+        header=header,
+        model_id=model_id,
+        class_names=list(class_names),
+        scores=prediction.scores.tolist(),
+        decisions=prediction.decisions.tolist(),
+        thresholds=prediction.thresholds.tolist(),
+        inference_time_ms=prediction.timings.inference_ms,
+    )
+    if prediction.peaks is not None:
+        message.peaks = [
+            AttentionPeak(x=float(x), y=float(y), strength=float(s)) for x, y, s in prediction.peaks
+        ]
+    return message

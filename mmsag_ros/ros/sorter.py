@@ -29,8 +29,8 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
 from mmsag_ros.errors import MmsagError
-from mmsag_ros.msg import AttentionPeak, MultiLabel
-from mmsag_ros.ros.conversions import array_to_image
+from mmsag_ros.msg import MultiLabel
+from mmsag_ros.ros.conversions import array_to_image, prediction_to_message
 from mmsag_ros.ros.diagnostics import SorterStats
 from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
@@ -199,20 +199,12 @@ class SorterNode(LifecycleNode):
         if publisher is None or classifier is None:
             return
         header = frame.msg.header
-        message = MultiLabel(
+        message = prediction_to_message(
+            prediction,
             header=header,
             model_id=classifier.model_id,
-            class_names=list(classifier.labels.names),
-            scores=prediction.scores.tolist(),
-            decisions=prediction.decisions.tolist(),
-            thresholds=prediction.thresholds.tolist(),
-            inference_time_ms=prediction.timings.inference_ms,
+            class_names=classifier.labels.names,
         )
-        if prediction.peaks is not None:
-            message.peaks = [
-                AttentionPeak(x=float(x), y=float(y), strength=float(s))
-                for x, y, s in prediction.peaks
-            ]
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         if stamp_ns > 0:
             message.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
