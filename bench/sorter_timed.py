@@ -111,24 +111,11 @@ def main() -> int:
     notes: list[str] = []
     install(records, notes)
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from mmsag_ros.ros.sorter import main as run_sorter
 
-    from mmsag_ros.ros.sorter import SorterNode
-
-    rclpy.init(args=[sys.argv[0], *ros_args])
-    node = None
     try:
-        node = SorterNode()
-        node.autostart()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        run_sorter([sys.argv[0], *ros_args])  # the shipped main(), with the timers installed
     finally:
-        if node is not None:
-            node.release()
-            node.destroy_node()
-        rclpy.try_shutdown()
         with open(out_path, "w") as handle:
             json.dump({"notes": notes, "frames": {str(k): v for k, v in records.items()}}, handle)
     return 0
