@@ -1,4 +1,9 @@
-"""Offline evaluation on a rosbag: classify every frame, match ground truth by header stamp.
+"""Evaluation on a rosbag: score every frame against ground truth matched by header stamp.
+
+:func:`evaluate_bag` runs the Classifier on the bag's frames in this process (offline).
+:func:`evaluate_bag_live` replays the bag through a real ``sorter`` node process (see
+:mod:`mmsag_ros.bag.live`) and scores the labels it publishes, adding latency percentiles and
+the frames the node dropped under its latest-frame policy.
 
 Ground truth comes from ``MultiLabel`` messages in the bag (as written by ``mmsag bag make``)
 or from a CSV table keyed by stamp::
@@ -18,9 +23,10 @@ import csv
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +35,16 @@ from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.errors import BagError, DatasetError, ImageConversionError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 
-__all__ = ["BagEvaluation", "evaluate_bag", "read_gt_csv", "write_bag_evaluation"]
+if TYPE_CHECKING:
+    from mmsag_ros.bag.live import LiveLabel, LiveRun
+
+__all__ = [
+    "BagEvaluation",
+    "evaluate_bag",
+    "evaluate_bag_live",
+    "read_gt_csv",
+    "write_bag_evaluation",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -46,9 +61,10 @@ class BagEvaluation:
         stamps_ns: (N,) header stamps of the scored frames, in bag order.
         scores: (N, C) classifier scores.
         targets: (N, C) matched targets (1, 0, -1).
-        frames: Image messages read.
-        unmatched: Decoded frames without ground truth for their stamp.
+        frames: Image messages read (offline) or sent to the node (live).
+        unmatched: Scored frames without ground truth for their stamp.
         unreadable: Reason -> count of frames or ground-truth messages that could not be used.
+        live: The replay through the node, for a live evaluation.
     """
 
     bag: Path
@@ -61,11 +77,13 @@ class BagEvaluation:
     frames: int
     unmatched: int
     unreadable: Counter[str] = field(default_factory=Counter)
+    live: LiveRun | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (metrics, counts, class names)."""
-        return {
+        """JSON-ready summary (metrics, counts, class names, live replay figures)."""
+        summary = {
             "bag": str(self.bag),
+            "mode": "offline" if self.live is None else "live",
             "model_id": self.model_id,
             "classes": list(self.labels.names),
             "frames": self.frames,
@@ -74,6 +92,9 @@ class BagEvaluation:
             "unreadable": dict(self.unreadable),
             "metrics": self.report.to_dict(),
         }
+        if self.live is not None:
+            summary["live"] = self.live.summary()
+        return summary
 
 
 def _reorder(names: tuple[str, ...], labels: LabelSet, where: str) -> np.ndarray:
@@ -131,6 +152,22 @@ def _gt_from_bag(bag: Path, topic: str, labels: LabelSet, counts: ReadCounts) ->
     if not table:
         raise BagError(f"bag {bag} has no readable ground truth on {topic}")
     return table
+
+
+def _load_truth(
+    bag: Path, labels: LabelSet, gt_topic: str, gt_csv: Path | None, counts: ReadCounts
+) -> dict[int, np.ndarray]:
+    if gt_csv is not None:
+        return read_gt_csv(gt_csv, labels)
+    return _gt_from_bag(bag, gt_topic, labels, counts)
+
+
+def _score(
+    scores: list[np.ndarray], targets: list[np.ndarray], thresholds: np.ndarray
+) -> tuple[MultiLabelMeter, MetricReport]:
+    meter = MultiLabelMeter(thresholds.size)
+    meter.update(np.stack(scores), np.stack(targets))
+    return meter, meter.compute(thresholds)
 
 
 class _Scorer:
@@ -209,10 +246,7 @@ def evaluate_bag(
     classifier = Classifier(bundle, backend=backend, device=device, max_batch=batch_size)
     labels = classifier.labels
     gt_counts, frame_counts = ReadCounts(), ReadCounts()
-    if gt_csv is not None:
-        truth = read_gt_csv(gt_csv, labels)
-    else:
-        truth = _gt_from_bag(bag, gt_topic, labels, gt_counts)
+    truth = _load_truth(bag, labels, gt_topic, gt_csv, gt_counts)
     unreadable: Counter[str] = Counter()
     scorer = _Scorer(classifier, batch_size, unreadable)
     unmatched = 0
@@ -233,9 +267,7 @@ def evaluate_bag(
             f"{unmatched} without ground truth for their stamp, "
             f"{sum(unreadable.values())} unreadable; check --gt-topic/--gt-csv stamps"
         )
-    meter = MultiLabelMeter(len(labels))
-    meter.update(np.stack(scorer.scores), np.stack(scorer.targets))
-    report = meter.compute(classifier.thresholds)
+    meter, report = _score(scorer.scores, scorer.targets, classifier.thresholds)
     if unreadable:
         _log.warning(
             "%s: %d unusable messages: %s", bag, sum(unreadable.values()), dict(unreadable)
@@ -254,9 +286,133 @@ def evaluate_bag(
     )
 
 
+def evaluate_bag_live(
+    bag: Path,
+    bundle: Path,
+    *,
+    gt_topic: str = "/waste/labels_gt",
+    gt_csv: Path | None = None,
+    image_topics: Sequence[str] | None = None,
+    rate: float = 1.0,
+    backend: str = "auto",
+    device: str = "cpu",
+    record: Path | None = None,
+    log_path: Path | None = None,
+    on_label: Callable[[LiveLabel, np.ndarray | None], None] | None = None,
+    stop: Any = None,
+) -> BagEvaluation:
+    """Replay a bag through a sorter node process and score its labels against ground truth.
+
+    Args:
+        bag: rosbag2 folder or storage file.
+        bundle: Bundle directory the node loads.
+        gt_topic: Topic of ground-truth ``MultiLabel`` messages (ignored with ``gt_csv``).
+        gt_csv: A ``stamp_ns,<class>...`` table instead of in-bag ground truth.
+        image_topics: Camera topics to replay; None replays all of them.
+        rate: Replay speed factor; above what the node sustains, it drops frames.
+        backend: The node's inference backend.
+        device: The node's device.
+        record: Also write the node's labels to this new bag.
+        log_path: Keep the node's output in this file.
+        on_label: Called with each label as it arrives and its target (None without one).
+        stop: A ``threading.Event`` that ends the replay early.
+
+    Raises:
+        BagError: Unreadable bag, no ground truth, a node that fails to start, no label
+            matching the ground truth.
+        BundleError: A bundle that does not load.
+        DatasetError: Ground-truth classes differ from the bundle's, malformed CSV.
+    """
+    from mmsag_ros.bag.live import replay_through_sorter
+    from mmsag_ros.export.manifest import load_bundle
+
+    bag = Path(bag)
+    # Fail on a broken bundle or missing ground truth before any process starts.
+    loaded = load_bundle(Path(bundle))
+    gt_counts = ReadCounts()
+    truth = _load_truth(bag, loaded.labels, gt_topic, gt_csv, gt_counts)
+
+    def announce(label: LiveLabel) -> None:
+        if on_label is not None:
+            on_label(label, truth.get(label.stamp_ns))
+
+    run = replay_through_sorter(
+        bag,
+        Path(bundle),
+        topics=image_topics,
+        rate=rate,
+        backend=backend,
+        device=device,
+        record=record,
+        log_path=log_path,
+        on_label=announce,
+        stop=stop,
+    )
+    stamps, scores, targets = [], [], []
+    for label in run.labels:
+        target = truth.get(label.stamp_ns)
+        if target is not None:
+            stamps.append(label.stamp_ns)
+            scores.append(label.scores)
+            targets.append(target)
+    unreadable = Counter(gt_counts.unreadable)
+    if run.node.rejected:
+        unreadable["rejected by the sorter node (see its log)"] += run.node.rejected
+    if not scores:
+        raise BagError(
+            f"no label of the sorter matched ground truth in {bag}: {run.sent} frames sent, "
+            f"{len(run.labels)} labelled, {run.node.rejected} rejected, "
+            f"{run.not_received} never reached the node"
+        )
+    meter, report = _score(scores, targets, loaded.thresholds)
+    return BagEvaluation(
+        bag=bag,
+        model_id=loaded.model_id,
+        labels=loaded.labels,
+        report=report,
+        stamps_ns=np.array(stamps, dtype=np.int64),
+        scores=meter.scores,
+        targets=meter.targets,
+        frames=run.sent,
+        unmatched=len(run.labels) - len(scores),
+        unreadable=unreadable,
+        live=run,
+    )
+
+
+def _live_lines(run: LiveRun) -> list[str]:
+    summary = run.summary()
+    latency, inference = summary["latency_ms"], summary["inference_ms"]
+    lines = [
+        f"live, through a sorter node ({run.backend or 'backend unknown'}): {run.sent} frames "
+        f"sent in {run.replay_s:.1f} s, {len(run.labels)} labelled, {run.node.rejected} "
+        f"rejected as undecodable",
+        f"  dropped in the node under its latest-frame policy: {run.node.dropped}; never "
+        f"reached it: {run.not_received} (overwritten in its keep-last-1 DDS queue, lost in "
+        f"transport or not deserializable)",
+    ]
+    if latency["p50"] is not None:
+        lines.append(
+            f"  latency, frame published -> label received: p50 {latency['p50']:.1f}, "
+            f"p95 {latency['p95']:.1f}, p99 {latency['p99']:.1f}, max {latency['max']:.1f} ms; "
+            f"inference p50 {inference['p50']:.1f} ms"
+        )
+    if run.stray_labels:
+        lines.append(f"  {run.stray_labels} labels matched no frame sent in this replay")
+    if not run.complete and not run.interrupted:
+        lines.append("  the node did not account for every frame in time: counts may be short")
+    if run.interrupted:
+        lines.append("  interrupted: the report covers the frames replayed so far")
+    return lines
+
+
 def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
-    """Write ``report.json``, ``scores.csv`` and ``pr_curves.png``; return the text table."""
-    from mmsag_ros.train.report import format_report_table, plot_pr_curves
+    """Write the report files of an evaluation; return the text report.
+
+    Files: ``report.json``, ``scores.csv``, ``pr_curves.png`` and, for a live evaluation,
+    ``latency_histogram.png``.
+    """
+    from mmsag_ros.train.report import format_report_table, plot_latency_histogram, plot_pr_curves
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,4 +433,13 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
         f"{sum(evaluation.unreadable.values())} unusable",
     ]
     lines += [f"  unusable x{count}: {reason}" for reason, count in evaluation.unreadable.items()]
+    run = evaluation.live
+    if run is not None:
+        lines += _live_lines(run)
+        if run.labels:
+            plot_latency_histogram(
+                run.latencies_ms,
+                out_dir / "latency_histogram.png",
+                title=f"{evaluation.model_id}: frame published -> label received",
+            )
     return "\n".join([*lines, "", table])

@@ -11,6 +11,7 @@ all raises :class:`~mmsag_ros.errors.BagError`.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ __all__ = [
     "FrameRecord",
     "GroundTruthRecord",
     "ReadCounts",
+    "cdr_header",
     "image_connections",
     "iter_frames",
     "iter_ground_truth",
@@ -51,6 +53,25 @@ MULTILABEL_TYPE = "mmsag_ros/msg/MultiLabel"
 def stamp_to_ns(stamp: Any) -> int:
     """A ``builtin_interfaces/Time`` (rosbags or rclpy) as integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def cdr_header(raw: bytes) -> tuple[int, str]:
+    """``(stamp_ns, frame_id)`` of a serialized message that starts with a ``std_msgs/Header``.
+
+    Reads only the first bytes of the CDR stream, so a replay can key a multi-megabyte frame
+    without deserializing it.
+
+    Raises:
+        BagError: The bytes are too short or not CDR.
+    """
+    if len(raw) < 16 or raw[0] != 0 or raw[1] not in (0, 1):
+        raise BagError("not a CDR message with a header")
+    endian = "<" if raw[1] == 1 else ">"
+    sec, nanosec, length = struct.unpack_from(f"{endian}iII", raw, 4)
+    if length == 0 or 16 + length > len(raw):
+        raise BagError("CDR header with a bad frame_id length")
+    frame_id = bytes(raw[16 : 16 + length - 1]).decode("utf-8", errors="replace")
+    return sec * 1_000_000_000 + nanosec, frame_id
 
 
 @dataclass

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ def _one_pass(
     rate: float,
     stop: threading.Event,
     summary: PlaySummary,
+    on_publish: Callable[[str, bytes], None] | None,
 ) -> bool:
     """Publish the bag once, then wait one mean frame period; False when ``stop`` was set."""
     with open_bag(bag) as reader:
@@ -79,7 +80,10 @@ def _one_pass(
             due = started + (log_time_ns - first_ns) / 1e9 / rate
             if stop.wait(max(0.0, due - time.monotonic())):
                 return False
-            publishers[connection.topic].publish(bytes(raw))
+            raw = bytes(raw)
+            if on_publish is not None:
+                on_publish(connection.topic, raw)
+            publishers[connection.topic].publish(raw)
             summary.published[connection.topic] += 1
     # Without this gap a loop would republish the last frame and the first at once (and a
     # one-frame bag as fast as the CPU allows).
@@ -96,6 +100,7 @@ def play_bag(
     wait_for_subscribers_s: float = 0.0,
     stop: threading.Event | None = None,
     node_name: str = "mmsag_bag_play",
+    on_publish: Callable[[str, bytes], None] | None = None,
 ) -> PlaySummary:
     """Publish a bag's Image/CompressedImage topics with the recorded timing.
 
@@ -110,6 +115,8 @@ def play_bag(
             before the first message (best-effort messages sent earlier are lost).
         stop: Set it (e.g. from a SIGINT handler or another thread) to end the replay.
         node_name: Name of the publishing node.
+        on_publish: Called with ``(topic, raw CDR bytes)`` just before each message is
+            published (a live evaluation takes its send time there).
 
     Raises:
         ConfigError: A non-positive rate or negative wait.
@@ -145,7 +152,7 @@ def play_bag(
             }
             _wait_for_subscribers(publishers, wait_for_subscribers_s, stop)
             _log.info("playing %s at %.2fx: %s", bag, rate, ", ".join(sorted(types)))
-            while _one_pass(bag, topics, publishers, rate, stop, summary):
+            while _one_pass(bag, topics, publishers, rate, stop, summary, on_publish):
                 summary.loops += 1
                 if not loop:
                     break

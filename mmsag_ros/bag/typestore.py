@@ -7,13 +7,13 @@ files, found in the source checkout or, on an installed system, in the ament ind
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from mmsag_ros._share import share_candidates
 from mmsag_ros.errors import BagError
 
 __all__ = ["MESSAGE_TYPES", "find_msg_dir", "mmsag_typestore"]
@@ -25,10 +25,7 @@ MESSAGE_TYPES = ("AttentionPeak", "MultiLabel")
 
 def find_msg_dir() -> Path:
     """Return the folder holding this package's ``.msg`` files."""
-    candidates = [Path(__file__).resolve().parents[2] / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / _PACKAGE / "msg")
+    candidates = share_candidates("msg")
     for folder in candidates:
         if all((folder / f"{name}.msg").is_file() for name in MESSAGE_TYPES):
             return folder

@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("mmsag_ros.cli.verify", "check every available backend against ONNX Runtime"),
     "bench": ("mmsag_ros.cli.bench", "latency and throughput per backend and batch size"),
     "bag": ("mmsag_ros.cli.bag", "make, replay and evaluate rosbags"),
+    "demo": ("mmsag_ros.cli.demo", "end-to-end demo on synthetic data, through a live node"),
     "info": ("mmsag_ros.cli.info", "show the version and which components this machine has"),
 }
 

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mmsag_ros.bag.live import LiveLabel
 
 __all__ = ["add_arguments", "run"]
 
@@ -48,7 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--out", type=Path, help="report folder (default: <bag>_eval)")
     evaluate.add_argument("--backend", default="auto", help="auto, onnxruntime, torch, tensorrt")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--batch-size", type=int, default=8, help="offline frames per call")
+    live = evaluate.add_argument_group(
+        "live mode", "replay the bag through a sorter node process instead of scoring in-process"
+    )
+    live.add_argument("--live", action="store_true", help="start a sorter node and replay into it")
+    live.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1.0)")
+    live.add_argument("--record", type=Path, help="also write the node's labels to this new bag")
+    live.add_argument("--quiet", action="store_true", help="do not print each label as it arrives")
+
+
+@contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """An event Ctrl-C sets (instead of raising), so a replay can end cleanly and report."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _make(args: argparse.Namespace) -> int:
@@ -75,9 +102,7 @@ def _make(args: argparse.Namespace) -> int:
 def _play(args: argparse.Namespace) -> int:
     from mmsag_ros.bag.play import play_bag
 
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
+    with _stop_on_sigint() as stop:
         summary = play_bag(
             args.bag,
             rate=args.rate,
@@ -86,8 +111,6 @@ def _play(args: argparse.Namespace) -> int:
             wait_for_subscribers_s=args.wait_for_subscribers,
             stop=stop,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     topics = ", ".join(f"{topic}: {count}" for topic, count in sorted(summary.published.items()))
     ending = "interrupted" if summary.interrupted else "done"
     print(f"{ending}: published {summary.total} messages ({topics or 'none'})")
@@ -95,21 +118,53 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mmsag_ros.bag.evaluate import evaluate_bag, write_bag_evaluation
+    from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
+    from mmsag_ros.export.manifest import load_bundle
 
-    evaluation = evaluate_bag(
-        args.bag,
-        args.bundle,
-        gt_topic=args.gt_topic,
-        gt_csv=args.gt_csv,
-        image_topics=args.topics,
-        backend=args.backend,
-        device=args.device,
-        batch_size=args.batch_size,
-    )
     out_dir = args.out or args.bag.parent / f"{args.bag.name}_eval"
+    if args.live:
+        from mmsag_ros.bag.live import format_live_label
+
+        names = load_bundle(args.bundle, verify=False).labels.display_names
+        arrived = itertools.count(1)
+
+        def show(label: LiveLabel, target: np.ndarray | None) -> None:
+            print(format_live_label(next(arrived), label, target, names), flush=True)
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with _stop_on_sigint() as stop:
+            evaluation = evaluate_bag_live(
+                args.bag,
+                args.bundle,
+                gt_topic=args.gt_topic,
+                gt_csv=args.gt_csv,
+                image_topics=args.topics,
+                rate=args.rate,
+                backend=args.backend,
+                device=args.device,
+                record=args.record,
+                log_path=out_dir / "sorter.log",
+                on_label=None if args.quiet else show,
+                stop=stop,
+            )
+    else:
+        evaluation = evaluate_bag(
+            args.bag,
+            args.bundle,
+            gt_topic=args.gt_topic,
+            gt_csv=args.gt_csv,
+            image_topics=args.topics,
+            backend=args.backend,
+            device=args.device,
+            batch_size=args.batch_size,
+        )
     print(write_bag_evaluation(evaluation, out_dir))
-    print(f"report: {out_dir / 'report.json'}  PR curves: {out_dir / 'pr_curves.png'}")
+    files = [f"report: {out_dir / 'report.json'}", f"PR curves: {out_dir / 'pr_curves.png'}"]
+    if evaluation.live is not None:
+        files.append(f"latency histogram: {out_dir / 'latency_histogram.png'}")
+        if evaluation.live.recorded is not None:
+            files.append(f"labels recorded to {evaluation.live.recorded}")
+    print("  ".join(files))
     return 0
 
 

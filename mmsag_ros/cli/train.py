@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "add_override_argument", "run"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options of ``mmsag train``."""
-    parser.add_argument("--config", type=Path, help="YAML file (see config/train_*.yaml)")
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--set KEY=VALUE`` (repeatable), collected in ``args.overrides``."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set optim.lr=0.01 (repeatable)",
+        help="override one training config key, e.g. --set optim.lr=0.01 (repeatable)",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``mmsag train``."""
+    parser.add_argument("--config", type=Path, help="YAML file (see config/train_*.yaml)")
+    add_override_argument(parser)
     parser.add_argument("--resume", type=Path, help="continue from this checkpoint (last.pt)")
     parser.add_argument("--out", type=Path, help="run directory (same as --set out_dir=...)")
 

@@ -1,0 +1,544 @@
+"""Live replay: a bag's frames through a real ``sorter`` node process, its labels collected.
+
+:func:`replay_through_sorter` starts the sorter as its own process, as deployed
+(``python -m mmsag_ros.ros.sorter`` with the bundle, subscribed to the bag's camera topics),
+replays the bag into it with :func:`~mmsag_ros.bag.play.play_bag` and collects every
+``MultiLabel`` it publishes, keyed to the frame it describes by header stamp and ``frame_id``.
+
+Latency is measured in this process on one monotonic clock, from the moment the player
+publishes a frame to the moment its label arrives, so it includes both DDS hops. (The node's
+own ``latency_ms`` counts from the capture stamp, which in a replay lies in the past.) The
+node's ``/diagnostics`` totals say how many frames it received, dropped under its latest-frame
+policy and rejected as undecodable; frames sent but never received were lost in transport.
+
+The replay publishes the bag's camera topics in the current ROS domain: give it a
+``ROS_DOMAIN_ID`` of its own when a real cell runs on the same network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsag_ros._share import share_candidates
+from mmsag_ros.bag.frames import (
+    COMPRESSED_TYPE,
+    MULTILABEL_TYPE,
+    cdr_header,
+    image_connections,
+    open_bag,
+    stamp_to_ns,
+)
+from mmsag_ros.errors import BagError, ConfigError
+
+__all__ = ["LiveLabel", "LiveRun", "NodeCounts", "format_live_label", "replay_through_sorter"]
+
+_log = logging.getLogger(__name__)
+
+NODE_NAME = "mmsag_bag_eval_sorter"
+OUTPUT_TOPIC = "/mmsag_bag_eval/labels"
+_DIAGNOSTICS_PERIOD_S = 0.5
+# A /diagnostics report counts a frame only once the frame has crossed DDS: take the totals
+# from a report made at least this long after the last frame was sent.
+_TRANSPORT_MARGIN_NS = 250_000_000
+_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class LiveLabel:
+    """One ``MultiLabel`` the sorter published during the replay.
+
+    Attributes:
+        stamp_ns: ``header.stamp`` (that of the frame it describes), integer nanoseconds.
+        frame_id: ``header.frame_id``.
+        scores: (C,) float64 scores in model order.
+        decisions: (C,) bool decisions at the node's thresholds.
+        latency_ms: Frame published by the player -> label received here.
+        inference_ms: The node's ``inference_time_ms`` for the batch holding the frame.
+    """
+
+    stamp_ns: int
+    frame_id: str
+    scores: np.ndarray
+    decisions: np.ndarray
+    latency_ms: float
+    inference_ms: float
+
+
+@dataclass
+class NodeCounts:
+    """The sorter's own totals, from its last ``/diagnostics`` report.
+
+    Attributes:
+        received: Frames that reached its subscription callbacks.
+        published: Labels it published.
+        dropped: Frames overwritten by a newer one before inference (latest-frame policy).
+        rejected: Frames it could not decode.
+    """
+
+    received: int = 0
+    published: int = 0
+    dropped: int = 0
+    rejected: int = 0
+
+    @property
+    def idle(self) -> bool:
+        """Every received frame is accounted for: none is waiting or being classified."""
+        return self.received == self.published + self.dropped + self.rejected
+
+
+@dataclass
+class LiveRun:
+    """What :func:`replay_through_sorter` saw.
+
+    Attributes:
+        sent: Frames the player published.
+        labels: Labels that matched a sent frame, in arrival order.
+        node: The node's totals at the end.
+        stray_labels: Labels whose stamp and frame_id match no sent frame.
+        model_id: The bundle's model id, as the node reported it.
+        backend: The backend the node ran.
+        replay_s: Wall time of the replay.
+        complete: The node reported every received frame accounted for before it was stopped.
+        interrupted: The replay was stopped early.
+        recorded: The bag the labels were written to, or None.
+    """
+
+    sent: int
+    labels: list[LiveLabel]
+    node: NodeCounts
+    stray_labels: int
+    model_id: str
+    backend: str
+    replay_s: float
+    complete: bool
+    interrupted: bool
+    recorded: Path | None = None
+
+    @property
+    def not_received(self) -> int:
+        """Frames sent that never reached the node's callback.
+
+        Its camera subscription keeps only the newest frame (keep-last 1), so frames sent
+        faster than its executor takes them are overwritten in the DDS queue; over a network
+        some are lost in transport; a message whose bytes do not deserialize is discarded by
+        the middleware. These cannot be told apart from outside.
+        """
+        return max(0, self.sent - self.node.received)
+
+    @property
+    def latencies_ms(self) -> np.ndarray:
+        """Per-label latencies (player publish -> label received), milliseconds."""
+        return np.array([label.latency_ms for label in self.labels], dtype=np.float64)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready counts and latency percentiles."""
+        latencies = self.latencies_ms
+        inference = np.array([label.inference_ms for label in self.labels], dtype=np.float64)
+
+        def percentiles(values: np.ndarray) -> dict[str, float | None]:
+            keys = ("p50", "p95", "p99")
+            if values.size == 0:
+                return dict.fromkeys((*keys, "max"))
+            found = np.percentile(values, (50, 95, 99))
+            return {**dict(zip(keys, map(float, found), strict=True)), "max": float(values.max())}
+
+        return {
+            "sent": self.sent,
+            "labelled": len(self.labels),
+            "received_by_node": self.node.received,
+            "dropped_in_node": self.node.dropped,
+            "not_received_by_node": self.not_received,
+            "rejected_by_node": self.node.rejected,
+            "stray_labels": self.stray_labels,
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "replay_s": round(self.replay_s, 3),
+            "backend": self.backend,
+            "latency_ms": percentiles(latencies),
+            "inference_ms": percentiles(inference),
+        }
+
+
+@dataclass
+class _Collected:
+    sent: dict[tuple[int, str], int] = field(default_factory=dict)
+    labels: list[LiveLabel] = field(default_factory=list)
+    raw_labels: list[tuple[int, bytes]] = field(default_factory=list)
+    stray: int = 0
+    counts: NodeCounts | None = None
+    counts_stamp_ns: int = 0
+    backend: str = ""
+    model_id: str = ""
+
+
+class _Collector:
+    """The evaluator's own node: keys sent frames, receives labels and diagnostics."""
+
+    def __init__(self, on_label: Callable[[LiveLabel], None] | None) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        from mmsag_ros.ros.qos import labels_qos
+
+        self._on_label = on_label
+        self.lock = threading.Lock()
+        self.data = _Collected()
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("mmsag_bag_eval", context=self.context)
+        self._label_type = _multilabel_class()
+        self.labels_sub = self.node.create_subscription(
+            self._label_type, OUTPUT_TOPIC, self._on_raw_label, labels_qos(depth=1000), raw=True
+        )
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, name="bag-eval-spin", daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while self.context.ok():
+                self.executor.spin_once(timeout_sec=_POLL_S)
+        except ExternalShutdownException:
+            pass
+
+    def frame_sent(self, topic: str, raw: bytes) -> None:
+        try:
+            key = cdr_header(raw)
+        except BagError:
+            return  # the node will reject it too; it stays counted as sent
+        with self.lock:
+            self.data.sent.setdefault(key, time.monotonic_ns())
+
+    def _on_raw_label(self, raw: bytes) -> None:
+        from rclpy.serialization import deserialize_message
+
+        arrived_ns = time.monotonic_ns()
+        msg = deserialize_message(raw, self._label_type)
+        key = (stamp_to_ns(msg.header.stamp), msg.header.frame_id)
+        with self.lock:
+            self.data.raw_labels.append((time.time_ns(), raw))
+            sent_ns = self.data.sent.get(key)
+            if sent_ns is None:
+                self.data.stray += 1
+                return
+            label = LiveLabel(
+                stamp_ns=key[0],
+                frame_id=key[1],
+                scores=np.asarray(msg.scores, dtype=np.float64),
+                decisions=np.asarray(msg.decisions, dtype=bool),
+                latency_ms=(arrived_ns - sent_ns) / 1e6,
+                inference_ms=float(msg.inference_time_ms),
+            )
+            self.data.labels.append(label)
+        if self._on_label is not None:
+            self._on_label(label)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if NODE_NAME not in status.name:
+                continue
+            values = {item.key: item.value for item in status.values}
+            try:
+                counts = NodeCounts(
+                    *(int(values[k]) for k in ("received", "published", "dropped", "rejected"))
+                )
+            except (KeyError, ValueError):
+                continue
+            with self.lock:
+                self.data.counts = counts
+                self.data.counts_stamp_ns = stamp_to_ns(msg.header.stamp)
+                self.data.backend = values.get("backend", "")
+                self.data.model_id = values.get("model_id", "")
+
+    def close(self) -> None:
+        self.context.try_shutdown()
+        self.thread.join(2.0)
+        self.node.destroy_node()
+
+
+def format_live_label(
+    number: int, label: LiveLabel, target: np.ndarray | None, names: Sequence[str]
+) -> str:
+    """One line for a label as it arrives: decided classes with scores, truth, latency.
+
+    Args:
+        number: Arrival count, shown first.
+        label: The label.
+        target: Its ground truth (1 positive, 0 negative, -1 ignore), or None.
+        names: Class names to show, in model order.
+    """
+    decided = [f"{names[i]} {label.scores[i]:.2f}" for i in np.flatnonzero(label.decisions)]
+    line = (
+        f"{number:>5} {label.frame_id} {label.stamp_ns / 1e9:.3f}: "
+        f"{', '.join(decided) or '(nothing)'}"
+    )
+    if target is not None:
+        truth = [names[i] for i in np.flatnonzero(target == 1)]
+        known = target >= 0  # a class marked ignore (-1) is right either way
+        hit = np.array_equal(label.decisions[known], target[known] == 1)
+        line += f"  | truth: {', '.join(truth) or '(nothing)'} {'ok' if hit else 'MISS'}"
+    return f"{line}  [{label.latency_ms:.1f} ms]"
+
+
+def _multilabel_class() -> type:
+    from mmsag_ros.msg import MultiLabel
+
+    return MultiLabel
+
+
+def _bag_topics(bag: Path, topics: Sequence[str] | None) -> tuple[list[str], str]:
+    """The camera topics to replay and the sorter's ``input_type`` for them."""
+    with open_bag(bag) as reader:
+        connections = image_connections(reader, topics)
+    if not connections:
+        wanted = f" among {', '.join(topics)}" if topics else ""
+        raise BagError(f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}")
+    kinds = {c.msgtype for c in connections}
+    if len(kinds) > 1:
+        raise BagError(
+            f"bag {bag} mixes Image and CompressedImage topics; one sorter takes one kind: "
+            f"choose with --topics ({', '.join(sorted({c.topic for c in connections}))})"
+        )
+    input_type = "compressed" if kinds == {COMPRESSED_TYPE} else "image"
+    return sorted({c.topic for c in connections}), input_type
+
+
+def _child_environment() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:
+        # Raw camera frames need the large shared-memory segment (see README).
+        profile = next((p for p in share_candidates("config/fastdds_shm.xml") if p.is_file()), None)
+        if profile is not None:
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+            os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    return env
+
+
+def _sorter_command(
+    bundle: Path, topics: list[str], input_type: str, backend: str, device: str
+) -> list[str]:
+    # JSON strings and lists are valid YAML, so paths and topic names arrive unchanged.
+    parameters = {
+        "bundle": json.dumps(str(bundle)),
+        "camera_topics": json.dumps(topics),
+        "input_type": input_type,
+        "backend": backend,
+        "device": device,
+        "output_topic": OUTPUT_TOPIC,
+        "diagnostics_period_s": str(_DIAGNOSTICS_PERIOD_S),
+        "autostart": "true",
+    }
+    command = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
+    command += ["-r", f"__node:={NODE_NAME}"]
+    for name, value in parameters.items():
+        command += ["-p", f"{name}:={value}"]
+    return command
+
+
+def _last_error(log_path: Path) -> str:
+    """The node's last error line without its ROS log prefix, and where its log is."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    found = next(
+        (line for line in reversed(lines) if "configure failed" in line or "Error" in line),
+        lines[-1] if lines else "no output",
+    )
+    return f"{found.rsplit(']: ', 1)[-1].strip()} (node log: {log_path})"
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes],
+    collector: _Collector,
+    log_path: Path,
+    timeout_s: float,
+    stop: threading.Event,
+) -> None:
+    """Block until the sorter's label publisher has matched us; BagError when it cannot."""
+    deadline = time.monotonic() + timeout_s
+    while collector.labels_sub.get_publisher_count() == 0:
+        if stop.is_set():
+            raise BagError("interrupted while the sorter node was starting")
+        if process.poll() is not None:
+            raise BagError(
+                f"the sorter node exited ({process.returncode}): {_last_error(log_path)}"
+            )
+        if "configure failed" in log_path.read_text(errors="replace"):
+            raise BagError(f"the sorter node did not start: {_last_error(log_path)}")
+        if time.monotonic() > deadline:
+            raise BagError(
+                f"the sorter node did not come up in {timeout_s:.0f} s: {_last_error(log_path)}"
+            )
+        time.sleep(_POLL_S)
+
+
+def _wait_until_settled(
+    process: subprocess.Popen[bytes], collector: _Collector, replay_end_ns: int, timeout_s: float
+) -> bool:
+    """Wait for a report, made after the replay, with every frame accounted for and labelled."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        with collector.lock:
+            data = collector.data
+            counts, stamp_ns = data.counts, data.counts_stamp_ns
+            arrived = len(data.labels) + data.stray
+        if (
+            counts is not None
+            and stamp_ns >= replay_end_ns + _TRANSPORT_MARGIN_NS
+            and counts.idle
+            and arrived >= counts.published
+        ):
+            return True
+        time.sleep(_POLL_S)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _record(path: Path, storage: str, raw_labels: list[tuple[int, bytes]]) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from mmsag_ros.bag.typestore import mmsag_typestore
+
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    try:
+        with Writer(path, version=9, storage_plugin=plugin) as writer:
+            connection = writer.add_connection(
+                "/waste/labels", MULTILABEL_TYPE, typestore=mmsag_typestore()
+            )
+            for arrived_ns, raw in raw_labels:
+                writer.write(connection, arrived_ns, raw)
+    except Exception as err:  # rosbags' writer errors, full disks, unwritable folders
+        shutil.rmtree(path, ignore_errors=True)
+        raise BagError(f"cannot write the recorded labels to {path}: {err}") from err
+
+
+def replay_through_sorter(
+    bag: Path,
+    bundle: Path,
+    *,
+    topics: Sequence[str] | None = None,
+    rate: float = 1.0,
+    backend: str = "auto",
+    device: str = "cpu",
+    record: Path | None = None,
+    record_storage: str = "mcap",
+    log_path: Path | None = None,
+    on_label: Callable[[LiveLabel], None] | None = None,
+    stop: threading.Event | None = None,
+    startup_timeout_s: float = 120.0,
+    settle_timeout_s: float = 60.0,
+) -> LiveRun:
+    """Start a sorter node, replay ``bag`` into it and collect its labels.
+
+    Args:
+        bag: rosbag2 folder or storage file with Image or CompressedImage frames.
+        bundle: Exported bundle directory the node loads.
+        topics: Camera topics to replay; None replays all (they must share one message type).
+        rate: Replay speed factor.
+        backend: The node's ``backend`` parameter.
+        device: The node's ``device`` parameter.
+        record: Write the node's labels (as received, on ``/waste/labels``) to this new bag.
+        record_storage: ``mcap`` or ``sqlite3`` for ``record``.
+        log_path: Where the node's output goes; None uses a temporary file, kept on failure.
+        on_label: Called from a background thread with each label as it arrives.
+        stop: Set it to end the replay early; what arrived until then is returned.
+        startup_timeout_s: How long the node may take to load the bundle and subscribe.
+        settle_timeout_s: How long to wait after the replay for the last frames' labels.
+
+    Raises:
+        BagError: Unreadable bag, no or mixed image topics, a sorter that fails to start.
+        ConfigError: Bad rate or storage, ``record`` exists.
+    """
+    from mmsag_ros.bag.play import play_bag
+
+    bag, bundle = Path(bag), Path(bundle).resolve()
+    if not rate > 0:
+        raise ConfigError(f"rate must be positive, got {rate}")
+    if record is not None and (record_storage not in ("mcap", "sqlite3") or record.exists()):
+        raise ConfigError(
+            f"cannot record into {record}: it must be a new path and the storage mcap or sqlite3"
+        )
+    camera_topics, input_type = _bag_topics(bag, topics)
+    stop = stop or threading.Event()
+    keep_log = log_path is not None
+    if log_path is None:
+        log_path = Path(tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")[1])
+    env = _child_environment()
+    command = _sorter_command(bundle, camera_topics, input_type, backend, device)
+    collector = _Collector(on_label)
+    succeeded = False
+    try:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_ready(process, collector, log_path, startup_timeout_s, stop)
+            started = time.monotonic()
+            summary = play_bag(
+                bag,
+                rate=rate,
+                topics=camera_topics,
+                wait_for_subscribers_s=startup_timeout_s,
+                stop=stop,
+                node_name="mmsag_bag_eval_play",
+                on_publish=collector.frame_sent,
+            )
+            replay_s = time.monotonic() - started
+            complete = _wait_until_settled(process, collector, time.time_ns(), settle_timeout_s)
+        finally:
+            _stop(process)
+        succeeded = True
+    finally:
+        collector.close()
+        if succeeded and not keep_log:  # a failed run's log is named in its error
+            log_path.unlink(missing_ok=True)
+    data = collector.data
+    if not complete and not stop.is_set():
+        _log.warning(
+            "the sorter did not account for every frame within %.0f s; counts may be short",
+            settle_timeout_s,
+        )
+    if record is not None:
+        _record(record, record_storage, data.raw_labels)
+    return LiveRun(
+        sent=summary.total,
+        labels=data.labels,
+        node=data.counts or NodeCounts(),
+        stray_labels=data.stray,
+        model_id=data.model_id,
+        backend=data.backend,
+        replay_s=replay_s,
+        complete=complete,
+        interrupted=summary.interrupted,
+        recorded=record,
+    )

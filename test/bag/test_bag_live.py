@@ -1,0 +1,246 @@
+"""mmsag bag eval --live: bags replayed through a real sorter node process over real DDS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from runtime.runtime_helpers import make_bundle
+from support import REPO, SHARED_DATA
+
+from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
+from mmsag_ros.bag.frames import IMAGE_TYPE, MULTILABEL_TYPE, iter_frames, stamp_to_ns
+from mmsag_ros.bag.live import LiveLabel, format_live_label, replay_through_sorter
+from mmsag_ros.bag.make import make_bag
+from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.data.synth import generate_dataset
+from mmsag_ros.errors import BagError
+from mmsag_ros.runtime.classifier import Classifier
+
+REAL_BAGS = sorted((SHARED_DATA / "bags").glob("*_mcap"))
+START_NS = 1_700_000_000_000_000_000
+NUM_FRAMES = 10
+FPS = 5.0  # far below what the tiny model sustains: no frame should be dropped
+
+
+@pytest.fixture(autouse=True)
+def _isolated_domain(ros_env, monkeypatch):
+    """This process's rclpy contexts and the node process share the test's own domain."""
+    for name in ("ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE", "AMENT_PREFIX_PATH"):
+        monkeypatch.setenv(name, ros_env[name])
+    monkeypatch.setenv("PYTHONPATH", ros_env["PYTHONPATH"])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("live_synth") / "data"
+    generate_dataset(root, num_trainval=1, num_test=NUM_FRAMES, image_size=(160, 120), seed=8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("live_bundle") / "tiny", seed=6)
+
+
+def _labels_in(bag: Path) -> list[tuple[int, str, np.ndarray]]:
+    with AnyReader([bag], default_typestore=mmsag_typestore()) as reader:
+        return [
+            (stamp_to_ns(m.header.stamp), m.header.frame_id, np.asarray(m.scores, np.float64))
+            for c, _, raw in reader.messages()
+            if c.msgtype == MULTILABEL_TYPE
+            for m in [reader.deserialize(raw, c.msgtype)]
+        ]
+
+
+@pytest.mark.parametrize(
+    ("storage", "compressed"), [("mcap", True), ("sqlite3", False)], ids=["mcap-jpeg", "db3-rgb8"]
+)
+def test_live_scores_equal_offline_frame_by_frame(dataset, bundle, tmp_path, storage, compressed):
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, storage=storage, compressed=compressed, fps=FPS, start_ns=START_NS)
+    offline = evaluate_bag(bag, bundle, backend="onnxruntime", batch_size=4)
+    arrivals = []
+    live = evaluate_bag_live(
+        bag,
+        bundle,
+        backend="onnxruntime",
+        record=tmp_path / "recorded",
+        on_label=lambda label, target: arrivals.append((label.stamp_ns, target)),
+    )
+    run = live.live
+    assert run is not None and run.complete and not run.interrupted
+    assert run.sent == len(run.labels) == run.node.received == run.node.published == NUM_FRAMES
+    assert run.node.dropped == run.node.rejected == run.not_received == run.stray_labels == 0
+    assert run.backend == "onnxruntime@cpu" and run.model_id == live.model_id
+
+    # Frame by frame: the same stamps, the same scores as the Classifier run in-process.
+    np.testing.assert_array_equal(np.sort(live.stamps_ns), offline.stamps_ns)
+    order = np.argsort(live.stamps_ns)
+    np.testing.assert_allclose(live.scores[order], offline.scores, atol=1e-5)
+    np.testing.assert_array_equal(live.targets[order], offline.targets)
+    assert live.report.map == pytest.approx(offline.report.map, abs=1e-6)
+    assert sorted(s for s, _ in arrivals) == list(offline.stamps_ns)
+    assert all(target is not None for _, target in arrivals)
+
+    latencies = run.latencies_ms
+    assert latencies.shape == (NUM_FRAMES,) and (latencies > 0).all()
+    # Each label arrives within a frame period: a label that waited for the next frame (or a
+    # backlog) would show here.
+    assert latencies.max() < 1000 / FPS
+    assert all(label.inference_ms > 0 for label in run.labels)
+
+    # The recording holds one label per frame with the frame's header.
+    recorded = _labels_in(tmp_path / "recorded")
+    frames = [(f.stamp_ns, f.frame_id) for f in iter_frames(bag)]
+    assert [(s, f) for s, f, _ in recorded] == frames
+    by_stamp = dict(zip(offline.stamps_ns.tolist(), offline.scores, strict=True))
+    for stamp, _, scores in recorded:
+        np.testing.assert_allclose(scores, by_stamp[stamp], atol=1e-5)
+
+    out = tmp_path / "report"
+    text = write_bag_evaluation(live, out)
+    assert f"{NUM_FRAMES} frames sent" in text and "latency, frame published" in text
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["mode"] == "live" and summary["live"]["labelled"] == NUM_FRAMES
+    assert summary["live"]["latency_ms"]["p50"] == pytest.approx(np.percentile(latencies, 50))
+    assert (out / "latency_histogram.png").stat().st_size > 10_000
+
+
+def test_cli_live_prints_each_label_then_the_report(dataset, bundle, tmp_path, ros_env):
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
+    out = tmp_path / "eval"
+    command = [sys.executable, "-m", "mmsag_ros.cli", "bag", "eval", str(bag), "--bundle"]
+    command += [str(bundle), "--live", "--backend", "onnxruntime", "--out", str(out)]
+    done = subprocess.run(
+        command, cwd=REPO, env=ros_env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    label_lines = [line for line in lines if "| truth:" in line]
+    assert len(label_lines) == NUM_FRAMES
+    assert label_lines[0].split()[:2] == ["1", "camera_optical_frame"]
+    assert any(line.startswith("live, through a sorter node") for line in lines)
+    assert any(line.startswith("mAP") for line in lines)
+    for name in ("report.json", "pr_curves.png", "latency_histogram.png", "sorter.log"):
+        assert (out / name).is_file()
+    assert "configured" in (out / "sorter.log").read_text()
+
+
+def test_a_fast_replay_drops_frames_and_accounts_for_every_one(dataset, bundle, tmp_path):
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
+    run = replay_through_sorter(bag, bundle, backend="onnxruntime", rate=500.0)
+    assert run.complete
+    assert run.node.published == len(run.labels) < run.sent == NUM_FRAMES
+    assert run.node.received == run.node.published + run.node.dropped + run.node.rejected
+    assert run.sent == run.node.received + run.not_received
+    assert run.node.dropped + run.not_received > 0
+
+
+def _write_bag_with_bad_frames(path: Path) -> list[int]:
+    """rgb8 frames 200 ms apart, every second one undecodable; returns the good stamps."""
+    store = mmsag_typestore()
+    types = store.types
+    good = []
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        camera = writer.add_connection("/cam/image_raw", IMAGE_TYPE, typestore=store)
+        for index in range(6):
+            stamp_ns = START_NS + index * 200_000_000
+            sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+            header = types["std_msgs/msg/Header"](
+                stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                frame_id="cam",
+            )
+            pixels = np.full((6, 8, 3), 40 * index, np.uint8).reshape(-1)
+            encoding = "rgb8"
+            if index % 2:  # too few bytes, or an encoding the node does not take
+                pixels, encoding = (pixels[:100], "rgb8") if index % 4 == 1 else (pixels, "yuv422")
+            else:
+                good.append(stamp_ns)
+            image = types[IMAGE_TYPE](
+                header=header, height=6, width=8, encoding=encoding, is_bigendian=0, step=24,
+                data=pixels,
+            )  # fmt: skip
+            writer.write(camera, stamp_ns, store.serialize_cdr(image, IMAGE_TYPE))
+    return good
+
+
+def test_bad_frames_are_rejected_counted_and_the_node_keeps_labelling(bundle, tmp_path):
+    bag = tmp_path / "bad"
+    good = _write_bag_with_bad_frames(bag)
+    run = replay_through_sorter(bag, bundle, backend="onnxruntime")
+    assert run.complete and run.sent == 6
+    assert run.node.rejected == 3
+    assert [label.stamp_ns for label in run.labels] == good
+
+
+@pytest.mark.skipif(not REAL_BAGS, reason="shared camera bags not present")
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_real_camera_bags_give_one_label_per_frame_with_its_header(bundle, tmp_path, storage):
+    classifier = Classifier(bundle, backend="onnxruntime")
+    for bag in REAL_BAGS:
+        if storage == "sqlite3":
+            bag = _db3_copy(bag, tmp_path / f"{bag.name}_db3")
+        frames = list(iter_frames(bag))
+        run = replay_through_sorter(bag, bundle, backend="onnxruntime")
+        assert run.complete and run.sent == len(frames) == len(run.labels)
+        assert [(label.stamp_ns, label.frame_id) for label in run.labels] == [
+            (f.stamp_ns, f.frame_id) for f in frames
+        ]
+        for label, frame in zip(run.labels, frames, strict=True):
+            expected = classifier.classify_one(frame.image, frame.color_order).scores
+            np.testing.assert_allclose(label.scores, expected, atol=1e-5)
+
+
+def _db3_copy(bag: Path, copy: Path) -> Path:
+    store = mmsag_typestore()
+    with (
+        AnyReader([bag], default_typestore=store) as reader,
+        Writer(copy, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer,
+    ):
+        out = {
+            c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)
+            for c in reader.connections
+        }
+        for connection, timestamp, raw in reader.messages():
+            writer.write(out[connection.id], timestamp, raw)
+    return copy
+
+
+def test_a_node_that_cannot_start_is_one_clear_error(dataset, bundle, tmp_path, ros_env):
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
+    with pytest.raises(BagError, match=r"did not start: configure failed: the tensorrt backend"):
+        replay_through_sorter(bag, bundle, backend="tensorrt")
+    command = [sys.executable, "-m", "mmsag_ros.cli", "bag", "eval", str(bag), "--bundle"]
+    command += [str(bundle), "--live", "--backend", "tensorrt", "--out", str(tmp_path / "e")]
+    done = subprocess.run(command, cwd=REPO, env=ros_env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "sorter node did not start" in done.stderr and "node log:" in done.stderr
+
+
+def test_a_label_line_shows_decisions_truth_and_latency():
+    label = LiveLabel(
+        stamp_ns=1_700_000_000_500_000_000,
+        frame_id="cam",
+        scores=np.array([0.9, 0.2, 0.7]),
+        decisions=np.array([True, False, True]),
+        latency_ms=12.34,
+        inference_ms=5.0,
+    )
+    names = ("metal", "glass", "shoe")
+    line = format_live_label(3, label, None, names)
+    assert line == "    3 cam 1700000000.500: metal 0.90, shoe 0.70  [12.3 ms]"
+    # shoe is marked ignore (-1): deciding it is neither right nor wrong.
+    ignored = format_live_label(3, label, np.array([1.0, 0.0, -1.0]), names)
+    assert ignored.endswith("| truth: metal ok  [12.3 ms]")
+    assert "| truth: metal, glass MISS" in format_live_label(3, label, np.array([1, 1, 0.0]), names)
