@@ -228,6 +228,41 @@ def test_a_node_that_cannot_start_is_one_clear_error(dataset, bundle, tmp_path, 
     assert "sorter node did not start" in done.stderr and "node log:" in done.stderr
 
 
+def _sorter_children() -> list[str]:
+    """Command lines of this process's children that run a sorter node."""
+    children = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # exited meanwhile
+            if "mmsag_ros.ros.sorter" in command:
+                children.append(command)
+    return children
+
+
+def test_truncated_and_corrupt_bags_fail_in_one_line_and_leave_no_node(dataset, bundle, tmp_path):
+    truncated = tmp_path / "truncated"
+    make_bag(dataset, truncated, compressed=True, fps=FPS, start_ns=START_NS)
+    (storage,) = truncated.glob("*.mcap")
+    storage.write_bytes(storage.read_bytes()[: storage.stat().st_size // 2])
+    with pytest.raises(BagError, match="cannot open bag"):
+        evaluate_bag_live(truncated, bundle, backend="onnxruntime")
+
+    # Intact index, damaged frames in the middle: found during the replay, with the node up.
+    corrupt = tmp_path / "corrupt"
+    make_bag(dataset, corrupt, compressed=True, fps=50.0, start_ns=START_NS)
+    (storage,) = corrupt.glob("*.mcap")
+    data = bytearray(storage.read_bytes())
+    start, end = int(0.4 * len(data)), int(0.6 * len(data))
+    data[start:end] = bytes(end - start)
+    storage.write_bytes(bytes(data))
+    with pytest.raises(BagError, match="corrupt or truncated"):
+        replay_through_sorter(corrupt, bundle, backend="onnxruntime")
+    assert _sorter_children() == []
+
+
 def test_a_label_line_shows_decisions_truth_and_latency():
     label = LiveLabel(
         stamp_ns=1_700_000_000_500_000_000,
