@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -299,7 +300,7 @@ def evaluate_bag_live(
     record: Path | None = None,
     log_path: Path | None = None,
     on_label: Callable[[LiveLabel, np.ndarray | None], None] | None = None,
-    stop: Any = None,
+    stop: threading.Event | None = None,
 ) -> BagEvaluation:
     """Replay a bag through a sorter node process and score its labels against ground truth.
 
