@@ -295,8 +295,9 @@ def evaluate_bag_live(
     gt_csv: Path | None = None,
     image_topics: Sequence[str] | None = None,
     rate: float = 1.0,
-    backend: str = "auto",
-    device: str = "cpu",
+    backend: str | None = None,
+    device: str | None = None,
+    params_file: Path | None = None,
     record: Path | None = None,
     log_path: Path | None = None,
     on_label: Callable[[LiveLabel, np.ndarray | None], None] | None = None,
@@ -311,8 +312,9 @@ def evaluate_bag_live(
         gt_csv: A ``stamp_ns,<class>...`` table instead of in-bag ground truth.
         image_topics: Camera topics to replay; None replays all of them.
         rate: Replay speed factor; above what the node sustains, it drops frames.
-        backend: The node's inference backend.
-        device: The node's device.
+        backend: The node's inference backend (None: the parameter file's, else ``auto``).
+        device: The node's device (None: the parameter file's, else ``cpu``).
+        params_file: The cell's sorter parameter file, to replay with its settings.
         record: Also write the node's labels to this new bag.
         log_path: Keep the node's output in this file.
         on_label: Called with each label as it arrives and its target (None without one).
@@ -344,6 +346,7 @@ def evaluate_bag_live(
         rate=rate,
         backend=backend,
         device=device,
+        params_file=params_file,
         record=record,
         log_path=log_path,
         on_label=announce,
@@ -365,7 +368,8 @@ def evaluate_bag_live(
             f"{len(run.labels)} labelled, {run.node.rejected} rejected, "
             f"{run.not_received} never reached the node"
         )
-    meter, report = _score(scores, targets, loaded.thresholds)
+    # The node's thresholds: a parameter file may have replaced the bundle's.
+    meter, report = _score(scores, targets, run.labels[0].thresholds)
     return BagEvaluation(
         bag=bag,
         model_id=loaded.model_id,

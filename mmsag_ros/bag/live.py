@@ -67,6 +67,7 @@ class LiveLabel:
         frame_id: ``header.frame_id``.
         scores: (C,) float64 scores in model order.
         decisions: (C,) bool decisions at the node's thresholds.
+        thresholds: (C,) the thresholds the node decided with.
         latency_ms: Frame published by the player -> label received here.
         inference_ms: The node's ``inference_time_ms`` for the batch holding the frame.
     """
@@ -75,6 +76,7 @@ class LiveLabel:
     frame_id: str
     scores: np.ndarray
     decisions: np.ndarray
+    thresholds: np.ndarray
     latency_ms: float
     inference_ms: float
 
@@ -247,6 +249,7 @@ class _Collector:
                 frame_id=key[1],
                 scores=np.asarray(msg.scores, dtype=np.float64),
                 decisions=np.asarray(msg.decisions, dtype=bool),
+                thresholds=np.asarray(msg.thresholds, dtype=np.float32),
                 latency_ms=(arrived_ns - sent_ns) / 1e6,
                 inference_ms=float(msg.inference_time_ms),
             )
@@ -336,21 +339,30 @@ def _child_environment() -> dict[str, str]:
 
 
 def _sorter_command(
-    bundle: Path, topics: list[str], input_type: str, backend: str, device: str
+    bundle: Path,
+    topics: list[str],
+    input_type: str,
+    *,
+    backend: str | None,
+    device: str | None,
+    params_file: Path | None,
 ) -> list[str]:
     # JSON strings and lists are valid YAML, so paths and topic names arrive unchanged.
     parameters = {
         "bundle": json.dumps(str(bundle)),
         "camera_topics": json.dumps(topics),
         "input_type": input_type,
-        "backend": backend,
-        "device": device,
         "output_topic": OUTPUT_TOPIC,
         "diagnostics_period_s": str(_DIAGNOSTICS_PERIOD_S),
         "autostart": "true",
     }
+    # Unless asked for, these come from the cell's parameter file (or the node's defaults).
+    parameters.update({k: v for k, v in (("backend", backend), ("device", device)) if v})
     command = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
     command += ["-r", f"__node:={NODE_NAME}"]
+    if params_file is not None:
+        # Before the -p overrides: rcl lets later parameter sources win.
+        command += ["--params-file", str(Path(params_file).resolve())]
     for name, value in parameters.items():
         command += ["-p", f"{name}:={value}"]
     return command
@@ -449,8 +461,9 @@ def replay_through_sorter(
     *,
     topics: Sequence[str] | None = None,
     rate: float = 1.0,
-    backend: str = "auto",
-    device: str = "cpu",
+    backend: str | None = None,
+    device: str | None = None,
+    params_file: Path | None = None,
     record: Path | None = None,
     record_storage: str = "mcap",
     log_path: Path | None = None,
@@ -466,8 +479,12 @@ def replay_through_sorter(
         bundle: Exported bundle directory the node loads.
         topics: Camera topics to replay; None replays all (they must share one message type).
         rate: Replay speed factor.
-        backend: The node's ``backend`` parameter.
-        device: The node's ``device`` parameter.
+        backend: The node's ``backend`` parameter; None keeps the parameter file's or the
+            node's default (``auto``).
+        device: The node's ``device`` parameter; None keeps the file's or ``cpu``.
+        params_file: The cell's sorter parameter file (``config/sorter.yaml`` layout), so the
+            replay runs with its thresholds, batch size, QoS and rate cap. The bundle, the
+            camera topics, the input type and the output topic are always the replay's.
         record: Write the node's labels (as received, on ``/waste/labels``) to this new bag.
         record_storage: ``mcap`` or ``sqlite3`` for ``record``.
         log_path: Where the node's output goes; None uses a temporary file, kept on failure.
@@ -495,7 +512,16 @@ def replay_through_sorter(
     if log_path is None:
         log_path = Path(tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")[1])
     env = _child_environment()
-    command = _sorter_command(bundle, camera_topics, input_type, backend, device)
+    if params_file is not None and not Path(params_file).is_file():
+        raise ConfigError(f"sorter parameter file {params_file} does not exist")
+    command = _sorter_command(
+        bundle,
+        camera_topics,
+        input_type,
+        backend=backend,
+        device=device,
+        params_file=params_file,
+    )
     collector = _Collector(on_label)
     succeeded = False
     try:

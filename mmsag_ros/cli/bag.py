@@ -55,8 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument("--gt-csv", type=Path, help="stamp_ns,<class>... ground-truth table")
     evaluate.add_argument("--topics", nargs="+", help="image topics to score (default: all)")
     evaluate.add_argument("--out", type=Path, help="report folder (default: <bag>_eval)")
-    evaluate.add_argument("--backend", default="auto", help="auto, onnxruntime, torch, tensorrt")
-    evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    evaluate.add_argument(
+        "--backend", help="auto, onnxruntime, torch, tensorrt (default: auto, or the node's file)"
+    )
+    evaluate.add_argument(
+        "--device", help="cpu, cuda, cuda:N or auto (default: cpu, or the node's file)"
+    )
     evaluate.add_argument("--batch-size", type=int, default=8, help="offline frames per call")
     live = evaluate.add_argument_group(
         "live mode", "replay the bag through a sorter node process instead of scoring in-process"
@@ -64,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--live", action="store_true", help="start a sorter node and replay into it")
     live.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1.0)")
     live.add_argument("--record", type=Path, help="also write the node's labels to this new bag")
+    live.add_argument(
+        "--sorter-params",
+        type=Path,
+        metavar="YAML",
+        help="the cell's sorter parameter file (thresholds, batch, QoS, rate cap) to replay with",
+    )
     live.add_argument("--quiet", action="store_true", help="do not print each label as it arrives")
 
 
@@ -119,9 +129,12 @@ def _play(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
+    from mmsag_ros.errors import ConfigError
     from mmsag_ros.export.manifest import load_bundle
 
     out_dir = args.out or args.bag.parent / f"{args.bag.name}_eval"
+    if not args.live and (args.record or args.sorter_params or args.rate != 1.0):
+        raise ConfigError("--rate, --record and --sorter-params replay through a node: add --live")
     if args.live:
         from mmsag_ros.bag.live import format_live_label
 
@@ -142,6 +155,7 @@ def _eval(args: argparse.Namespace) -> int:
                 rate=args.rate,
                 backend=args.backend,
                 device=args.device,
+                params_file=args.sorter_params,
                 record=args.record,
                 log_path=out_dir / "sorter.log",
                 on_label=None if args.quiet else show,
@@ -154,8 +168,8 @@ def _eval(args: argparse.Namespace) -> int:
             gt_topic=args.gt_topic,
             gt_csv=args.gt_csv,
             image_topics=args.topics,
-            backend=args.backend,
-            device=args.device,
+            backend=args.backend or "auto",
+            device=args.device or "cpu",
             batch_size=args.batch_size,
         )
     print(write_bag_evaluation(evaluation, out_dir))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
@@ -145,6 +146,69 @@ def test_a_fast_replay_drops_frames_and_accounts_for_every_one(dataset, bundle, 
     assert run.node.dropped + run.not_received > 0
 
 
+def _two_camera_bag(dataset: Path, path: Path, tmp_path: Path) -> None:
+    """The split seen by two cameras (same stamps, own frame_ids), one ground-truth stream."""
+    parts = []
+    for camera in ("cam_left", "cam_right"):
+        part = tmp_path / camera
+        topic = f"/{camera}/image_raw/compressed"
+        make_bag(dataset, part, compressed=True, fps=FPS, start_ns=START_NS, topic=topic,
+                 frame_id=camera)  # fmt: skip
+        parts.append(part)
+    store = mmsag_typestore()
+    with (
+        AnyReader(parts, default_typestore=store) as reader,
+        Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+    ):
+        out = {}
+        for connection in reader.connections:
+            if connection.topic not in out:
+                out[connection.topic] = writer.add_connection(
+                    connection.topic, connection.msgtype, typestore=store
+                )
+        written = set()
+        for connection, timestamp, raw in reader.messages():
+            key = (connection.topic, timestamp)
+            if key not in written:  # both parts carry the same ground truth
+                written.add(key)
+                writer.write(out[connection.topic], timestamp, raw)
+
+
+def test_two_cameras_in_one_bag_are_labelled_frame_by_frame(dataset, bundle, tmp_path):
+    bag = tmp_path / "two_cameras"
+    _two_camera_bag(dataset, bag, tmp_path)
+    frames = list(iter_frames(bag))
+    assert {f.frame_id for f in frames} == {"cam_left", "cam_right"}
+    run = replay_through_sorter(bag, bundle, backend="onnxruntime")
+    assert run.complete and run.sent == len(run.labels) == len(frames) == 2 * NUM_FRAMES
+    assert sorted((label.stamp_ns, label.frame_id) for label in run.labels) == sorted(
+        (f.stamp_ns, f.frame_id) for f in frames
+    )
+    classifier = Classifier(bundle, backend="onnxruntime")
+    by_key = {(label.stamp_ns, label.frame_id): label.scores for label in run.labels}
+    for frame in frames:
+        expected = classifier.classify_one(frame.image, frame.color_order).scores
+        np.testing.assert_allclose(by_key[frame.stamp_ns, frame.frame_id], expected, atol=1e-5)
+
+
+def test_the_cells_parameter_file_is_used_but_cannot_redirect_the_replay(dataset, bundle, tmp_path):
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
+    # The shipped file, as a cell would edit it: its bundle and camera topics name nothing here.
+    cell = yaml.safe_load((REPO / "config" / "sorter.yaml").read_text())
+    cell["/**"]["ros__parameters"].update(threshold=0.0, backend="onnxruntime")
+    params = tmp_path / "cell.yaml"
+    params.write_text(yaml.safe_dump(cell))
+    evaluation = evaluate_bag_live(bag, bundle, params_file=params)
+    run = evaluation.live
+    assert run is not None and len(run.labels) == NUM_FRAMES
+    assert run.backend == "onnxruntime@cpu"
+    assert all(label.decisions.all() and (label.thresholds == 0).all() for label in run.labels)
+    # Metrics are taken at the thresholds the node decided with: everything is predicted.
+    assert evaluation.report.thresholds == (0.0,) * len(evaluation.labels)
+    assert evaluation.report.at_threshold["OR"] == pytest.approx(1.0)
+
+
 def _write_bag_with_bad_frames(path: Path) -> list[int]:
     """rgb8 frames 200 ms apart, every second one undecodable; returns the good stamps."""
     store = mmsag_typestore()
@@ -269,6 +333,7 @@ def test_a_label_line_shows_decisions_truth_and_latency():
         frame_id="cam",
         scores=np.array([0.9, 0.2, 0.7]),
         decisions=np.array([True, False, True]),
+        thresholds=np.full(3, 0.5, np.float32),
         latency_ms=12.34,
         inference_ms=5.0,
     )
@@ -279,3 +344,16 @@ def test_a_label_line_shows_decisions_truth_and_latency():
     ignored = format_live_label(3, label, np.array([1.0, 0.0, -1.0]), names)
     assert ignored.endswith("| truth: metal ok  [12.3 ms]")
     assert "| truth: metal, glass MISS" in format_live_label(3, label, np.array([1, 1, 0.0]), names)
+
+
+def test_live_only_options_without_live_are_refused(dataset, bundle, tmp_path, capsys):
+    from mmsag_ros.cli import main
+
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
+    base = ["bag", "eval", str(bag), "--bundle", str(bundle), "--out", str(tmp_path / "e")]
+    assert main([*base, "--record", str(tmp_path / "rec")]) == 1
+    assert "add --live" in capsys.readouterr().err
+    assert main([*base, "--live", "--sorter-params", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "rec").exists()
