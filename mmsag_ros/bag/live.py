@@ -506,14 +506,16 @@ def replay_through_sorter(
         raise ConfigError(
             f"cannot record into {record}: it must be a new path and the storage mcap or sqlite3"
         )
+    if params_file is not None and not Path(params_file).is_file():
+        raise ConfigError(f"sorter parameter file {params_file} does not exist")
     camera_topics, input_type = _bag_topics(bag, topics)
     stop = stop or threading.Event()
     keep_log = log_path is not None
     if log_path is None:
-        log_path = Path(tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")[1])
+        handle, name = tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
     env = _child_environment()
-    if params_file is not None and not Path(params_file).is_file():
-        raise ConfigError(f"sorter parameter file {params_file} does not exist")
     command = _sorter_command(
         bundle,
         camera_topics,
