@@ -189,11 +189,22 @@ def ros_image_classes() -> dict[str, type]:
     return {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
 
 
-def image_connections(reader: Any, topics: Sequence[str] | None = None) -> list[Any]:
-    """The reader's Image/CompressedImage connections, restricted to ``topics`` if given."""
+def image_connections(reader: Any, bag: Path, topics: Sequence[str] | None = None) -> list[Any]:
+    """The reader's Image/CompressedImage connections, restricted to ``topics`` if given.
+
+    Raises:
+        BagError: There is none (among ``topics``); the message lists the bag's topics.
+    """
     found = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
     if topics:
         found = [c for c in found if c.topic in set(topics)]
+    if not found:
+        present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections) or "none"
+        wanted = f" among {', '.join(topics)}" if topics else ""
+        raise BagError(
+            f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}; "
+            f"topics: {present}"
+        )
     return found
 
 
@@ -230,14 +241,7 @@ def iter_frames(
     counts = counts if counts is not None else ReadCounts()
     classes = ros_image_classes()
     with open_bag(bag) as reader:
-        connections = image_connections(reader, topics)
-        if not connections:
-            present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections) or "none"
-            wanted = f" among {', '.join(topics)}" if topics else ""
-            raise BagError(
-                f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}; "
-                f"topics: {present}"
-            )
+        connections = image_connections(reader, Path(bag), topics)
         for connection, log_time_ns, raw in raw_messages(reader, connections, Path(bag)):
             counts.messages += 1
             try:

@@ -313,10 +313,7 @@ def _multilabel_class() -> type:
 def _bag_topics(bag: Path, topics: Sequence[str] | None) -> tuple[list[str], str]:
     """The camera topics to replay and the sorter's ``input_type`` for them."""
     with open_bag(bag) as reader:
-        connections = image_connections(reader, topics)
-    if not connections:
-        wanted = f" among {', '.join(topics)}" if topics else ""
-        raise BagError(f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}")
+        connections = image_connections(reader, bag, topics)
     kinds = {c.msgtype for c in connections}
     if len(kinds) > 1:
         raise BagError(

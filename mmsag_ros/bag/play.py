@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsag_ros.bag.frames import image_connections, open_bag, raw_messages, ros_image_classes
-from mmsag_ros.errors import BagError, ConfigError
+from mmsag_ros.errors import ConfigError
 
 __all__ = ["PlaySummary", "play_bag"]
 
@@ -69,7 +69,7 @@ def _one_pass(
 ) -> bool:
     """Publish the bag once, then wait one mean frame period; False when ``stop`` was set."""
     with open_bag(bag) as reader:
-        connections = image_connections(reader, topics)
+        connections = image_connections(reader, bag, topics)
         first_ns: int | None = None
         last_ns = 0
         count = 0
@@ -134,11 +134,7 @@ def play_bag(
     bag = Path(bag)
     stop = stop or threading.Event()
     with open_bag(bag) as reader:
-        connections = image_connections(reader, topics)
-        types = {c.topic: c.msgtype for c in connections}
-    if not types:
-        wanted = f" among {', '.join(topics)}" if topics else ""
-        raise BagError(f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}")
+        types = {c.topic: c.msgtype for c in image_connections(reader, bag, topics)}
     classes = ros_image_classes()
     summary = PlaySummary()
     context = Context()
