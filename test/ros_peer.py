@@ -25,6 +25,7 @@ from mmsag_ros.msg import AttentionPeak, MultiLabel
 from rclpy.executors import ExternalShutdownException
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+from support import multilabel_summary
 
 from mmsag_ros.ros.conversions import array_to_image, image_to_array
 from mmsag_ros.ros.qos import image_qos, labels_qos
@@ -72,31 +73,17 @@ def make_labels(index: int) -> MultiLabel:
 
 def summarize(msg: Image | MultiLabel) -> dict:
     """Reduce a message to JSON: every field, with image pixels as a digest."""
-    summary = {
+    if not isinstance(msg, Image):
+        return multilabel_summary(msg)
+    return {
         "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
         "frame_id": msg.header.frame_id,
+        "width": msg.width,
+        "height": msg.height,
+        "encoding": msg.encoding,
+        "step": msg.step,
+        "sha256": hashlib.sha256(image_to_array(msg).tobytes()).hexdigest(),
     }
-    if isinstance(msg, Image):
-        pixels = image_to_array(msg)
-        summary.update(
-            width=msg.width,
-            height=msg.height,
-            encoding=msg.encoding,
-            step=msg.step,
-            sha256=hashlib.sha256(pixels.tobytes()).hexdigest(),
-        )
-    else:
-        summary.update(
-            model_id=msg.model_id,
-            class_names=list(msg.class_names),
-            scores=list(msg.scores),
-            decisions=list(msg.decisions),
-            thresholds=list(msg.thresholds),
-            peaks=[[p.x, p.y, p.strength] for p in msg.peaks],
-            inference_time_ms=msg.inference_time_ms,
-            latency_ms=msg.latency_ms,
-        )
-    return summary
 
 
 def _qos(kind: str, reliability: str):

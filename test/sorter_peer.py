@@ -22,6 +22,7 @@ import time
 
 import cv2
 import numpy as np
+from support import multilabel_summary
 
 from mmsag_ros.data.synth_scene import render_scene
 
@@ -182,21 +183,6 @@ class Peer:
         return future.result().current_state.label
 
 
-def summarize(msg) -> dict:
-    return {
-        "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
-        "frame_id": msg.header.frame_id,
-        "model_id": msg.model_id,
-        "class_names": list(msg.class_names),
-        "scores": [float(v) for v in msg.scores],
-        "decisions": [bool(v) for v in msg.decisions],
-        "thresholds": [float(v) for v in msg.thresholds],
-        "peaks": [[p.x, p.y, p.strength] for p in msg.peaks],
-        "inference_time_ms": msg.inference_time_ms,
-        "latency_ms": msg.latency_ms,
-    }
-
-
 def scenario(peer: Peer, count: int) -> dict:
     peer.wait_connected()
     sent = []
@@ -235,7 +221,7 @@ def scenario(peer: Peer, count: int) -> dict:
     )
     return {
         "sent": sent,
-        "labels": {str(i): summarize(m) for i, m in peer.labels.items()},
+        "labels": {str(i): multilabel_summary(m) for i, m in peer.labels.items()},
         "params": params,
         "diagnostics": peer.diagnostics,
     }
@@ -262,7 +248,7 @@ def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
     for index, fmt, kind in BAD_COMPRESSED:
         pub.publish(_compressed_msg(peer, index, fmt, bad_data.get(kind, good)))
         peer.spin_until(lambda: False, 0.3)
-    good_labels = {str(i): summarize(m) for i, m in peer.labels.items()}
+    good_labels = {str(i): multilabel_summary(m) for i, m in peer.labels.items()}
     # Under load: cap inference at 2 Hz and flood; stale frames must be dropped, not queued.
     rate = peer.set_parameter("max_rate_hz", 2.0)
     peer.labels.clear()
@@ -337,7 +323,7 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
             "encoding": msg.encoding,
         }
     return {
-        "labels": {str(i): summarize(m) for i, m in peer.labels.items()},
+        "labels": {str(i): multilabel_summary(m) for i, m in peer.labels.items()},
         "images": received,
         "unwatched": unwatched,
         "watched": watched,

@@ -1,10 +1,13 @@
-"""Paths and process helpers shared by tests (a uniquely named module, unlike conftest.py)."""
+"""Paths, process and message helpers shared by tests (a uniquely named module, unlike
+conftest.py; peer scripts import it too)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
@@ -22,3 +25,44 @@ def start_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def start_sorter(
+    env: dict[str, str], *params: str, params_file: Path | None = None
+) -> subprocess.Popen[str]:
+    """Start ``python -m mmsag_ros.ros.sorter`` on ONNX Runtime with ``name:=value`` params."""
+    args = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    for param in ("backend:=onnxruntime", *params):
+        args += ["-p", param]
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+
+
+def stop_process(process: subprocess.Popen[str]) -> str:
+    """Ctrl-C a node (killing it after 15 s) and return its stderr."""
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return err
+
+
+def multilabel_summary(msg: Any) -> dict[str, Any]:
+    """Every field of a MultiLabel (rclpy or rosbags) as plain JSON-ready values."""
+    return {
+        "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
+        "frame_id": msg.header.frame_id,
+        "model_id": msg.model_id,
+        "class_names": list(msg.class_names),
+        "scores": [float(v) for v in msg.scores],
+        "decisions": [bool(v) for v in msg.decisions],
+        "thresholds": [float(v) for v in msg.thresholds],
+        "peaks": [[float(p.x), float(p.y), float(p.strength)] for p in msg.peaks],
+        "inference_time_ms": msg.inference_time_ms,
+        "latency_ms": msg.latency_ms,
+    }

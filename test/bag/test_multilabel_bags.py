@@ -10,6 +10,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+from support import multilabel_summary
 
 from mmsag_ros.bag.typestore import mmsag_typestore
 
@@ -41,21 +42,6 @@ def _to_rosbags(msg: MultiLabel, store):
     )
 
 
-def _rosbags_summary(msg) -> dict:
-    return {
-        "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
-        "frame_id": msg.header.frame_id,
-        "model_id": msg.model_id,
-        "class_names": list(msg.class_names),
-        "scores": [float(v) for v in msg.scores],
-        "decisions": [bool(v) for v in msg.decisions],
-        "thresholds": [float(v) for v in msg.thresholds],
-        "peaks": [[p.x, p.y, p.strength] for p in msg.peaks],
-        "inference_time_ms": msg.inference_time_ms,
-        "latency_ms": msg.latency_ms,
-    }
-
-
 @pytest.mark.parametrize("storage", sorted(STORAGES))
 def test_rosbags_and_rclpy_agree_through_a_bag(storage, tmp_path):
     store = mmsag_typestore()
@@ -85,7 +71,7 @@ def test_rosbags_and_rclpy_agree_through_a_bag(storage, tmp_path):
             expected = ros_peer.summarize(original)
             from_rclpy = deserialize_message(bytes(raw), MultiLabel)
             assert ros_peer.summarize(from_rclpy) == expected
-            assert _rosbags_summary(reader.deserialize(raw, conn.msgtype)) == expected
+            assert multilabel_summary(reader.deserialize(raw, conn.msgtype)) == expected
 
 
 def test_typestore_matches_the_generated_message():

@@ -8,9 +8,6 @@ receives is compared with the offline overlay of the same frame.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ import pytest
 import sorter_peer
 import yaml
 from runtime.runtime_helpers import make_bundle
-from support import REPO, start_python
+from support import REPO, start_python, start_sorter, stop_process
 
 from mmsag_ros.ros.params import SorterParams
 from mmsag_ros.runtime.classifier import Classifier
@@ -43,21 +40,12 @@ def test_debug_image_is_off_by_default_and_remapped_in_launch():
 
 
 def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env, tmp_path):
-    node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mmsag_ros.ros.sorter",
-            "--ros-args",
-            *("-p", "backend:=onnxruntime", "-p", f"bundle:={bundle_dir}"),
-            *("-p", "autostart:=true", "-p", "debug_image:=true"),
-            *("-p", "diagnostics_period_s:=0.3"),
-        ],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
+    node = start_sorter(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=true",
+        "debug_image:=true",
+        "diagnostics_period_s:=0.3",
     )
     try:
         peer = start_python(
@@ -68,12 +56,7 @@ def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env,
         result = json.loads(out.strip().splitlines()[-1])
         assert node.poll() is None, "the node died"
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            _, node_err = node.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            _, node_err = node.communicate()
+        node_err = stop_process(node)
     # Without a subscriber every frame got its label and not one overlay was drawn.
     assert int(result["unwatched"]["published"]) >= COUNT, node_err
     assert result["unwatched"]["debug_images_published"] == "0"

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,7 +16,7 @@ import numpy as np
 import pytest
 import sorter_peer
 from runtime.runtime_helpers import make_bundle
-from support import REPO, SHARED_DATA, start_python
+from support import REPO, SHARED_DATA, start_python, start_sorter, stop_process
 
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 
@@ -43,29 +40,6 @@ def broken_bundle_dir(bundle_dir, tmp_path_factory) -> Path:
     return broken
 
 
-def _start_node(
-    env: dict[str, str], *params: str, params_file: Path | None = None
-) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
-    if params_file is not None:
-        args += ["--params-file", str(params_file)]
-    for param in ("backend:=onnxruntime", *params):
-        args += ["-p", param]
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    )
-
-
-def _stop(node: subprocess.Popen[str]) -> str:
-    node.send_signal(signal.SIGINT)
-    try:
-        _, err = node.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        node.kill()
-        _, err = node.communicate()
-    return err
-
-
 def _run_peer(env: dict[str, str], *args: str) -> dict:
     peer = start_python(PEER, *args, env=env)
     out, err = peer.communicate(timeout=120)
@@ -82,7 +56,7 @@ def _offline(bundle_dir: Path, indices: list[int]) -> tuple[dict[int, Prediction
 
 
 def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir, ros_env):
-    node = _start_node(
+    node = start_sorter(
         ros_env,
         f"bundle:={bundle_dir}",
         "autostart:=true",
@@ -93,7 +67,7 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
         result = _run_peer(ros_env, "scenario", "--cameras", ",".join(CAMERAS), "--count", "6")
         assert node.poll() is None, "the node died"
     finally:
-        err = _stop(node)
+        err = stop_process(node)
     labels = {int(k): v for k, v in result["labels"].items()}
     good = [*range(COUNT), sorter_peer.GOOD_AFTER_BAD, *sorter_peer.THRESHOLD_INDICES]
     # Every good frame got exactly its label; the bad ones (900, 901) got none.
@@ -139,7 +113,7 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
 
 def test_lifecycle_services_gate_the_output(bundle_dir, ros_env):
     # The shipped parameter file says autostart: true; the command line overrides it.
-    node = _start_node(
+    node = start_sorter(
         ros_env,
         f"bundle:={bundle_dir}",
         "autostart:=false",
@@ -149,7 +123,7 @@ def test_lifecycle_services_gate_the_output(bundle_dir, ros_env):
         result = _run_peer(ros_env, "lifecycle", "--expect", "ok")
         assert node.poll() is None
     finally:
-        _stop(node)
+        stop_process(node)
     assert result == {
         "configure": True,
         "after_configure": "inactive",
@@ -163,12 +137,12 @@ def test_lifecycle_services_gate_the_output(bundle_dir, ros_env):
 
 
 def test_configure_fails_cleanly_on_a_broken_bundle(broken_bundle_dir, ros_env):
-    node = _start_node(ros_env, f"bundle:={broken_bundle_dir}")
+    node = start_sorter(ros_env, f"bundle:={broken_bundle_dir}")
     try:
         result = _run_peer(ros_env, "lifecycle", "--expect", "fail")
         assert node.poll() is None, "a failed configure must not end the node"
     finally:
-        err = _stop(node)
+        err = stop_process(node)
     assert result == {"configure": False, "after_configure": "unconfigured"}
     failures = [line for line in err.splitlines() if "configure failed" in line]
     assert len(failures) == 1 and "model.onnx" in failures[0], err
@@ -179,7 +153,7 @@ BAG = SHARED_DATA / "bags" / "raspicam_marker_mcap"
 
 def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
     bag = str(BAG) if BAG.is_dir() else None
-    node = _start_node(
+    node = start_sorter(
         ros_env,
         f"bundle:={bundle_dir}",
         "autostart:=true",
@@ -193,7 +167,7 @@ def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
         )
         assert node.poll() is None, "the node died"
     finally:
-        err = _stop(node)
+        err = stop_process(node)
     frames = sorter_peer.compressed_frames(bag)
     labels = {int(k): v for k, v in result["labels"].items()}
     # Every decodable frame got its label, none of the bad ones did.
