@@ -9,8 +9,11 @@ parameter service, waits for a /diagnostics report counting the rejected frames 
 JSON document. ``lifecycle`` drives the node through its lifecycle services and prints what each
 transition returned and which labels arrived. ``debug`` sends frames first without, then with a
 ``debug_image`` subscriber, saves each overlay it receives as ``<out-dir>/<index>.npy`` and
-reports the /diagnostics counts of both phases. The frame index travels in ``header.frame_id``
-(``<camera>_optical/<index>``) so the test can rebuild every frame offline.
+reports the /diagnostics counts of both phases. ``mismatch`` publishes raw Images where the
+node expects compressed ones and prints the report that names the topic. Every wait is for a
+condition (a label, a /diagnostics report saying so), never a fixed pause. The frame index
+travels in ``header.frame_id`` (``<camera>_optical/<index>``) so the test can rebuild every
+frame offline.
 """
 
 from __future__ import annotations
@@ -67,13 +70,21 @@ def compressed_frames(bag_dir: str | None) -> list[tuple[int, str, bytes]]:
     return frames
 
 
-# Bad compressed frames: truncated JPEG, garbage, empty data, an unsupported format.
+# Bad compressed frames: truncated JPEG, garbage, empty data, an unsupported format, and a
+# small PNG announcing more pixels than the test's max_input_pixels (OVERSIZED_MAX_PIXELS).
 BAD_COMPRESSED = (
     (900, "jpeg", "truncated"),
     (901, "jpeg", "garbage"),
     (902, "png", "empty"),
     (903, "tiff", "valid"),
+    (904, "png", "oversized"),
 )
+OVERSIZED_MAX_PIXELS = 1_000_000
+
+
+def oversized_png() -> bytes:
+    """2000 x 1000 black pixels: a few kB of PNG, 2 MP decoded, twice the test's limit."""
+    return cv2.imencode(".png", np.zeros((1000, 2000), np.uint8))[1].tobytes()
 
 
 def frame_index(frame_id: str) -> int:
@@ -101,17 +112,43 @@ class Peer:
         self.labels: dict[int, object] = {}
         self.diagnostics: list[dict[str, str]] = []
         self.node.create_subscription(MultiLabel, "labels", self._on_label, labels_qos())
-        self.node.create_subscription(
-            DiagnosticArray,
-            "/diagnostics",
-            lambda m: self.diagnostics.extend(
-                {kv.key: kv.value for kv in s.values} for s in m.status
-            ),
-            10,
-        )
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_label(self, msg) -> None:
         self.labels[frame_index(msg.header.frame_id)] = msg
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            report = {kv.key: kv.value for kv in status.values}
+            report.update(
+                level=status.level[0] if isinstance(status.level, bytes) else int(status.level),
+                message=status.message,
+                hardware_id=status.hardware_id,
+            )
+            self.diagnostics.append(report)
+
+    def report_after(self, done, *, start: int | None = None, timeout_s: float = 30.0) -> dict:
+        """The first /diagnostics report (received after index ``start``) for which ``done``
+        holds; {} if none came in ``timeout_s``."""
+        first = len(self.diagnostics) if start is None else start
+        found: list[dict] = []
+
+        def check() -> bool:
+            found.extend(d for d in self.diagnostics[first:] if done(d))
+            return bool(found)
+
+        self.spin_until(check, timeout_s)
+        return found[0] if found else {}
+
+    def settled_report(self, **at_least: int) -> dict:
+        """A report with nothing in flight and counters at least ``at_least``."""
+        return self.report_after(
+            lambda d: (
+                d.get("in_flight") == "0"
+                and all(int(d.get(key, 0)) >= value for key, value in at_least.items())
+            ),
+            start=0,
+        )
 
     def spin_until(self, done, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -129,9 +166,9 @@ class Peer:
             ),
             timeout_s,
         )
-        if not ok:
+        # The node's own side of discovery: it reports when its labels publisher sees us.
+        if not ok or not self.report_after(lambda d: int(d.get("labels_subscribers", 0)) > 0):
             sys.exit("peer: the sorter never connected")
-        self.spin_until(lambda: False, 0.5)  # let the other side of discovery settle
 
     def image(self, camera: str, index: int, *, array=None, encoding=None, data=None):
         from mmsag_ros.ros.conversions import array_to_image
@@ -199,9 +236,10 @@ def scenario(peer: Peer, count: int) -> dict:
         peer.image(cam, 900, array=frame, encoding="yuv422"),
         peer.image(cam, 901, array=frame, encoding="rgb8", data=bytes(10)),
     ]
-    for msg in bad:
+    for count, msg in enumerate(bad, start=1):
         peer.pubs[cam].publish(msg)
-        peer.spin_until(lambda: False, 0.3)  # its own batch, not overwritten by the next
+        # Its own batch, not overwritten by the next: wait until the node has rejected it.
+        peer.report_after(lambda d, n=count: int(d.get("rejected", 0)) >= n, start=0)
     peer.send(cam, GOOD_AFTER_BAD)
     peer.spin_until(lambda: GOOD_AFTER_BAD in peer.labels, 15.0)
     params = {"zero": peer.set_parameter("threshold", 0.0)}
@@ -212,18 +250,16 @@ def scenario(peer: Peer, count: int) -> dict:
     params["restore"] = peer.set_parameter("threshold", -1.0)
     peer.send(cam, THRESHOLD_INDICES[1])
     peer.spin_until(lambda: THRESHOLD_INDICES[1] in peer.labels, 15.0)
-    peer.spin_until(
-        lambda: any(
-            int(d.get("rejected", 0)) >= 2 and int(d.get("published", 0)) >= len(peer.labels)
-            for d in peer.diagnostics
-        ),
-        10.0,
-    )
+    settled = peer.settled_report(rejected=2, published=len(peer.labels))
+    # A camera that never sent a frame turns stale once stale_after_s has passed.
+    stale = peer.report_after(lambda d: "cam_idle" in d.get("stale_cameras", ""), start=0)
     return {
         "sent": sent,
         "labels": {str(i): multilabel_summary(m) for i, m in peer.labels.items()},
         "params": params,
         "diagnostics": peer.diagnostics,
+        "settled": settled,
+        "stale": stale,
     }
 
 
@@ -244,27 +280,37 @@ def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
     for index, fmt, data in frames:
         pub.publish(_compressed_msg(peer, index, fmt, data))
         peer.spin_until(lambda i=index: i in peer.labels, 15.0)
-    bad_data = {"truncated": good[: len(good) // 2], "garbage": b"garbage" * 20, "empty": b""}
-    for index, fmt, kind in BAD_COMPRESSED:
+    bad_data = {
+        "truncated": good[: len(good) // 2],
+        "garbage": b"garbage" * 20,
+        "empty": b"",
+        "oversized": oversized_png(),
+    }
+    for count, (index, fmt, kind) in enumerate(BAD_COMPRESSED, start=1):
         pub.publish(_compressed_msg(peer, index, fmt, bad_data.get(kind, good)))
-        peer.spin_until(lambda: False, 0.3)
+        peer.report_after(lambda d, n=count: int(d.get("rejected", 0)) >= n, start=0)
     good_labels = {str(i): multilabel_summary(m) for i, m in peer.labels.items()}
+    before_flood = peer.settled_report(rejected=len(BAD_COMPRESSED))
     # Under load: cap inference at 2 Hz and flood; stale frames must be dropped, not queued.
     rate = peer.set_parameter("max_rate_hz", 2.0)
     peer.labels.clear()
-    peer.diagnostics.clear()
     start = 1000
+    flood_started = time.monotonic()
     for index in range(start, start + flood_count):
         pub.publish(_compressed_msg(peer, index, frames[-1][1], good))
         peer.spin_until(lambda: False, 0.01)
     last = start + flood_count - 1
-    peer.spin_until(lambda: last in peer.labels, 10.0)
-    total = len(frames) + len(BAD_COMPRESSED) + flood_count
-    peer.spin_until(lambda: any(int(d.get("received", 0)) >= total for d in peer.diagnostics), 5.0)
+    peer.spin_until(lambda: last in peer.labels, 60.0)
+    flood_s = time.monotonic() - flood_started
+    # Once the last frame's label is here, the node has seen all the frames it ever will.
+    after_flood = peer.report_after(lambda d: d.get("in_flight") == "0")
     return {
         "labels": good_labels,
         "flood_labels": sorted(peer.labels),
+        "flood_s": flood_s,
         "rate": rate,
+        "before_flood": before_flood,
+        "after_flood": after_flood,
         "diagnostics": peer.diagnostics,
     }
 
@@ -308,7 +354,8 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
         image_qos("reliable", 10),
     )
     peer.spin_until(lambda: subscription.get_publisher_count() > 0, 10.0)
-    peer.spin_until(lambda: False, 1.0)  # let the node's side of discovery see us too
+    # The node draws only for a subscriber it has matched: wait until it reports one.
+    peer.report_after(lambda d: int(d.get("debug_image_subscribers", 0)) > 0)
     for index in range(count, 2 * count):
         peer.send(cam, index)
         peer.spin_until(lambda i=index: i in peer.labels and i in images, 15.0)
@@ -330,35 +377,73 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
     }
 
 
-def lifecycle(peer: Peer, expect: str) -> dict:
+def _state_report(peer: Peer, state: str) -> dict:
+    report = peer.report_after(lambda d: d.get("lifecycle_state") == state)
+    return {k: report.get(k) for k in ("level", "message", "configure_error", "received")}
+
+
+def lifecycle(peer: Peer, expect: str, retry_topics: str | None) -> dict:
     from lifecycle_msgs.msg import Transition
 
-    result = {"configure": peer.change_state(Transition.TRANSITION_CONFIGURE)}
+    result = {"before_configure": _state_report(peer, "unconfigured")}
+    result["configure"] = peer.change_state(Transition.TRANSITION_CONFIGURE)
     result["after_configure"] = peer.state()
     if expect == "fail":
+        result["failed_report"] = _state_report(peer, "unconfigured")
+        if retry_topics is not None:
+            # Unconfigured, the node takes any parameter; a configure with it then succeeds.
+            result["fix"] = peer.set_parameter("camera_topics", retry_topics.split(","))
+            result["retry"] = peer.change_state(Transition.TRANSITION_CONFIGURE)
+            result["after_retry"] = _state_report(peer, "inactive")
         return result
+    result["inactive_report"] = _state_report(peer, "inactive")
     result["activate"] = peer.change_state(Transition.TRANSITION_ACTIVATE)
     peer.wait_connected()
     cam = peer.cameras[0]
     peer.send(cam, 0)
-    result["label_while_active"] = peer.spin_until(lambda: 0 in peer.labels, 15.0)
+    result["label_while_active"] = peer.spin_until(lambda: 0 in peer.labels, 30.0)
+    result["static_while_active"] = peer.set_parameter("camera_topics", ["other"])
+    result["dynamic_while_active"] = peer.set_parameter("threshold", 0.25)
     result["deactivate"] = peer.change_state(Transition.TRANSITION_DEACTIVATE)
+    # The gate itself: an inactive sorter has no camera subscription at all.
+    result["unsubscribed_while_inactive"] = peer.spin_until(
+        lambda: peer.pubs[cam].get_subscription_count() == 0, 30.0
+    )
     peer.send(cam, 1)
-    peer.spin_until(lambda: 1 in peer.labels, 2.0)
-    result["label_while_inactive"] = 1 in peer.labels
+    result["reactivate"] = peer.change_state(Transition.TRANSITION_ACTIVATE)
+    peer.wait_connected()
+    peer.send(cam, 2)
+    result["label_after_reactivate"] = peer.spin_until(lambda: 2 in peer.labels, 30.0)
+    result["labels"] = sorted(peer.labels)
+    result["deactivate_again"] = peer.change_state(Transition.TRANSITION_DEACTIVATE)
     result["cleanup"] = peer.change_state(Transition.TRANSITION_CLEANUP)
     result["after_cleanup"] = peer.state()
+    result["cleanup_report"] = _state_report(peer, "unconfigured")
+    result["static_while_unconfigured"] = peer.set_parameter("camera_topics", [cam])
+    result["shutdown"] = peer.change_state(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
     return result
+
+
+def mismatch(peer: Peer) -> dict:
+    """Offer raw Images where the node expects CompressedImage; return its ERROR report.
+
+    The two never match, so no frame could flow: the node must tell from the ROS graph.
+    """
+    assert peer.pubs  # the publishers exist: that alone puts their type in the graph
+    return peer.report_after(lambda d: d.get("type_mismatches", "") != "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["scenario", "lifecycle", "compressed", "debug"])
+    parser.add_argument(
+        "role", choices=["scenario", "lifecycle", "compressed", "debug", "mismatch"]
+    )
     parser.add_argument("--bag", default=None)
     parser.add_argument("--cameras", default="image")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--expect", choices=["ok", "fail"], default="ok")
     parser.add_argument("--out-dir", default=".")
+    parser.add_argument("--retry-topics", default=None)
     args = parser.parse_args()
     import rclpy
 
@@ -371,8 +456,10 @@ def main() -> None:
             out = compressed(peer, args.bag, args.count)
         elif args.role == "debug":
             out = debug(peer, args.count, args.out_dir)
+        elif args.role == "mismatch":
+            out = mismatch(peer)
         else:
-            out = lifecycle(peer, args.expect)
+            out = lifecycle(peer, args.expect, args.retry_topics)
         print(json.dumps(out))
     finally:
         peer.node.destroy_node()

@@ -1,8 +1,15 @@
-"""Counters, rates and latency percentiles of the sorter, reported as a DiagnosticArray.
+"""The sorter's frame accounting and its ``/diagnostics`` status.
 
-Counters are updated from the subscription callbacks and the worker thread, and read by the
-diagnostics timer, so every access goes through one lock. Rates and latency percentiles cover
-the time since the previous report; counts of dropped and rejected frames are totals.
+Every frame the node receives gets a ticket and ends in exactly one outcome: published,
+dropped (overwritten by a newer frame of its camera, or still waiting when the worker stopped),
+rejected (undecodable or too large) or failed (inference or publishing raised, with the
+reason). Until then it is in flight. Callbacks and the worker thread settle tickets, the
+diagnostics timer reads them, all under one lock, so every snapshot satisfies
+
+    received == published + dropped + rejected + failed + in_flight
+
+Rates and latency percentiles cover the time since the previous report; counts are totals
+since the node started.
 """
 
 from __future__ import annotations
@@ -10,125 +17,255 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-__all__ = ["SorterStats"]
+__all__ = ["NodeState", "SorterStats", "StatsSnapshot", "diagnostic_array", "sorter_status"]
 
 _MAX_LATENCIES = 4096
 
 
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """Counters read together under the stats lock, plus the window since the last snapshot."""
+
+    received: int
+    published: int
+    dropped: int
+    rejected: int
+    failed: int
+    in_flight: int
+    oldest_in_flight_age_s: float
+    last_failure: str
+    last_rejection: str
+    debug_images: int
+    window_s: float
+    window_received: int
+    window_published: int
+    window_rejected: int
+    window_failed: int
+    latencies_ms: np.ndarray
+    stale_cameras: tuple[str, ...]
+    # Seconds since the last label, or since the counters started when none was published.
+    since_last_label_s: float
+
+
 class SorterStats:
-    """Thread-safe counters of one sorter session (one configure)."""
+    """Thread-safe ledger of the frames of one sorter node (all its configure cycles)."""
 
-    def __init__(self, cameras: tuple[str, ...]) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cameras = cameras
-        self._last_frame_s: dict[str, float] = {}
-        self._received = 0
-        self._published = 0
-        self._dropped = 0
-        self._rejected = 0
-        self._debug_images = 0
+        self._cameras: tuple[str, ...] = ()
+        self._in_flight: dict[int, float] = {}  # ticket -> monotonic time received
+        self._next_ticket = 0
+        self._received = self._published = self._dropped = 0
+        self._rejected = self._failed = self._debug_images = 0
+        self._last_failure = self._last_rejection = ""
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCIES)
-        self._window_start_s = time.monotonic()
-        self._window_received = 0
-        self._window_published = 0
+        self._started_s = self._window_start_s = time.monotonic()
+        self._window = {"received": 0, "published": 0, "rejected": 0, "failed": 0}
+        self._last_frame_s: dict[str, float] = {}
+        self._last_label_s: float | None = None
+        self._watch_start_s = self._started_s
 
-    def frame_received(self, camera: str) -> None:
-        """Count a frame arriving from ``camera``."""
+    def watch(self, cameras: tuple[str, ...]) -> None:
+        """Start watching ``cameras`` for staleness (at activate); silence counts from now."""
         with self._lock:
+            self._cameras = cameras
+            self._last_frame_s = {}
+            self._last_label_s = None
+            self._watch_start_s = time.monotonic()
+
+    def frame_received(self, camera: str) -> int:
+        """Open a ticket for a frame arriving from ``camera``; returns the ticket."""
+        now = time.monotonic()
+        with self._lock:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._in_flight[ticket] = now
             self._received += 1
-            self._window_received += 1
-            self._last_frame_s[camera] = time.monotonic()
+            self._window["received"] += 1
+            self._last_frame_s[camera] = now
+        return ticket
 
-    def frame_dropped(self, camera: str) -> None:
-        """Count a waiting frame overwritten by a newer one."""
+    def frame_dropped(self, ticket: int) -> bool:
+        """Settle a frame overwritten by a newer one, or discarded when the worker stopped."""
         with self._lock:
+            if self._in_flight.pop(ticket, None) is None:
+                return False
             self._dropped += 1
+        return True
 
-    def frame_rejected(self, camera: str) -> None:
-        """Count a frame that could not be decoded."""
+    def frame_rejected(self, ticket: int, reason: str) -> bool:
+        """Settle a frame that could not be decoded or was refused before inference."""
         with self._lock:
+            if self._in_flight.pop(ticket, None) is None:
+                return False
             self._rejected += 1
+            self._window["rejected"] += 1
+            self._last_rejection = reason
+        return True
 
-    def label_published(self, latency_ms: float) -> None:
-        """Count a published MultiLabel and its end-to-end latency."""
+    def frame_failed(self, ticket: int, reason: str) -> bool:
+        """Settle a frame whose inference or publication raised; ``reason`` is kept."""
         with self._lock:
+            if self._in_flight.pop(ticket, None) is None:
+                return False
+            self._failed += 1
+            self._window["failed"] += 1
+            self._last_failure = reason
+        return True
+
+    def label_published(self, ticket: int, latency_ms: float) -> bool:
+        """Settle a frame whose MultiLabel went out, with its end-to-end latency."""
+        now = time.monotonic()
+        with self._lock:
+            if self._in_flight.pop(ticket, None) is None:
+                return False
             self._published += 1
-            self._window_published += 1
+            self._window["published"] += 1
             self._latencies_ms.append(latency_ms)
+            self._last_label_s = now
+        return True
 
     def debug_image_published(self) -> None:
         """Count a published debug overlay."""
         with self._lock:
             self._debug_images += 1
 
-    @property
-    def rejected(self) -> int:
-        """Frames rejected so far."""
-        with self._lock:
-            return self._rejected
-
-    def report(
-        self,
-        *,
-        name: str,
-        backend: str,
-        model_id: str,
-        stale_after_s: float,
-        active: bool,
-    ) -> DiagnosticStatus:
-        """Summarise the window since the previous report and start a new one."""
+    def snapshot(self, *, stale_after_s: float, new_window: bool = True) -> StatsSnapshot:
+        """Read every counter at once; with ``new_window``, start the next rate window."""
         now = time.monotonic()
         with self._lock:
-            elapsed_s = max(now - self._window_start_s, 1e-9)
-            input_hz = self._window_received / elapsed_s
-            output_hz = self._window_published / elapsed_s
-            latencies = np.array(self._latencies_ms, dtype=np.float64)
-            self._latencies_ms.clear()
-            self._window_start_s = now
-            self._window_received = self._window_published = 0
-            stale = [
-                cam
-                for cam in self._cameras
-                if now - self._last_frame_s.get(cam, -float("inf")) > stale_after_s
-            ]
-            totals = (self._received, self._published, self._dropped, self._rejected)
-            debug_images = self._debug_images
-        if latencies.size:
-            p50, p95, p99 = (f"{v:.2f}" for v in np.percentile(latencies, [50, 95, 99]))
-        else:
-            p50 = p95 = p99 = "n/a"
-        status = DiagnosticStatus(name=name, hardware_id=model_id)
-        if not active:
-            status.level, status.message = DiagnosticStatus.OK, "inactive"
-        elif stale:
-            status.level, status.message = DiagnosticStatus.WARN, f"stale: {', '.join(stale)}"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
-        values = {
-            "input_rate_hz": f"{input_hz:.2f}",
-            "output_rate_hz": f"{output_hz:.2f}",
-            "latency_p50_ms": p50,
-            "latency_p95_ms": p95,
-            "latency_p99_ms": p99,
-            "received": str(totals[0]),
-            "published": str(totals[1]),
-            "dropped": str(totals[2]),
-            "rejected": str(totals[3]),
-            "debug_images_published": str(debug_images),
-            "stale_cameras": ",".join(stale) if active else "",
-            "backend": backend,
-            "model_id": model_id,
-        }
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        return status
+            oldest = min(self._in_flight.values(), default=now)
+            stale = tuple(
+                camera
+                for camera in self._cameras
+                if now - self._last_frame_s.get(camera, self._watch_start_s) > stale_after_s
+            )
+            snapshot = StatsSnapshot(
+                received=self._received,
+                published=self._published,
+                dropped=self._dropped,
+                rejected=self._rejected,
+                failed=self._failed,
+                in_flight=len(self._in_flight),
+                oldest_in_flight_age_s=now - oldest,
+                last_failure=self._last_failure,
+                last_rejection=self._last_rejection,
+                debug_images=self._debug_images,
+                window_s=max(now - self._window_start_s, 1e-9),
+                window_received=self._window["received"],
+                window_published=self._window["published"],
+                window_rejected=self._window["rejected"],
+                window_failed=self._window["failed"],
+                latencies_ms=np.array(self._latencies_ms, dtype=np.float64),
+                stale_cameras=stale,
+                since_last_label_s=now - (self._last_label_s or self._watch_start_s),
+            )
+            if new_window:
+                self._latencies_ms.clear()
+                self._window_start_s = now
+                self._window = dict.fromkeys(self._window, 0)
+        return snapshot
 
-    @staticmethod
-    def array(status: DiagnosticStatus, stamp: object) -> DiagnosticArray:
-        """Wrap one status in a stamped DiagnosticArray."""
-        message = DiagnosticArray(status=[status])
-        message.header.stamp = stamp
-        return message
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the node itself knows beyond the frame counters, for its diagnostics status."""
+
+    name: str
+    hardware_id: str
+    lifecycle_state: str
+    configure_error: str = ""
+    backend: str = ""
+    model_id: str = ""
+    # Cameras whose topic carries another message type than the node subscribes to.
+    type_mismatches: tuple[str, ...] = ()
+    # Matched subscribers of the outputs: is anyone listening (and drawing debug images)?
+    labels_subscribers: int = 0
+    debug_image_subscribers: int = 0
+
+
+def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tuple[bytes, str]:
+    if state.lifecycle_state != "active":
+        if state.configure_error:
+            return DiagnosticStatus.ERROR, f"configure failed: {state.configure_error}"
+        return DiagnosticStatus.OK, state.lifecycle_state
+    if state.type_mismatches:
+        return DiagnosticStatus.ERROR, f"wrong message type on {', '.join(state.type_mismatches)}"
+    # Frames keep arriving but no label has gone out for a whole staleness period.
+    if stats.window_received and not stats.window_published and (
+        stats.since_last_label_s > stale_after_s
+    ):
+        reason = f": {stats.last_failure}" if stats.window_failed else ""
+        return DiagnosticStatus.ERROR, f"input arriving, no labels for {stale_after_s:g} s{reason}"
+    problems = []
+    if stats.window_failed:
+        problems.append(f"{stats.window_failed} failed ({stats.last_failure})")
+    if stats.window_rejected:
+        problems.append(f"{stats.window_rejected} rejected ({stats.last_rejection})")
+    if stats.in_flight and stats.oldest_in_flight_age_s > stale_after_s:
+        problems.append(f"a frame in flight for {stats.oldest_in_flight_age_s:.1f} s")
+    if stats.stale_cameras:
+        problems.append(f"stale: {', '.join(stats.stale_cameras)}")
+    if problems:
+        return DiagnosticStatus.WARN, "; ".join(problems)
+    return DiagnosticStatus.OK, "running"
+
+
+def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> DiagnosticStatus:
+    """The node's DiagnosticStatus: level and message from its state and counters, every value.
+
+    ERROR: a failed configure, a camera topic of the wrong type, or frames arriving with no
+    labels going out. WARN: rejected or failed frames in the last window, a frame in flight
+    longer than ``stale_after_s``, stale cameras. The keys are the same in every state.
+    """
+    level, message = _level(state, stats, stale_after_s)
+    latencies = stats.latencies_ms
+    if latencies.size:
+        p50, p95, p99 = (f"{v:.2f}" for v in np.percentile(latencies, [50, 95, 99]))
+    else:
+        p50 = p95 = p99 = "n/a"
+    active = state.lifecycle_state == "active"
+    values = {
+        "lifecycle_state": state.lifecycle_state,
+        "configure_error": state.configure_error,
+        "input_rate_hz": f"{stats.window_received / stats.window_s:.2f}",
+        "output_rate_hz": f"{stats.window_published / stats.window_s:.2f}",
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95,
+        "latency_p99_ms": p99,
+        "received": str(stats.received),
+        "published": str(stats.published),
+        "dropped": str(stats.dropped),
+        "rejected": str(stats.rejected),
+        "failed": str(stats.failed),
+        "in_flight": str(stats.in_flight),
+        "oldest_in_flight_age_s": f"{stats.oldest_in_flight_age_s:.3f}",
+        "last_failure": stats.last_failure,
+        "last_rejection": stats.last_rejection,
+        "debug_images_published": str(stats.debug_images),
+        "stale_cameras": ",".join(stats.stale_cameras) if active else "",
+        "type_mismatches": ",".join(state.type_mismatches),
+        "labels_subscribers": str(state.labels_subscribers),
+        "debug_image_subscribers": str(state.debug_image_subscribers),
+        "backend": state.backend,
+        "model_id": state.model_id,
+    }
+    return DiagnosticStatus(
+        level=level,
+        name=state.name,
+        message=message,
+        hardware_id=state.hardware_id,
+        values=[KeyValue(key=k, value=v) for k, v in values.items()],
+    )
+
+
+def diagnostic_array(status: DiagnosticStatus, stamp: object) -> DiagnosticArray:
+    """Wrap one status in a stamped DiagnosticArray."""
+    message = DiagnosticArray(status=[status])
+    message.header.stamp = stamp
+    return message

@@ -13,16 +13,20 @@ from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
+from mmsag_ros.ros.worker import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.runtime.postprocess import check_thresholds
 
 __all__ = [
     "DYNAMIC_PARAMETERS",
     "INPUT_TYPES",
+    "STATIC_PARAMETERS",
     "SorterParams",
     "declare_parameters",
     "read_parameters",
@@ -54,6 +58,7 @@ class SorterParams:
     diagnostics_period_s: float = 1.0
     stale_after_s: float = 2.0
     debug_image: bool = False
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     autostart: bool = False
 
     def __post_init__(self) -> None:
@@ -65,11 +70,14 @@ class SorterParams:
             )
         if len(set(self.camera_topics)) != len(self.camera_topics):
             raise ConfigError(f"camera_topics lists a topic twice: {self.camera_topics!r}")
+        for topic in self.camera_topics:
+            _check_topic_name("camera_topics", topic)
         _choice("input_type", self.input_type, INPUT_TYPES)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
             raise ConfigError("output_topic is empty; the default is the relative name 'labels'")
-        for name in ("max_batch", "image_depth", "output_depth"):
+        _check_topic_name("output_topic", self.output_topic)
+        for name in ("max_batch", "image_depth", "output_depth", "max_input_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.threshold != -1.0 and not 0.0 <= self.threshold <= 1.0:
@@ -100,6 +108,15 @@ class SorterParams:
         if "bundle" not in kwargs:
             raise ConfigError("parameter bundle is not set; pass -p bundle:=<bundle directory>")
         return cls(**kwargs)
+
+
+def _check_topic_name(name: str, topic: str) -> None:
+    # Expanded as for a node named "sorter" at the root: what a namespace adds is valid anyway.
+    try:
+        validate_full_topic_name(expand_topic_name(topic, "sorter", "/"))
+    except Exception as err:  # rclpy raises ValueError or its own InvalidTopicNameException
+        detail = str(err).splitlines()[0].split(", at /")[0]
+        raise ConfigError(f"{name}: {topic!r} is not a valid ROS topic name ({detail})") from err
 
 
 def _choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -179,8 +196,15 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         False,
         _descriptor("Publish frames with scores and attention drawn while someone subscribes."),
     ),
+    (
+        "max_input_pixels",
+        DEFAULT_MAX_INPUT_PIXELS,
+        _descriptor("Frames with more pixels (width x height) are rejected before decoding."),
+    ),
     ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
 )
+# Read at configure or activate; changing them while configured is refused with the reason.
+STATIC_PARAMETERS = frozenset(name for name, _, _ in _DECLARATIONS) - DYNAMIC_PARAMETERS
 
 
 def declare_parameters(node: Node) -> None:

@@ -1,12 +1,15 @@
 """The ``sorter`` lifecycle node: camera frames in, one MultiLabel per frame out.
 
 configure loads and checks the bundle, builds the Classifier and warms it up; activate
-subscribes to the cameras and starts the inference worker; deactivate and cleanup undo that.
-Frames are taken latest-first (see :mod:`mmsag_ros.ros.worker`), so latency never grows with a
-backlog. ``/diagnostics`` reports rates, latency percentiles, dropped and rejected frames and
-stale cameras. Thresholds and the rate cap change at run time through ``ros2 param set``.
-With ``debug_image`` set, ``debug_image`` carries each frame with its scores and attention drawn
-(bgr8, the source header), drawn only while that topic has a subscriber.
+subscribes to the cameras and starts the inference worker; deactivate and cleanup undo that,
+and shutdown ends the process. Frames are taken latest-first (see :mod:`mmsag_ros.ros.worker`),
+so latency never grows with a backlog, and every frame is accounted for (see
+:mod:`mmsag_ros.ros.diagnostics`). ``/diagnostics`` reports the lifecycle state in every state,
+with rates, latency percentiles, the frame ledger and stale cameras. Thresholds and the rate cap
+change at run time through ``ros2 param set``; every other parameter is refused while the node
+is configured, since it only takes effect at configure. With ``debug_image`` set,
+``debug_image`` carries each frame with its scores and attention drawn (bgr8, the source
+header), drawn only while that topic has a subscriber.
 
 Run without launch: ``python -m mmsag_ros.ros.sorter --ros-args -p bundle:=<dir> -p
 autostart:=true``.
@@ -14,12 +17,14 @@ autostart:=true``.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
 from rclpy.parameter import Parameter
@@ -31,9 +36,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
 from mmsag_ros.ros.conversions import array_to_image, prediction_to_message
-from mmsag_ros.ros.diagnostics import SorterStats
+from mmsag_ros.ros.diagnostics import NodeState, SorterStats, diagnostic_array, sorter_status
 from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
+    STATIC_PARAMETERS,
     SorterParams,
     declare_parameters,
     read_parameters,
@@ -47,6 +53,18 @@ from mmsag_ros.runtime.overlay import draw_overlay
 __all__ = ["SorterNode", "main"]
 
 _REJECT_LOG_PERIOD_S = 5.0
+# A batch is one inference; one that takes longer than this is stuck, not slow.
+_WORKER_STOP_TIMEOUT_S = 30.0
+# After the shutdown transition, keep spinning briefly so its service response goes out.
+_SHUTDOWN_LINGER_S = 0.5
+_MSG_TYPES = {
+    "image": (Image, "sensor_msgs/msg/Image"),
+    "compressed": (CompressedImage, "sensor_msgs/msg/CompressedImage"),
+}
+
+
+def _reason(err: BaseException) -> str:
+    return str(err) if isinstance(err, MmsagError) else f"{type(err).__name__}: {err}"
 
 
 class SorterNode(LifecycleNode):
@@ -55,27 +73,37 @@ class SorterNode(LifecycleNode):
     def __init__(self, node_name: str = "sorter", **kwargs: object) -> None:
         super().__init__(node_name, **kwargs)
         declare_parameters(self)
+        self.finalized = False
+        self._state = "unconfigured"
+        self._configure_error = ""
+        self._stats = SorterStats()
         self._params: SorterParams | None = None
         self._classifier: Classifier | None = None
-        self._stats: SorterStats | None = None
         self._worker: FrameWorker | None = None
         self._labels_pub: LifecyclePublisher | None = None
         self._debug_pub: Publisher | None = None
         self._subscriptions: list[Subscription] = []
-        self._diag_timer: Timer | None = None
-        self._active = False
-        # Diagnostics stay up in every state: a monitor should see an inactive sorter too.
+        # Held while publishing and while the output is torn down: the worker thread never
+        # publishes through an output that a transition is closing.
+        self._output_lock = threading.Lock()
+        self._generation = 0
+        self.worker_stop_timeout_s = _WORKER_STOP_TIMEOUT_S
+        self._type_mismatches: dict[str, tuple[str, ...]] = {}
+        # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer: Timer = self._start_diagnostics(
+            self.get_parameter("diagnostics_period_s").value
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # Lifecycle transitions ---------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> Ret:
         """Validate parameters, load the bundle, build and warm up the classifier."""
-        classifier = None
+        self._configure_error = ""
         try:
-            params = read_parameters(self)
-            classifier = Classifier(
+            self._params = params = read_parameters(self)
+            self._classifier = classifier = Classifier(
                 params.bundle,
                 backend=params.backend,
                 device=params.device,
@@ -83,18 +111,18 @@ class SorterNode(LifecycleNode):
             )
             classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
             classifier.warmup(min(len(params.camera_topics), params.max_batch))
-        except Exception as err:  # a failed configure must leave the node up and unconfigured
-            reason = str(err) if isinstance(err, MmsagError) else f"{type(err).__name__}: {err}"
-            self.get_logger().error(f"configure failed: {reason}")
-            if classifier is not None:
-                classifier.close()
+            self._labels_pub = self.create_lifecycle_publisher(
+                MultiLabel, params.output_topic, labels_qos(depth=params.output_depth)
+            )
+            if params.diagnostics_period_s != self._diag_timer.timer_period_ns / 1e9:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = self._start_diagnostics(params.diagnostics_period_s)
+        except Exception as err:  # a failed configure leaves the node up and unconfigured
+            self._configure_error = _reason(err)
+            self.get_logger().error(f"configure failed: {self._configure_error}")
+            self.release()
             return Ret.FAILURE
-        self._params, self._classifier = params, classifier
-        self._stats = SorterStats(params.camera_topics)
-        self._labels_pub = self.create_lifecycle_publisher(
-            MultiLabel, params.output_topic, labels_qos(depth=params.output_depth)
-        )
-        self._diag_timer = self.create_timer(params.diagnostics_period_s, self._report)
+        self._state = "inactive"
         self.get_logger().info(
             f"configured {classifier.model_id} on {classifier.backend.name} "
             f"({len(classifier.labels)} classes) for {', '.join(params.camera_topics)}"
@@ -102,22 +130,77 @@ class SorterNode(LifecycleNode):
         return Ret.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> Ret:
-        """Subscribe to the cameras and start the inference worker (and the debug image)."""
-        params, stats = self._params, self._stats
-        if params is None or self._classifier is None or stats is None:
+        """Start the inference worker, subscribe to the cameras (and the debug image)."""
+        try:
+            result = super().on_activate(state)  # the labels publisher
+            if result != Ret.SUCCESS:
+                return result
+            self._start_input()
+        except Exception as err:
+            self.get_logger().error(f"activate failed: {_reason(err)}")
+            self._stop_input()
+            super().on_deactivate(state)
             return Ret.FAILURE
+        self._state = "active"
+        params = self._params
+        self.get_logger().info(
+            f"active: {params.input_type} frames from "
+            f"{', '.join(self.resolve_topic_name(t) for t in params.camera_topics)} -> "
+            f"{self.resolve_topic_name(params.output_topic)}"
+        )
+        self._check_camera_types()
+        return Ret.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> Ret:
+        """Stop taking frames and wait for the worker's last batch."""
+        if not self._stop_input():
+            return Ret.ERROR  # on_error releases the model once the stuck batch ends
+        result = super().on_deactivate(state)
+        self._state = "inactive"
+        self.get_logger().info("inactive: camera subscriptions closed, worker stopped")
+        return result
+
+    def on_cleanup(self, state: LifecycleState) -> Ret:
+        """Release the classifier and the labels publisher."""
+        self.release()
+        self.get_logger().info("unconfigured: model released")
+        return Ret.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> Ret:
+        """Release everything, whatever the state; :func:`main` then ends the process."""
+        self.release()
+        self._state = "finalized"
+        self.finalized = True
+        self.get_logger().info(f"shut down from {state.label}; exiting")
+        return Ret.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> Ret:
+        """A transition raised or the worker got stuck: release everything, go unconfigured."""
+        self.get_logger().error(f"error while leaving {state.label}: releasing the model")
+        self.release()
+        return Ret.SUCCESS
+
+    def _start_input(self) -> None:
+        params, classifier = self._params, self._classifier
+        if params is None or classifier is None:
+            raise RuntimeError("activate before a successful configure")
         if params.debug_image:
             # Reliable, so image viewers (reliable by default) match; depth 1: newest only.
             self._debug_pub = self.create_publisher(Image, "debug_image", image_qos("reliable", 1))
+        with self._output_lock:
+            self._generation += 1
         self._worker = FrameWorker(
-            self._classifier,
+            classifier,
+            stats=self._stats,
             publish=self._publish,
-            on_drop=stats.frame_dropped,
-            on_reject=self._reject,
+            on_reject=self._log_reject,
             max_rate_hz=params.max_rate_hz,
+            max_input_pixels=params.max_input_pixels,
+            generation=self._generation,
         )
         self._worker.start()
-        msg_type = CompressedImage if params.input_type == "compressed" else Image
+        self._stats.watch(params.camera_topics)
+        msg_type = _MSG_TYPES[params.input_type][0]
         qos = image_qos(params.image_reliability, params.image_depth)
         for topic in params.camera_topics:
             self._subscriptions.append(
@@ -125,49 +208,45 @@ class SorterNode(LifecycleNode):
                     msg_type, topic, lambda msg, cam=topic: self._on_frame(cam, msg), qos
                 )
             )
-        self._active = True
-        return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> Ret:
-        """Stop taking frames and stop the worker."""
-        self._stop_input()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> Ret:
-        """Release the classifier, the publisher and the diagnostics timer."""
-        self.release()
-        return Ret.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> Ret:
-        """Release everything, whatever the state."""
-        self.release()
-        return Ret.SUCCESS
-
-    def _stop_input(self) -> None:
-        self._active = False
+    def _stop_input(self) -> bool:
+        """Close the camera input and stop the worker; False if its batch did not end in time."""
         for subscription in self._subscriptions:
             self.destroy_subscription(subscription)
         self._subscriptions.clear()
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
-        if self._debug_pub is not None:
-            self.destroy_publisher(self._debug_pub)
-            self._debug_pub = None
+        self._type_mismatches.clear()
+        stopped = True
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            stopped = worker.stop(self.worker_stop_timeout_s)
+            if not stopped:
+                self.get_logger().error(
+                    f"the inference worker is still inside one batch after "
+                    f"{self.worker_stop_timeout_s:g} s; its frames will count as failed"
+                )
+                # It must not share the classifier with a later worker: hand it over.
+                self._classifier = None
+                worker.close_classifier_when_done()
+        with self._output_lock:
+            self._generation += 1  # whatever the old worker still finishes is not published
+            if self._debug_pub is not None:
+                self.destroy_publisher(self._debug_pub)
+                self._debug_pub = None
+        return stopped
 
     def release(self) -> None:
         """Stop the worker and free every resource configure created (idempotent)."""
         self._stop_input()
-        if self._labels_pub is not None:
-            self.destroy_lifecycle_publisher(self._labels_pub)
-            self._labels_pub = None
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        with self._output_lock:
+            if self._labels_pub is not None:
+                self.destroy_lifecycle_publisher(self._labels_pub)
+                self._labels_pub = None
         if self._classifier is not None:
             self._classifier.close()
             self._classifier = None
         self._params = None
+        if self._state != "finalized":
+            self._state = "unconfigured"
 
     def autostart(self) -> bool:
         """Configure and activate when the ``autostart`` parameter asks for it."""
@@ -180,45 +259,44 @@ class SorterNode(LifecycleNode):
     # Frames ------------------------------------------------------------------------------
 
     def _on_frame(self, camera: str, msg: Image | CompressedImage) -> None:
-        worker, stats = self._worker, self._stats
-        if worker is None or stats is None:
+        worker = self._worker
+        if worker is None:  # a callback racing deactivate: counted, not lost
+            self._stats.frame_dropped(self._stats.frame_received(camera))
             return
-        stats.frame_received(camera)
         worker.offer(camera, msg)
 
-    def _reject(self, camera: str, reason: str) -> None:
-        if self._stats is not None:
-            self._stats.frame_rejected(camera)
+    def _log_reject(self, camera: str, reason: str) -> None:
         self.get_logger().warning(
             f"rejected a frame from {camera}: {reason}",
             throttle_duration_sec=_REJECT_LOG_PERIOD_S,
         )
 
-    def _publish(self, frame: Frame, prediction: Prediction) -> None:
-        publisher, classifier = self._labels_pub, self._classifier
-        if publisher is None or classifier is None:
-            return
-        header = frame.msg.header
-        message = prediction_to_message(
-            prediction,
-            header=header,
-            model_id=classifier.model_id,
-            class_names=classifier.labels.names,
-        )
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        if stamp_ns > 0:
-            message.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        publisher.publish(message)
-        if self._stats is not None:
-            self._stats.label_published(message.latency_ms)
-        self._publish_debug(frame, prediction)
+    def _publish(self, frame: Frame, prediction: Prediction) -> float:
+        """Publish the frame's MultiLabel; returns its latency, raises if it cannot go out."""
+        with self._output_lock:
+            publisher, classifier = self._labels_pub, self._classifier
+            if frame.generation != self._generation:
+                raise RuntimeError("the frame's worker was stopped before its label went out")
+            if publisher is None or classifier is None or not publisher.is_activated:
+                raise RuntimeError("the labels publisher is not active")
+            header = frame.msg.header
+            message = prediction_to_message(
+                prediction,
+                header=header,
+                model_id=classifier.model_id,
+                class_names=classifier.labels.names,
+            )
+            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+            if stamp_ns > 0:
+                message.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+            publisher.publish(message)
+            self._publish_debug(frame, prediction, classifier)
+        return message.latency_ms
 
-    def _publish_debug(self, frame: Frame, prediction: Prediction) -> None:
-        publisher, classifier, stats = self._debug_pub, self._classifier, self._stats
+    def _publish_debug(self, frame: Frame, prediction: Prediction, classifier: Classifier) -> None:
+        publisher = self._debug_pub
         # Drawing costs milliseconds per frame: pay only while someone is looking.
-        if publisher is None or publisher.get_subscription_count() == 0:
-            return
-        if classifier is None or stats is None or frame.image is None:
+        if publisher is None or publisher.get_subscription_count() == 0 or frame.image is None:
             return
         try:
             overlay = draw_overlay(
@@ -228,32 +306,84 @@ class SorterNode(LifecycleNode):
                 spec=classifier.spec,
                 color_order=frame.color_order,
             )
+            publisher.publish(array_to_image(overlay, "bgr8", header=frame.msg.header))
         except Exception as err:
-            # A debugging aid must never cost the frames after this one their labels.
+            # A debugging aid must never cost this frame or the next ones their labels.
             self.get_logger().warning(
                 f"debug image of a frame from {frame.camera} failed: {err}",
                 throttle_duration_sec=_REJECT_LOG_PERIOD_S,
             )
             return
-        publisher.publish(array_to_image(overlay, "bgr8", header=frame.msg.header))
-        stats.debug_image_published()
+        self._stats.debug_image_published()
+
+    # Diagnostics -------------------------------------------------------------------------
+
+    def _start_diagnostics(self, period_s: float) -> Timer:
+        period_s = period_s if isinstance(period_s, float) and period_s > 0.0 else 1.0
+        return self.create_timer(period_s, self._report)
+
+    def _check_camera_types(self) -> tuple[str, ...]:
+        """Camera topics whose publishers send another type than the node subscribes to."""
+        params = self._params
+        if params is None or self._state != "active":
+            return ()
+        _, expected = _MSG_TYPES[params.input_type]
+        for topic in params.camera_topics:
+            resolved = self.resolve_topic_name(topic)
+            publishers = self.get_publishers_info_by_topic(resolved)
+            types = tuple(sorted({info.topic_type for info in publishers}))
+            if not types or expected in types:
+                self._type_mismatches.pop(resolved, None)
+            elif self._type_mismatches.get(resolved) != types:
+                self._type_mismatches[resolved] = types
+                other = "image" if params.input_type == "compressed" else "compressed"
+                launch_flag = "true" if other == "compressed" else "false"
+                self.get_logger().error(
+                    f"camera topic {resolved} carries {', '.join(types)}, but input_type is "
+                    f"{params.input_type} ({expected}): no frame will arrive; set "
+                    f"input_type to {other} (launch: compressed:={launch_flag})"
+                )
+        return tuple(sorted(self._type_mismatches))
+
+    @staticmethod
+    def _subscriber_count(publisher: Publisher | None) -> int:
+        return 0 if publisher is None else publisher.get_subscription_count()
 
     def _report(self) -> None:
-        stats, classifier, params = self._stats, self._classifier, self._params
-        if stats is None or classifier is None or params is None:
-            return
-        status = stats.report(
-            name=f"{self.get_fully_qualified_name()}: sorter",
-            backend=classifier.backend.name,
-            model_id=classifier.model_id,
-            stale_after_s=params.stale_after_s,
-            active=self._active,
+        params, classifier = self._params, self._classifier
+        stale_after_s = (
+            params.stale_after_s if params else float(self.get_parameter("stale_after_s").value)
         )
-        self._diag_pub.publish(SorterStats.array(status, self.get_clock().now().to_msg()))
+        mismatches = self._check_camera_types()
+        fqn = self.get_fully_qualified_name()
+        node_state = NodeState(
+            name=f"{fqn}: sorter",
+            hardware_id=fqn,
+            lifecycle_state=self._state,
+            configure_error=self._configure_error,
+            backend=classifier.backend.name if classifier else "",
+            model_id=classifier.model_id if classifier else "",
+            type_mismatches=mismatches,
+            labels_subscribers=self._subscriber_count(self._labels_pub),
+            debug_image_subscribers=self._subscriber_count(self._debug_pub),
+        )
+        snapshot = self._stats.snapshot(stale_after_s=stale_after_s)
+        status = sorter_status(node_state, snapshot, stale_after_s)
+        self._diag_pub.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
 
     # Parameters --------------------------------------------------------------------------
 
     def _on_set_parameters(self, changes: Sequence[Parameter]) -> SetParametersResult:
+        names = {change.name for change in changes}
+        static = sorted(names & STATIC_PARAMETERS)
+        if static and self._state != "unconfigured":
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    f"{', '.join(static)} only take(s) effect at configure and the sorter is "
+                    f"{self._state}: deactivate and clean it up, set the value, configure again"
+                ),
+            )
         try:
             params = read_parameters(self, changes)
             thresholds = None
@@ -261,31 +391,35 @@ class SorterNode(LifecycleNode):
                 thresholds = resolve_thresholds(params, self._classifier.bundle.thresholds)
         except MmsagError as err:
             return SetParametersResult(successful=False, reason=str(err))
-        if self._params is None:
-            return SetParametersResult(successful=True)
-        names = {change.name for change in changes}
-        if names - DYNAMIC_PARAMETERS:
-            self.get_logger().info(
-                f"{', '.join(sorted(names - DYNAMIC_PARAMETERS))} take effect at the next configure"
-            )
-        if thresholds is not None:
+        if self._params is not None:
+            self._params = params
+            if thresholds is not None:
+                if self._worker is not None:
+                    self._worker.set_thresholds(thresholds)
+                elif self._classifier is not None:
+                    self._classifier.set_thresholds(thresholds)
             if self._worker is not None:
-                self._worker.set_thresholds(thresholds)
-            elif self._classifier is not None:
-                self._classifier.set_thresholds(thresholds)
-        if self._worker is not None:
-            self._worker.set_max_rate_hz(params.max_rate_hz)
+                self._worker.set_max_rate_hz(params.max_rate_hz)
+        for change in changes:
+            if change.name in STATIC_PARAMETERS | DYNAMIC_PARAMETERS:
+                self.get_logger().info(f"parameter {change.name} set to {change.value!r}")
         return SetParametersResult(successful=True)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run one sorter node until Ctrl-C or an external shutdown."""
+    """Run one sorter node until Ctrl-C, an external shutdown or its shutdown transition."""
     rclpy.init(args=args)
     node = None
     try:
         node = SorterNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         node.autostart()
-        rclpy.spin(node)
+        while rclpy.ok() and not node.finalized:
+            executor.spin_once(timeout_sec=0.1)
+        linger_until = time.monotonic() + _SHUTDOWN_LINGER_S
+        while rclpy.ok() and time.monotonic() < linger_until:
+            executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -5,11 +5,15 @@ was still waiting is overwritten and counted as dropped), so the executor never 
 One worker thread takes every waiting frame at once, decodes them, classifies them as one batch
 and hands each prediction to a publish callback: latency stays bounded by one inference however
 slow the model is compared with the cameras.
+
+Every frame offered is settled exactly once in :class:`~mmsag_ros.ros.diagnostics.SorterStats`:
+published, dropped, rejected or failed (with the reason), never silently lost.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +26,17 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from mmsag_ros.errors import ImageConversionError
 from mmsag_ros.ros.conversions import image_to_array
+from mmsag_ros.ros.diagnostics import SorterStats
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 
-__all__ = ["COLOR_ORDERS", "Frame", "FrameWorker", "decode_frame"]
+__all__ = [
+    "COLOR_ORDERS",
+    "DEFAULT_MAX_INPUT_PIXELS",
+    "Frame",
+    "FrameWorker",
+    "compressed_image_size",
+    "decode_frame",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -36,31 +48,89 @@ COLOR_ORDERS: dict[str, str] = {
     "bgra8": "bgra",
 }
 _COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+# 8192 x 8192: four times a 4K frame, a few hundred MB decoded at most.
+DEFAULT_MAX_INPUT_PIXELS = 67_108_864
 
 
 @dataclass
 class Frame:
-    """One waiting camera message and when it arrived (monotonic seconds).
+    """One waiting camera message, its ledger ticket and when it arrived (monotonic seconds).
 
     ``image`` and ``color_order`` are filled by the worker once the message is decoded, so the
-    publish callback can draw on the frame without decoding it again.
+    publish callback can draw on the frame without decoding it again. ``generation`` names the
+    worker that took the frame, so a worker left over from an earlier activation cannot
+    publish through a later one's output.
     """
 
     camera: str
     msg: Image | CompressedImage
     received_s: float
+    ticket: int = -1
+    generation: int = 0
     image: np.ndarray | None = None
     color_order: str = ""
 
 
-def decode_frame(msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def compressed_image_size(data: bytes | memoryview) -> tuple[int, int]:
+    """``(width, height)`` from a PNG or JPEG header, without decoding any pixel.
+
+    Raises:
+        ImageConversionError: Neither a PNG nor a JPEG, or no size in the header.
+    """
+    data = bytes(data[:65536]) if len(data) > 65536 else bytes(data)
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageConversionError("PNG data without an IHDR header (truncated or corrupt)")
+        return struct.unpack(">II", data[16:24])
+    if not data.startswith(b"\xff\xd8"):
+        raise ImageConversionError("compressed data is neither PNG nor JPEG (no signature)")
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            raise ImageConversionError(f"corrupt JPEG header (no marker at byte {offset})")
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            offset += 2
+            continue
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        if marker in _JPEG_SOF:
+            if offset + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            return width, height
+        offset += 2 + length
+    raise ImageConversionError("JPEG data without a frame header (truncated or corrupt)")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            f"frame of {width}x{height} = {width * height} pixels exceeds max_input_pixels "
+            f"{max_pixels}; raise the parameter if the camera really sends such frames"
+        )
+
+
+def decode_frame(
+    msg: Image | CompressedImage, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS
+) -> tuple[np.ndarray, str]:
     """Turn a camera message into a uint8 array and its colour order for the classifier.
 
-    Raw images are viewed without a copy; JPEG and PNG are decoded with OpenCV (BGR out).
+    Raw images are viewed without a copy; JPEG and PNG are decoded with OpenCV (BGR out) once
+    their header says they fit in ``max_pixels``, so a small file announcing a huge image
+    cannot make the decoder allocate gigabytes.
 
     Raises:
         ImageConversionError: Unknown encoding or format, inconsistent sizes, truncated or
-            corrupt data, an empty frame.
+            corrupt data, an empty frame, more than ``max_pixels`` pixels.
     """
     if isinstance(msg, Image):
         order = COLOR_ORDERS.get(msg.encoding)
@@ -69,6 +139,7 @@ def decode_frame(msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
                 f"unsupported image encoding {msg.encoding!r}; expected one of "
                 f"{', '.join(COLOR_ORDERS)}"
             )
+        _check_pixels(msg.width, msg.height, max_pixels)
         return image_to_array(msg), order
     fmt = msg.format.lower()
     if fmt and not any(name in fmt for name in _COMPRESSED_FORMATS):
@@ -78,6 +149,7 @@ def decode_frame(msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ImageConversionError("empty compressed image (no data)")
+    _check_pixels(*compressed_image_size(memoryview(data)), max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ImageConversionError(
@@ -87,64 +159,105 @@ def decode_frame(msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
     return image, "bgr"
 
 
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
 class FrameWorker:
     """Newest-frame slots per camera plus the thread that classifies and publishes them.
 
     Args:
-        classifier: Used only from the worker thread.
-        publish: Called from the worker thread with ``(frame, prediction)`` for every frame.
-        on_drop: Called with the camera name when a waiting frame is overwritten.
+        classifier: Used only from the worker thread, and by one worker at a time.
+        stats: The ledger every offered frame is settled in.
+        publish: Called from the worker thread with ``(frame, prediction)``; returns the
+            frame's end-to-end latency in ms once its label is out, raises when it could not
+            be published (the frame is then counted as failed with that reason).
         on_reject: Called with ``(camera, reason)`` for a frame that cannot be decoded.
         max_rate_hz: Cap on inference batches per second; 0 means no cap.
+        max_input_pixels: Frames with more pixels are rejected before decoding.
+        generation: Stamped on every frame this worker takes (see :class:`Frame`).
     """
 
     def __init__(
         self,
         classifier: Classifier,
         *,
-        publish: Callable[[Frame, Prediction], None],
-        on_drop: Callable[[str], None],
+        stats: SorterStats,
+        publish: Callable[[Frame, Prediction], float],
         on_reject: Callable[[str, str], None],
         max_rate_hz: float = 0.0,
+        max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+        generation: int = 0,
     ) -> None:
         self._classifier = classifier
+        self._stats = stats
         self._publish = publish
-        self._on_drop = on_drop
         self._on_reject = on_reject
+        self._max_input_pixels = max_input_pixels
+        self.generation = generation
         self._slots: dict[str, Frame] = {}
         self._cond = threading.Condition()
         self._stop = False
+        self._close_on_exit = False
         self._max_rate_hz = max_rate_hz
         self._pending_thresholds: np.ndarray | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (it may still be finishing a batch after stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
-        """Start the worker thread (a no-op when it already runs)."""
+        """Start the worker thread; a worker runs once (make a new one to restart)."""
         if self._thread is not None:
-            return
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="sorter-worker", daemon=True)
+            raise RuntimeError("this FrameWorker was started already; create a new one")
+        self._thread = threading.Thread(
+            target=self._run, name=f"sorter-worker-{self.generation}", daemon=True
+        )
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread after its current batch and forget waiting frames."""
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop taking frames; waiting ones are counted as dropped. True once the thread ended.
+
+        A batch already in inference finishes first; its frames are settled like any other.
+        False means the thread is still inside that batch after ``timeout_s``: it ends on its
+        own, and its classifier must not be used or closed by anyone else meanwhile (see
+        :meth:`close_classifier_when_done`).
+        """
         with self._cond:
             self._stop = True
+            waiting = list(self._slots.values())
             self._slots.clear()
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        for frame in waiting:
+            self._stats.frame_dropped(frame.ticket)
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def close_classifier_when_done(self) -> None:
+        """Close the classifier now if the thread has ended, else when it ends."""
+        with self._cond:
+            if self.running:
+                self._close_on_exit = True
+                return
+        self._classifier.close()
 
     def offer(self, camera: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame of ``camera`` (called from subscription callbacks)."""
-        frame = Frame(camera, msg, time.monotonic())
+        ticket = self._stats.frame_received(camera)
+        frame = Frame(camera, msg, time.monotonic(), ticket, self.generation)
         with self._cond:
-            overwritten = camera in self._slots
-            self._slots[camera] = frame
-            self._cond.notify()
-        if overwritten:
-            self._on_drop(camera)
+            if self._stop:
+                overwritten: Frame | None = frame  # too late: the worker is stopping
+            else:
+                overwritten = self._slots.get(camera)
+                self._slots[camera] = frame
+                self._cond.notify()
+        if overwritten is not None:
+            self._stats.frame_dropped(overwritten.ticket)
 
     def set_max_rate_hz(self, rate_hz: float) -> None:
         """Change the inference rate cap (0 = none) from any thread."""
@@ -180,45 +293,75 @@ class FrameWorker:
             return not self._stop
 
     def _run(self) -> None:
-        last_start = -float("inf")
-        while self._wait_for_rate(last_start):
-            frames = self._take()
-            if frames is None:
-                return
-            last_start = time.monotonic()
-            try:
-                self._process(frames)
-            except Exception:
-                _log.exception("sorter worker: batch of %d frame(s) failed", len(frames))
+        try:
+            last_start = -float("inf")
+            while self._wait_for_rate(last_start):
+                frames = self._take()
+                if frames is None:
+                    return
+                last_start = time.monotonic()
+                try:
+                    self._process(frames)
+                except Exception as err:
+                    # A bug in this loop itself: whatever was not settled yet failed.
+                    _log.exception("sorter worker: batch of %d frame(s) failed", len(frames))
+                    for frame in frames:
+                        self._stats.frame_failed(frame.ticket, _reason(err))
+        finally:
+            with self._cond:
+                close = self._close_on_exit
+            if close:
+                self._classifier.close()
 
-    def _process(self, frames: list[Frame]) -> None:
-        good: list[Frame] = []
-        images: list[np.ndarray] = []
-        orders: list[str] = []
+    def _decoded(self, frames: list[Frame]) -> list[Frame]:
+        good = []
         for frame in frames:
             try:
-                image, order = decode_frame(frame.msg)
+                frame.image, frame.color_order = decode_frame(frame.msg, self._max_input_pixels)
             except ImageConversionError as err:
+                self._stats.frame_rejected(frame.ticket, str(err))
                 self._on_reject(frame.camera, str(err))
                 continue
-            frame.image, frame.color_order = image, order
             good.append(frame)
-            images.append(image)
-            orders.append(order)
+        return good
+
+    def _classify(self, frames: list[Frame]) -> list[tuple[Frame, Prediction]]:
+        images = [frame.image for frame in frames]
+        orders = [frame.color_order for frame in frames]
+        try:
+            predictions = self._classifier.classify(images, color_orders=orders)
+            return list(zip(frames, predictions, strict=True))
+        except ImageConversionError:
+            pass
+        # One frame the decoder passed but preprocessing refused: classify one by one so the
+        # others of the batch still get their labels.
+        results = []
+        for frame in frames:
+            try:
+                prediction = self._classifier.classify_one(frame.image, frame.color_order)
+            except ImageConversionError as err:
+                self._stats.frame_rejected(frame.ticket, str(err))
+                self._on_reject(frame.camera, str(err))
+                continue
+            results.append((frame, prediction))
+        return results
+
+    def _process(self, frames: list[Frame]) -> None:
+        good = self._decoded(frames)
         if not good:
             return
         try:
-            predictions = self._classifier.classify(images, color_orders=orders)
-        except ImageConversionError:
-            # One frame the decoder passed but preprocessing refused: retry one by one so the
-            # others of the batch still get their labels.
-            for frame, image, order in zip(good, images, orders, strict=True):
-                try:
-                    prediction = self._classifier.classify_one(image, order)
-                except ImageConversionError as err:
-                    self._on_reject(frame.camera, str(err))
-                    continue
-                self._publish(frame, prediction)
+            results = self._classify(good)
+        except Exception as err:
+            reason = f"inference failed: {_reason(err)}"
+            _log.error("sorter worker: %s (%d frame(s))", reason, len(good))
+            for frame in good:
+                self._stats.frame_failed(frame.ticket, reason)
             return
-        for frame, prediction in zip(good, predictions, strict=True):
-            self._publish(frame, prediction)
+        for frame, prediction in results:
+            try:
+                latency_ms = self._publish(frame, prediction)
+            except Exception as err:
+                self._stats.frame_failed(frame.ticket, f"publish failed: {_reason(err)}")
+                continue
+            self._stats.label_published(frame.ticket, latency_ms)

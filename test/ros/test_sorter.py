@@ -23,6 +23,7 @@ from mmsag_ros.runtime.classifier import Classifier, Prediction
 PEER = REPO / "test" / "sorter_peer.py"
 CAMERAS = ("cam_a", "cam_b")
 COUNT = 6
+OK, WARN, ERROR = 0, 1, 2
 
 
 @pytest.fixture(scope="module")
@@ -100,52 +101,128 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
     assert not params["wrong_length"]["successful"]
     assert "3 values" in params["wrong_length"]["reason"]
     # /diagnostics counts the two bad frames and names the model and backend.
-    reports = [d for d in result["diagnostics"] if d.get("model_id") == bundle.model_id]
-    assert reports, result["diagnostics"]
-    last = reports[-1]
+    reports = result["diagnostics"]
+    assert all(balanced(d) for d in reports if "in_flight" in d), reports
+    last = result["settled"]
+    assert last, reports
+    assert last["model_id"] == bundle.model_id
+    assert last["hardware_id"] == "/sorter"
+    assert last["lifecycle_state"] == "active"
     assert int(last["rejected"]) == 2
     assert int(last["published"]) == len(good)
     assert int(last["received"]) == len(good) + 2
+    assert int(last["dropped"]) == int(last["failed"]) == 0
     assert last["backend"].startswith("onnxruntime")
-    assert last["stale_cameras"] == "cam_idle"  # subscribed, but nothing ever arrived
-    assert {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "dropped"} <= set(last)
+    assert {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "oldest_in_flight_age_s"} <= set(
+        last
+    )
+    # Subscribed, but nothing ever arrived: stale once stale_after_s has passed.
+    assert "cam_idle" in result["stale"]["stale_cameras"].split(","), reports
+    assert result["stale"]["level"] == WARN and "stale" in result["stale"]["message"]
+    # Rejected frames turn the status to WARN in the report that counts them.
+    assert any(d["level"] == WARN and "rejected" in d["message"] for d in reports)
 
 
-def test_lifecycle_services_gate_the_output(bundle_dir, ros_env):
+def balanced(report: dict) -> bool:
+    """The ledger every report must satisfy."""
+    keys = ("published", "dropped", "rejected", "failed", "in_flight")
+    return int(report["received"]) == sum(int(report[key]) for key in keys)
+
+
+def test_lifecycle_services_gate_the_output_and_shutdown_ends_the_process(bundle_dir, ros_env):
     # The shipped parameter file says autostart: true; the command line overrides it.
     node = start_sorter(
         ros_env,
         f"bundle:={bundle_dir}",
         "autostart:=false",
+        "diagnostics_period_s:=0.3",
         params_file=REPO / "config/sorter.yaml",
     )
     try:
         result = _run_peer(ros_env, "lifecycle", "--expect", "ok")
-        assert node.poll() is None
+        # The shutdown transition ends the process by itself, with success.
+        assert node.wait(timeout=60) == 0
     finally:
-        stop_process(node)
-    assert result == {
-        "configure": True,
-        "after_configure": "inactive",
-        "activate": True,
-        "label_while_active": True,
-        "deactivate": True,
-        "label_while_inactive": False,
-        "cleanup": True,
-        "after_cleanup": "unconfigured",
-    }
+        err = stop_process(node)
+    # Diagnostics come in every state, the lifecycle state named.
+    assert result["before_configure"]["level"] == OK
+    assert result["before_configure"]["message"] == "unconfigured"
+    assert result["inactive_report"]["message"] == "inactive"
+    assert result["configure"] and result["after_configure"] == "inactive"
+    assert result["activate"] and result["label_while_active"]
+    # Parameters read only at configure are refused with the reason while configured.
+    refused = result["static_while_active"]
+    assert not refused["successful"]
+    assert "camera_topics only take(s) effect at configure" in refused["reason"]
+    assert result["dynamic_while_active"]["successful"]
+    # Deactivated, the sorter has no camera subscription: a frame sent then never enters.
+    assert result["deactivate"] and result["unsubscribed_while_inactive"]
+    assert result["reactivate"] and result["label_after_reactivate"]
+    assert result["labels"] == [0, 2]
+    assert result["deactivate_again"] and result["cleanup"]
+    assert result["after_cleanup"] == "unconfigured"
+    assert result["cleanup_report"]["received"] == "2"
+    assert result["static_while_unconfigured"]["successful"]
+    assert result["shutdown"]
+    # An operator reading the log can follow every transition and change.
+    for line in (
+        "configured ",
+        "active: image frames from /image -> /labels",
+        "parameter threshold set to 0.25",
+        "inactive: camera subscriptions closed",
+        "unconfigured: model released",
+        "shut down from unconfigured; exiting",
+    ):
+        assert line in err, err
 
 
-def test_configure_fails_cleanly_on_a_broken_bundle(broken_bundle_dir, ros_env):
-    node = start_sorter(ros_env, f"bundle:={broken_bundle_dir}")
+@pytest.mark.parametrize("fault", ["broken_bundle", "bad_topic"])
+def test_configure_fails_cleanly_and_says_why(fault, bundle_dir, broken_bundle_dir, ros_env):
+    if fault == "broken_bundle":
+        node = start_sorter(ros_env, f"bundle:={broken_bundle_dir}", "diagnostics_period_s:=0.3")
+        retry, expected = [], "model.onnx"
+    else:
+        node = start_sorter(
+            ros_env, f"bundle:={bundle_dir}", "camera_topics:=[cam a]", "diagnostics_period_s:=0.3"
+        )
+        retry, expected = ["--retry-topics", "image"], "'cam a' is not a valid ROS topic name"
     try:
-        result = _run_peer(ros_env, "lifecycle", "--expect", "fail")
+        result = _run_peer(ros_env, "lifecycle", "--expect", "fail", *retry)
         assert node.poll() is None, "a failed configure must not end the node"
     finally:
         err = stop_process(node)
-    assert result == {"configure": False, "after_configure": "unconfigured"}
+    assert result["configure"] is False and result["after_configure"] == "unconfigured"
     failures = [line for line in err.splitlines() if "configure failed" in line]
-    assert len(failures) == 1 and "model.onnx" in failures[0], err
+    assert len(failures) == 1 and expected in failures[0], err
+    # The failure is on /diagnostics as an ERROR, with the reason, until a configure succeeds.
+    report = result["failed_report"]
+    assert report["level"] == ERROR and expected in report["configure_error"], report
+    assert report["message"].startswith("configure failed:")
+    if retry:
+        assert result["fix"]["successful"] and result["retry"]
+        assert (
+            result["after_retry"]["level"] == OK and result["after_retry"]["configure_error"] == ""
+        )
+
+
+def test_a_camera_topic_of_the_wrong_type_is_named(bundle_dir, ros_env):
+    node = start_sorter(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=true",
+        "input_type:=compressed",
+        "diagnostics_period_s:=0.3",
+    )
+    try:
+        report = _run_peer(ros_env, "mismatch")
+        assert node.poll() is None
+    finally:
+        err = stop_process(node)
+    assert report["type_mismatches"] == "/image"
+    assert report["level"] == ERROR and "wrong message type on /image" in report["message"]
+    lines = [line for line in err.splitlines() if "carries sensor_msgs/msg/Image" in line]
+    assert len(lines) == 1, err
+    assert "input_type is compressed" in lines[0] and "compressed:=false" in lines[0]
 
 
 BAG = SHARED_DATA / "bags" / "raspicam_marker_mcap"
@@ -159,6 +236,7 @@ def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
         "autostart:=true",
         "input_type:=compressed",
         "diagnostics_period_s:=0.5",
+        f"max_input_pixels:={sorter_peer.OVERSIZED_MAX_PIXELS}",
     )
     flood = 40
     try:
@@ -182,14 +260,21 @@ def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
         assert labels[index]["class_names"] == names
         assert labels[index]["frame_id"] == f"image_optical/{index}"
         np.testing.assert_allclose(labels[index]["scores"], prediction.scores, atol=1e-4)
-    # Flooding at ~100 Hz into a 2 Hz cap: the newest frame is labelled, the stale ones dropped.
+    before = result["before_flood"]
+    assert int(before["rejected"]) == len(sorter_peer.BAD_COMPRESSED), before
+    assert int(before["published"]) == len(frames)
+    # The oversized PNG came last of the bad ones: refused from its header, never decoded.
+    assert "exceeds max_input_pixels 1000000" in before["last_rejection"]
+    # Flooding into a 2 Hz cap: the newest frame is labelled, stale ones dropped, not queued:
+    # batches start at least 0.5 s apart, so the flood cannot yield more labels than that allows.
     assert result["rate"]["successful"]
     flood_labels = result["flood_labels"]
     assert flood_labels[-1] == 1000 + flood - 1
-    assert len(flood_labels) <= 6, flood_labels
-    last = result["diagnostics"][-1]
-    received, published = int(last["received"]), int(last["published"])
-    dropped, rejected = int(last["dropped"]), int(last["rejected"])
-    assert rejected == len(sorter_peer.BAD_COMPRESSED)
-    assert dropped >= flood - 6
-    assert received == published + dropped + rejected
+    assert len(flood_labels) <= 2.0 * result["flood_s"] + 1, (flood_labels, result["flood_s"])
+    after = result["after_flood"]
+    assert after and all(balanced(d) for d in result["diagnostics"] if "in_flight" in d)
+    flood_received = int(after["received"]) - int(before["received"])
+    flood_dropped = int(after["dropped"]) - int(before["dropped"])
+    assert int(after["published"]) - int(before["published"]) == len(flood_labels)
+    assert flood_received == len(flood_labels) + flood_dropped
+    assert int(after["failed"]) == 0 and int(after["rejected"]) == int(before["rejected"])
