@@ -4,11 +4,24 @@
         camera_topics:=/camera/image_raw
     ros2 launch mmsag_ros sorter.launch.py bundle:=... compressed:=true \
         camera_topics:=/cam_left/image_raw/compressed,/cam_right/image_raw/compressed
+    ros2 launch mmsag_ros sorter.launch.py namespace:=cell_2 bundle:=... \
+        camera_topics:=/cell_2/camera/image_raw          # a second cell beside the first
 
-``config/sorter.yaml`` holds every default; the arguments here only override what differs per
-cell. Labels go to ``/waste/labels``, the optional debug overlay (``debug_image: true`` in the
-parameter file) to ``/waste/debug_image``. The parameter file sets ``autostart: true``; set it
-to false there when a lifecycle manager drives the node.
+``config/sorter.yaml`` (or ``params_file:=``) holds every default; an argument left empty
+keeps the parameter file's value, so only what differs per cell is given here. ``compressed``
+empty keeps the file's ``input_type``; ``true``/``false`` override it.
+
+Names: the node runs as ``<namespace>/sorter`` and its topics are relative names, so they follow
+the namespace (default ``waste``): labels on ``/waste/labels``, the optional debug overlay
+(``debug_image: true`` in the parameter file) on ``/waste/debug_image``, a relative camera
+topic ``image`` on ``/waste/image``. With ``namespace:=cell_2`` each becomes ``/cell_2/...``;
+nothing is remapped to an absolute name, so several cells never share an output topic.
+``/diagnostics`` is absolute, as every ROS monitor expects. ``use_sim_time:=true`` makes the node
+follow ``/clock`` (simulation, bag replay).
+
+The parameter file sets ``autostart: true``; set it to false there when a lifecycle manager
+drives the node. The decisions above are made by :mod:`mmsag_ros.ros.launch_args` (tested
+without ``launch``); this file only reads the arguments.
 """
 
 from __future__ import annotations
@@ -19,28 +32,27 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
+from mmsag_ros.ros.launch_args import sorter_settings
+
 __all__ = ["generate_launch_description"]
+
+# The arguments handed to sorter_settings as strings.
+_SETTINGS_ARGUMENTS = ("namespace", "bundle", "camera_topics", "compressed", "use_sim_time")
 
 
 def _sorter(context: LaunchContext) -> list[LifecycleNode]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    overrides: dict[str, object] = {}
-    if arg("bundle"):
-        overrides["bundle"] = arg("bundle")
-    topics = [t.strip() for t in arg("camera_topics").split(",") if t.strip()]
-    if topics:
-        overrides["camera_topics"] = topics
-    overrides["input_type"] = "compressed" if arg("compressed") == "true" else "image"
+    settings = sorter_settings({name: arg(name) for name in _SETTINGS_ARGUMENTS})
     return [
         LifecycleNode(
             package="mmsag_ros",
             executable="sorter",
             name="sorter",
-            namespace=arg("namespace"),
-            parameters=[arg("params_file"), overrides],
-            remappings=[("labels", "/waste/labels"), ("debug_image", "/waste/debug_image")],
+            namespace=settings.namespace,
+            # Later entries win: the argument overrides go after the parameter file.
+            parameters=[arg("params_file"), settings.overrides],
             arguments=["--ros-args", "--log-level", arg("log_level")],
             output="screen",
         )
@@ -63,7 +75,12 @@ def generate_launch_description() -> LaunchDescription:
                 description="Sorter parameter file",
             ),
             DeclareLaunchArgument(
-                "namespace", default_value="", description="Namespace of the sorter node"
+                "namespace",
+                default_value="waste",  # mmsag_ros.ros.launch_args.DEFAULT_NAMESPACE
+                description=(
+                    "Namespace of the sorter node and its relative topics: labels on "
+                    "/<namespace>/labels (empty: the root namespace)"
+                ),
             ),
             DeclareLaunchArgument(
                 "camera_topics",
@@ -72,9 +89,18 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "compressed",
+                default_value="",
+                choices=["", "true", "false"],
+                description=(
+                    "true: sensor_msgs/CompressedImage, false: sensor_msgs/Image "
+                    "(empty: the parameter file's input_type)"
+                ),
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time",
                 default_value="false",
                 choices=["true", "false"],
-                description="Subscribe to sensor_msgs/CompressedImage instead of Image",
+                description="Use the /clock topic as the node's time (simulation, bag replay)",
             ),
             DeclareLaunchArgument(
                 "log_level",

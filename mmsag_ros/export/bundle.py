@@ -24,6 +24,7 @@ from mmsag_ros import __version__
 from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.data.synth_scene import render_scene
 from mmsag_ros.errors import ConfigError
+from mmsag_ros.export.atomic import unique_directory
 from mmsag_ros.export.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -119,16 +120,22 @@ def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
                 f"refusing to overwrite {out_dir}: it holds files that are not part of a bundle "
                 f"({', '.join(foreign[:5])}); pick an empty folder"
             )
-    staging = out_dir.parent / f".{out_dir.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)  # left over by an interrupted export of ours
-    staging.mkdir(parents=True)
-    return staging
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name: with a fixed one, a second export into the same folder would delete the
+    # first one's staging folder while it is being written. The export removes its staging
+    # folder on any error; only a killed process leaves a hidden ``.NAME.*.partial`` behind.
+    return unique_directory(out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial")
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
     if not out_dir.exists():
-        staging.replace(out_dir)
+        try:
+            staging.replace(out_dir)
+        except OSError as err:  # another export created it since _staging_dir checked
+            raise ConfigError(
+                f"{out_dir} was created by someone else during this export ({err.strerror}); "
+                "export again, with --overwrite to replace it"
+            ) from err
         return
     for name in BUNDLE_ENTRIES:
         old = out_dir / name

@@ -5,8 +5,9 @@ torch checkpoint), ``model.int8.onnx`` (static int8 for CPUs) and ``engines/`` (
 built on the target). :func:`load_bundle` checks everything a backend relies on and raises one
 :class:`~mmsag_ros.errors.BundleError` naming the problem: a missing directory or file, bad
 JSON, an unknown format version, missing preprocessing fields, inconsistent class counts
-(names, display names, thresholds, ONNX outputs) or a file whose SHA-256 differs from the
-manifest's (swapped or truncated).
+(names, display names, thresholds, ONNX outputs), a file whose SHA-256 differs from the
+manifest's (swapped or truncated), or a file name that is not a plain name of a regular file in
+the bundle directory (``../x``, an absolute path, a symlink leading out, a directory).
 
 The model id is ``<name>@<first 12 hex digits of the SHA-256 of the ONNX graph>``: the graph
 (structure and weights) rather than the whole file, because the file itself carries the id in
@@ -30,6 +31,7 @@ import numpy as np
 
 from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.errors import BundleError, DatasetError, MmsagError
+from mmsag_ros.export.atomic import write_atomic
 from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 __all__ = [
@@ -160,12 +162,9 @@ def check_onnx_metadata(props: Mapping[str, str], *, source: str) -> dict[str, A
 
 
 def write_manifest(root: Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``root/manifest.json`` atomically (temporary file, then rename)."""
-    path = Path(root) / MANIFEST_NAME
-    temporary = path.with_name(f".{MANIFEST_NAME}.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    """Write ``root/manifest.json`` atomically (unique temporary file, fsync, rename)."""
+    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    return write_atomic(Path(root) / MANIFEST_NAME, text.encode("utf-8"))
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -251,15 +250,54 @@ def _parse_thresholds(manifest: dict[str, Any], num_classes: int, path: Path) ->
     return np.asarray(values, dtype=np.float32)
 
 
+def _bundle_file(root: Path, name: str, what: str, where: Path) -> Path:
+    """``root / name`` once ``name`` is proven to be a regular file directly inside ``root``.
+
+    The manifest is data from wherever the bundle came from: a name like ``../x``, an absolute
+    path or a symlink leading out of the folder would make every backend read (and hash) an
+    arbitrary file. So only plain file names are accepted, and the resolved file must still sit
+    in the (resolved) bundle directory.
+    """
+    field = f"{what}.file"
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if (
+        not name
+        or name in {".", ".."}
+        or "\0" in name
+        or any(sep in name for sep in separators)
+        or os.path.isabs(name)
+    ):
+        raise BundleError(
+            f"{where}: {field} {name!r} is not a plain file name; a bundle names its files "
+            "without folders, '..' or absolute paths: export the bundle again"
+        )
+    file_path = root / name
+    try:
+        resolved, home = file_path.resolve(), root.resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)
+        raise BundleError(f"{where}: {field} {name!r} cannot be resolved ({err})") from err
+    if resolved.parent != home:
+        raise BundleError(
+            f"{where}: {field} {name!r} resolves to {resolved}, outside the bundle directory "
+            f"{home}; copy the file into the bundle instead of linking to it"
+        )
+    if not file_path.exists():
+        raise BundleError(f"{what} file {file_path} is missing; export the bundle again")
+    if not file_path.is_file():
+        raise BundleError(
+            f"{where}: {field} {name!r} is not a regular file ({file_path} is a directory or "
+            "special file); export the bundle again"
+        )
+    return file_path
+
+
 def _checked_file(
     root: Path, section: dict[str, Any], what: str, path: Path, *, verify: bool
 ) -> Path:
     name, expected = section.get("file"), section.get("sha256")
     if not isinstance(name, str) or not isinstance(expected, str):
         raise BundleError(f"{path}: the {what} section needs 'file' and 'sha256' strings")
-    file_path = root / name
-    if not file_path.is_file():
-        raise BundleError(f"{what} file {file_path} is missing; export the bundle again")
+    file_path = _bundle_file(root, name, what, path)
     if verify:
         actual = sha256_file(file_path)
         if actual != expected:

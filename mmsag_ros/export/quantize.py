@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +40,7 @@ from mmsag_ros.errors import (
     DatasetError,
     MmsagError,
 )
+from mmsag_ros.export.atomic import atomic_target
 from mmsag_ros.metrics import mean_average_precision
 from mmsag_ros.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -217,8 +218,6 @@ def quantize_static_int8(
     if calibration.ndim != 4 or len(calibration) == 0:
         raise ConfigError(f"calibration must be N x 3 x S x S, got {calibration.shape}")
     out_path = Path(out_path)
-    prepared = out_path.with_name(f".{out_path.stem}.pre.onnx")
-    temporary = out_path.with_name(f".{out_path.name}.tmp")
 
     class _Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
@@ -232,33 +231,36 @@ def quantize_static_int8(
 
     source = onnx_path
     try:
-        try:
-            # Symbolic shape inference cannot read this graph's Reshape shapes; ONNX's own
-            # inference and the graph optimisation are what quantization needs.
-            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-            source = prepared
-        except Exception as err:  # an optional optimisation: quantize the raw graph instead
-            _log.warning("int8 pre-processing failed (%s); quantizing the raw graph", err)
-        with _quiet_root_logger():
-            quantization.quantize_static(
-                str(source),
-                str(temporary),
-                _Reader(),
-                quant_format=quantization.QuantFormat.QDQ,
-                activation_type=quantization.QuantType.QUInt8,
-                weight_type=quantization.QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=list(QUANTIZED_OPS),
-                calibrate_method=quantization.CalibrationMethod.MinMax,
-            )
-        os.replace(temporary, out_path)
+        # Unique scratch and output names (not ".x.tmp"): two quantizations writing the same
+        # file at once would otherwise overwrite each other's half-written models.
+        with (
+            tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.stem}.") as work,
+            atomic_target(out_path) as temporary,
+        ):
+            prepared = Path(work) / "pre.onnx"
+            try:
+                # Symbolic shape inference cannot read this graph's Reshape shapes; ONNX's own
+                # inference and the graph optimisation are what quantization needs.
+                quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+                source = prepared
+            except Exception as err:  # an optional optimisation: quantize the raw graph instead
+                _log.warning("int8 pre-processing failed (%s); quantizing the raw graph", err)
+            with _quiet_root_logger():
+                quantization.quantize_static(
+                    str(source),
+                    str(temporary),
+                    _Reader(),
+                    quant_format=quantization.QuantFormat.QDQ,
+                    activation_type=quantization.QuantType.QUInt8,
+                    weight_type=quantization.QuantType.QInt8,
+                    per_channel=True,
+                    op_types_to_quantize=list(QUANTIZED_OPS),
+                    calibrate_method=quantization.CalibrationMethod.MinMax,
+                )
     except MmsagError:
         raise
     except Exception as err:
         raise BundleError(f"static int8 quantization of {onnx_path} failed: {err}") from err
-    finally:
-        prepared.unlink(missing_ok=True)
-        temporary.unlink(missing_ok=True)
     return out_path
 
 

@@ -9,17 +9,19 @@ built on the target on first use and cached as ``engines/<key>.engine``, key
 ``<gpu-slug>_sm<major><minor>_trt<version>_<precision>``, with a JSON sidecar (key fields,
 source ONNX hash, batch profile, build time, engine hash). They are rebuilt only when the key or
 the source model changes, or on request; a broken cache entry (missing engine or sidecar, hash
-mismatch) is an error, never a silent rebuild. INT8 uses an entropy calibrator
-(``IInt8EntropyCalibrator2``, deprecated but present in TensorRT 10) whose device buffer is a
-torch CUDA tensor (pycuda/cuda-python may be absent); its table is saved beside the engines, so
-later int8 builds need no images.
+mismatch) is an error, never a silent rebuild. Files are written atomically under unique
+temporary names, and the check-then-build of one key holds a lock file (``<key>.lock``), so
+two nodes starting at once build the engine once and never mix their files. INT8 uses an
+entropy calibrator (``IInt8EntropyCalibrator2``, deprecated but present in TensorRT 10) whose
+device buffer is a torch CUDA tensor (pycuda/cuda-python may be absent); its table is saved
+beside the engines, so later int8 builds need no images.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
+from mmsag_ros.export.atomic import exclusive_lock, write_atomic
 from mmsag_ros.export.manifest import sha256_file
 
 if TYPE_CHECKING:
@@ -184,12 +187,6 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
     return engine
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def _progress_monitor(trt: Any) -> Any:
     """An IProgressMonitor logging each builder phase with its duration (None if unsupported)."""
     if not hasattr(trt, "IProgressMonitor"):
@@ -247,7 +244,7 @@ def _calibrator(trt: Any, images: np.ndarray | None, cache: Path | None, batch: 
 
         def write_calibration_cache(self, data: Any) -> None:
             if cache is not None:
-                _write_atomic(cache, bytes(data))
+                write_atomic(cache, bytes(data))
 
     return _EntropyCalibrator()
 
@@ -340,9 +337,9 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(f"TensorRT failed to build an engine from {onnx_path}; see its log")
-    _write_atomic(engine_path, bytes(serialized))
+    write_atomic(engine_path, bytes(serialized))
     if timing_cache is not None:
-        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     build_s = time.perf_counter() - start
     record = {
         **(sidecar or {}),
@@ -356,7 +353,7 @@ def build_engine(
         "build_s": round(build_s, 2),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    _write_atomic(engine_path.with_suffix(".json"), json.dumps(record, indent=2).encode())
+    write_atomic(engine_path.with_suffix(".json"), json.dumps(record, indent=2).encode())
     size_mib = engine_path.stat().st_size / 2**20
     _log.info("built %s in %.1f s (%.1f MiB)", engine_path.name, build_s, size_mib)
     return engine_path
@@ -395,29 +392,39 @@ def ensure_engine(
     path = bundle.engines_dir / f"{key}.engine"
     profile = BatchProfile(min_batch, opt_batch, max_batch)
     onnx_sha = bundle.manifest["onnx"]["sha256"]
-    if not rebuild:
-        cached = cached_engine(path, onnx_sha256=onnx_sha, profile=profile)
-        if cached is not None:
-            _log.info("using cached TensorRT engine %s", cached.name)
-            return cached
-    base = key.rsplit("_", 1)[0]  # GPU + TensorRT version: shared by all precisions
-    return build_engine(
-        bundle.onnx_path,
-        path,
-        fp16=precision == "fp16",
-        int8=precision == "int8",
-        calibration_images=calibration_images,
-        calibration_cache=bundle.engines_dir / f"{base}_calibration.cache",
-        workspace_mb=workspace_mb,
-        timing_cache=bundle.engines_dir / f"{base}_timing.cache",
-        min_batch=min_batch,
-        opt_batch=opt_batch,
-        max_batch=max_batch,
-        sidecar={
-            "key": key,
-            "gpu_name": gpu_name,
-            "compute_capability": list(capability),
-            "model_id": bundle.model_id,
-            "onnx_sha256": onnx_sha,
-        },
-    )
+    with contextlib.suppress(OSError):  # a read-only bundle may still hold a valid engine
+        bundle.engines_dir.mkdir(parents=True, exist_ok=True)
+    # Two nodes starting together would otherwise both spend minutes building, and could pair
+    # one's engine with the other's sidecar. Holding the lock from the cache check to the last
+    # write makes the second one wait and then reuse the first one's engine.
+    with exclusive_lock(
+        path.with_suffix(".lock"),
+        on_wait=lambda: _log.info("waiting for another process building %s", path.name),
+        optional=True,
+    ):
+        if not rebuild:
+            cached = cached_engine(path, onnx_sha256=onnx_sha, profile=profile)
+            if cached is not None:
+                _log.info("using cached TensorRT engine %s", cached.name)
+                return cached
+        base = key.rsplit("_", 1)[0]  # GPU + TensorRT version: shared by all precisions
+        return build_engine(
+            bundle.onnx_path,
+            path,
+            fp16=precision == "fp16",
+            int8=precision == "int8",
+            calibration_images=calibration_images,
+            calibration_cache=bundle.engines_dir / f"{base}_calibration.cache",
+            workspace_mb=workspace_mb,
+            timing_cache=bundle.engines_dir / f"{base}_timing.cache",
+            min_batch=min_batch,
+            opt_batch=opt_batch,
+            max_batch=max_batch,
+            sidecar={
+                "key": key,
+                "gpu_name": gpu_name,
+                "compute_capability": list(capability),
+                "model_id": bundle.model_id,
+                "onnx_sha256": onnx_sha,
+            },
+        )

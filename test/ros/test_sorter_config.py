@@ -35,10 +35,12 @@ def test_launch_file_compiles_and_declares_the_arguments(tmp_path):
         "namespace",
         "camera_topics",
         "compressed",
+        "use_sim_time",
         "log_level",
     }
     assert all("description" in keywords for keywords in declared.values())
-    assert ast.literal_eval(declared["compressed"]["choices"]) == ["true", "false"]
+    # Empty keeps the parameter file's input_type (test/ros/test_launch_args.py).
+    assert ast.literal_eval(declared["compressed"]["choices"]) == ["", "true", "false"]
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

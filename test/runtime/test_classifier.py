@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import json
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 
 from mmsag_ros.data.transforms import EvalTransform
-from mmsag_ros.errors import BackendUnavailableError, ConfigError, ImageConversionError
+from mmsag_ros.errors import (
+    BackendUnavailableError,
+    BundleError,
+    ConfigError,
+    ImageConversionError,
+)
 from mmsag_ros.runtime.classifier import Classifier, candidate_backends
 from mmsag_ros.runtime.postprocess import attention_peaks, sigmoid
 
@@ -177,6 +185,17 @@ def test_bad_classifier_options(bundle):
         Classifier(bundle, backend="onnx")
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
         Classifier(bundle, device="gpu")
+
+
+def test_a_bundle_pointing_outside_itself_is_refused_before_any_backend_reads(bundle_dir, tmp_path):
+    # A real model file outside the bundle, hash intact: only the name check refuses it.
+    outside = shutil.copy(bundle_dir / "model.pt", tmp_path / "elsewhere.pt")
+    copy = shutil.copytree(bundle_dir, tmp_path / "bundle")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["torch"]["file"] = str(outside)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"torch\.file '/.*elsewhere\.pt' is not a plain file"):
+        Classifier(copy, backend="torch")
 
 
 def test_candidate_order():

@@ -99,9 +99,63 @@ def test_spec_round_trip_and_validation():
         PreprocessSpec.from_dict({"input_size": 224, "mean": [0, 0, 0], "resize": "stretch"})
 
 
-def test_eval_transform_is_preprocess_and_train_transform_is_seeded():
+def _tiled_image(rng: np.random.Generator, tiles: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``tiles`` x ``tiles`` tiles of ``tile`` x ``tile`` pixels, and each tile's mean.
+
+    No pixel equals its tile's mean (picking one pixel per tile cannot pass), yet every
+    aligned 2 x 2 square averages to it exactly, so an area shrink by halvings has no rounding.
+    """
+    means = rng.integers(2, 250, (tiles, tiles, 3))
+    pattern = np.array([[3, -1], [-1, -1]])
+    side = tiles * tile
+    image = np.repeat(np.repeat(means, tile, axis=0), tile, axis=1)
+    image += np.tile(pattern, (side // 2, side // 2))[:, :, None]
+    return image.astype(np.uint8), means
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [preprocess, lambda image, spec: EvalTransform(spec)(image)],
+    ids=["preprocess", "eval"],
+)
+def test_shrinking_averages_tiles_then_normalises_each_rgb_channel(transform):
+    # Computed here from first principles, not by calling the library: a 4x shrink of a
+    # 128 x 128 image is the mean of each 4 x 4 tile, then (v / 255 - mean) / std per channel,
+    # channels first in R, G, B order.
+    image, means = _tiled_image(np.random.default_rng(5), tiles=32, tile=4)
+    spec = PreprocessSpec(32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    expected = (means / 255.0 - np.array(spec.mean)) / np.array(spec.std)
+    out = transform(image, spec)
+    assert out.shape == (3, 32, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected.transpose(2, 0, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [preprocess, lambda image, spec: EvalTransform(spec)(image)],
+    ids=["preprocess", "eval"],
+)
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_a_flat_colour_keeps_its_value_per_channel_at_any_size(transform, resize):
+    # Whatever the interpolation, a flat frame stays flat: channel c holds exactly
+    # (v_c / 255 - mean_c) / std_c in the content area (upscaled 23 x 17 and shrunk 640 x 360).
+    colour = np.array([200, 100, 30], np.uint8)
+    spec = PreprocessSpec(32, resize=resize)
+    expected = (colour / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    for width, height in ((23, 17), (640, 360)):
+        out = transform(np.broadcast_to(colour, (height, width, 3)).copy(), spec)
+        rows = round(height * 32 / width) if resize == "letterbox" else 32
+        top = (32 - rows) // 2
+        content = out[:, top : top + rows, :]
+        for channel in range(3):
+            np.testing.assert_allclose(content[channel], expected[channel], atol=1e-5)
+        # The letterbox bands (mean colour) carry no signal.
+        assert np.abs(out[:, :top, :]).max(initial=0.0) < 0.02
+        assert np.abs(out[:, top + rows :, :]).max(initial=0.0) < 0.02
+
+
+def test_train_transform_is_seeded():
     spec = PreprocessSpec(32)
-    np.testing.assert_array_equal(EvalTransform(spec)(FRAME), preprocess(FRAME, spec))
     train = TrainTransform(spec)
     first = train(FRAME, np.random.default_rng(3))
     assert first.shape == (3, 32, 32) and first.dtype == np.float32
