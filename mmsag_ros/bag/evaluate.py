@@ -1,20 +1,25 @@
-"""Evaluation on a rosbag: score every frame against ground truth matched by header stamp.
+"""Evaluation on a rosbag: score every frame against ground truth matched by header.
 
 :func:`evaluate_bag` runs the Classifier on the bag's frames in this process (offline).
 :func:`evaluate_bag_live` replays the bag through a real ``sorter`` node process (see
 :mod:`mmsag_ros.bag.live`) and scores the labels it publishes, adding latency percentiles and
 the frames the node dropped under its latest-frame policy.
 
-Ground truth comes from ``MultiLabel`` messages in the bag (as written by ``mmsag bag make``)
-or from a CSV table keyed by stamp::
+Ground truth comes from ``MultiLabel`` messages in the bag (as written by ``mmsag bag make``,
+with the frame's header) or from a CSV table keyed by stamp and, optionally, frame_id::
 
-    stamp_ns,waste_bag,metal,...
-    1700000000000000000,1,0,...
+    stamp_ns,frame_id,waste_bag,metal,...
+    1700000000000000000,cam_left,1,0,...
+    1700000000000000000,cam_right,0,1,...
 
 with 1 positive, 0 negative, -1 ignore. Its classes are matched to the bundle's by name, so
-their order may differ. Matching uses the stamp alone (not ``frame_id``): every frame stamped
-``t`` is scored against the ground truth of ``t``; repeated in-bag stamps keep the first.
-Metrics are the ``mmsag eval`` family at the bundle's thresholds.
+their order may differ. A frame is scored against the ground truth of its ``(stamp,
+frame_id)``: hardware-triggered cameras share stamps, so the stamp alone would score one
+camera against another's truth. Ground truth without a frame_id (a table without the
+``frame_id`` column, an empty cell, an empty ``header.frame_id``) stands for every camera at its
+stamp that has no truth of its own. A repeated ``(stamp, frame_id)`` is an error in a table; in
+a bag the first message counts. Metrics are the ``mmsag eval`` family at the bundle's
+thresholds.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BagEvaluation",
+    "GroundTruth",
     "evaluate_bag",
     "evaluate_bag_live",
     "read_gt_csv",
@@ -60,10 +66,11 @@ class BagEvaluation:
         labels: The bundle's label set (column order of ``scores`` and ``targets``).
         report: Metrics at the classifier's thresholds.
         stamps_ns: (N,) header stamps of the scored frames, in bag order.
+        frame_ids: (N,) their ``header.frame_id``.
         scores: (N, C) classifier scores.
         targets: (N, C) matched targets (1, 0, -1).
         frames: Image messages read (offline) or sent to the node (live).
-        unmatched: Scored frames without ground truth for their stamp.
+        unmatched: Frames (labels, live) without ground truth for their stamp and frame_id.
         unreadable: Reason -> count of frames or ground-truth messages that could not be used.
         live: The replay through the node, for a live evaluation.
     """
@@ -73,6 +80,7 @@ class BagEvaluation:
     labels: LabelSet
     report: MetricReport
     stamps_ns: np.ndarray
+    frame_ids: list[str]
     scores: np.ndarray
     targets: np.ndarray
     frames: int
@@ -110,57 +118,121 @@ def _reorder(names: tuple[str, ...], labels: LabelSet, where: str) -> np.ndarray
     return np.array([names.index(n) for n in labels.names])
 
 
-def read_gt_csv(path: Path, labels: LabelSet) -> dict[int, np.ndarray]:
-    """Read a ``stamp_ns,<class>...`` table into stamp -> target in the bundle's class order.
+@dataclass
+class GroundTruth:
+    """Targets in the bundle's class order, by header stamp and frame_id.
+
+    Attributes:
+        by_frame: ``(stamp_ns, frame_id)`` -> target of that camera's frame.
+        by_stamp: ``stamp_ns`` -> target of every frame at that stamp without one of its own
+            (ground truth that names no frame_id).
+    """
+
+    by_frame: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    by_stamp: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.by_frame) + len(self.by_stamp)
+
+    def get(self, stamp_ns: int, frame_id: str) -> np.ndarray | None:
+        """The target of the frame ``(stamp_ns, frame_id)``, or None."""
+        target = self.by_frame.get((stamp_ns, frame_id))
+        return self.by_stamp.get(stamp_ns) if target is None else target
+
+    def frame_ids(self) -> set[str]:
+        """The frame_ids truth is given for (empty when all of it names none)."""
+        return {frame_id for _, frame_id in self.by_frame}
+
+
+def read_gt_csv(path: Path, labels: LabelSet) -> GroundTruth:
+    """Read a ``stamp_ns[,frame_id],<class>...`` table into ground truth in bundle order.
+
+    Without the ``frame_id`` column, or with an empty cell, a row stands for every camera at
+    its stamp (see :class:`GroundTruth`).
 
     Raises:
         DatasetError: Missing file or header, a stamp that is not an integer, values other
-            than 1/0/-1, a repeated stamp, classes that differ from the bundle's.
+            than 1/0/-1, a repeated (stamp, frame_id), classes that differ from the bundle's.
     """
     path = Path(path)
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
-            rows = [row for row in csv.reader(stream) if any(cell.strip() for cell in row)]
+            # Lines counted with the blank ones, so an error names the line an editor shows.
+            rows = [
+                (line, row)
+                for line, row in enumerate(csv.reader(stream), start=1)
+                if any(cell.strip() for cell in row)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DatasetError(f"cannot read ground-truth table {path}: {err}") from err
-    if not rows or rows[0][0].strip() != "stamp_ns":
-        raise DatasetError(f"{path}: the first line must be 'stamp_ns,<class1>,<class2>,...'")
-    order = _reorder(tuple(c.strip() for c in rows[0][1:]), labels, str(path))
-    table: dict[int, np.ndarray] = {}
-    for line, row in enumerate(rows[1:], start=2):
+    header = [cell.strip() for cell in rows[0][1]] if rows else []
+    if not header or header[0] != "stamp_ns":
+        raise DatasetError(
+            f"{path}: the first line must be 'stamp_ns,[frame_id,]<class1>,<class2>,...'"
+        )
+    first_class = 2 if header[1:2] == ["frame_id"] else 1
+    order = _reorder(tuple(header[first_class:]), labels, str(path))
+    truth = GroundTruth()
+    seen: dict[tuple[int, str], int] = {}
+    for line, row in rows[1:]:
         try:
             stamp = int(row[0])
-            values = np.array([float(v) for v in row[1:]], dtype=np.float32)
+            values = np.array([float(v) for v in row[first_class:]], dtype=np.float32)
         except ValueError as err:
             raise DatasetError(f"{path}, line {line}: {err}; expected integers") from err
         if values.size != order.size or not np.isin(values, (-1.0, 0.0, 1.0)).all():
             raise DatasetError(
-                f"{path}, line {line}: need {order.size} values of 1, 0 or -1, got {row[1:]}"
+                f"{path}, line {line}: need {order.size} values of 1, 0 or -1, "
+                f"got {row[first_class:]}"
             )
-        if stamp in table:
-            raise DatasetError(f"{path}, line {line}: stamp {stamp} appears twice")
-        table[stamp] = values[order]
-    return table
+        frame_id = row[1].strip() if first_class == 2 else ""
+        if (stamp, frame_id) in seen:
+            which = f"frame_id {frame_id!r}" if frame_id else "no frame_id"
+            raise DatasetError(
+                f"{path}, line {line}: stamp {stamp} with {which} is already on line "
+                f"{seen[stamp, frame_id]}"
+            )
+        seen[stamp, frame_id] = line
+        if frame_id:
+            truth.by_frame[stamp, frame_id] = values[order]
+        else:
+            truth.by_stamp[stamp] = values[order]
+    return truth
 
 
-def _gt_from_bag(bag: Path, topic: str, labels: LabelSet, counts: ReadCounts) -> dict[int, Any]:
-    table: dict[int, np.ndarray] = {}
+def _gt_from_bag(bag: Path, topic: str, labels: LabelSet, counts: ReadCounts) -> GroundTruth:
+    truth = GroundTruth()
     orders: dict[tuple[str, ...], np.ndarray] = {}
     for record in iter_ground_truth(bag, topic=topic, counts=counts):
         if record.class_names not in orders:
             orders[record.class_names] = _reorder(record.class_names, labels, f"{bag}:{topic}")
-        table.setdefault(record.stamp_ns, record.target[orders[record.class_names]])
-    if not table:
+        target = record.target[orders[record.class_names]]
+        if record.frame_id:
+            truth.by_frame.setdefault((record.stamp_ns, record.frame_id), target)
+        else:
+            truth.by_stamp.setdefault(record.stamp_ns, target)
+    if not truth:
         raise BagError(f"bag {bag} has no readable ground truth on {topic}")
-    return table
+    return truth
 
 
 def _load_truth(
     bag: Path, labels: LabelSet, gt_topic: str, gt_csv: Path | None, counts: ReadCounts
-) -> dict[int, np.ndarray]:
+) -> GroundTruth:
     if gt_csv is not None:
         return read_gt_csv(gt_csv, labels)
     return _gt_from_bag(bag, gt_topic, labels, counts)
+
+
+def _unmatched_hint(truth: GroundTruth, frame_ids: set[str]) -> str:
+    """Why frames found no ground truth, when their frame_ids are not the truth's."""
+    named = truth.frame_ids()
+    if not named or frame_ids <= named:
+        return "check the stamps of --gt-topic/--gt-csv"
+    return (
+        f"frames have frame_ids {sorted(frame_ids)}, the ground truth {sorted(named)}: check "
+        f"--gt-topic/--gt-csv (leave frame_id empty for truth that holds for every camera)"
+    )
 
 
 def _score(
@@ -180,6 +252,7 @@ class _Scorer:
         self.unreadable = unreadable
         self.pending: list[tuple[FrameRecord, np.ndarray]] = []
         self.stamps: list[int] = []
+        self.frame_ids: list[str] = []
         self.scores: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
 
@@ -190,6 +263,7 @@ class _Scorer:
 
     def _keep(self, frame: FrameRecord, target: np.ndarray, prediction: Any) -> None:
         self.stamps.append(frame.stamp_ns)
+        self.frame_ids.append(frame.frame_id)
         self.scores.append(np.asarray(prediction.scores, dtype=np.float64))
         self.targets.append(target)
 
@@ -225,13 +299,13 @@ def evaluate_bag(
     device: str = "cpu",
     batch_size: int = 8,
 ) -> BagEvaluation:
-    """Classify every frame of a bag and score it against ground truth matched by stamp.
+    """Classify every frame of a bag and score it against ground truth matched by header.
 
     Args:
         bag: rosbag2 folder or storage file.
         bundle: Bundle directory or loaded Bundle.
         gt_topic: Topic of ground-truth ``MultiLabel`` messages (ignored with ``gt_csv``).
-        gt_csv: A ``stamp_ns,<class>...`` table instead of in-bag ground truth.
+        gt_csv: A ``stamp_ns[,frame_id],<class>...`` table instead of in-bag ground truth.
         image_topics: Frame topics to score; None scores all Image/CompressedImage topics.
         backend: Classifier backend (``auto``, ``onnxruntime``, ``torch``, ``tensorrt``).
         device: Classifier device.
@@ -251,12 +325,14 @@ def evaluate_bag(
     unreadable: Counter[str] = Counter()
     scorer = _Scorer(classifier, batch_size, unreadable)
     unmatched = 0
+    unmatched_ids: set[str] = set()
     for frame in iter_frames(bag, topics=image_topics, counts=frame_counts):
         if frame.error is not None:
             continue
-        target = truth.get(frame.stamp_ns)
+        target = truth.get(frame.stamp_ns, frame.frame_id)
         if target is None:
             unmatched += 1
+            unmatched_ids.add(frame.frame_id)
             continue
         scorer.add(frame, target)
     scorer.flush()
@@ -265,8 +341,8 @@ def evaluate_bag(
     if not scorer.scores:
         raise BagError(
             f"no frame of {bag} could be scored: {frame_counts.messages} image messages, "
-            f"{unmatched} without ground truth for their stamp, "
-            f"{sum(unreadable.values())} unreadable; check --gt-topic/--gt-csv stamps"
+            f"{unmatched} without ground truth for their stamp and frame_id, "
+            f"{sum(unreadable.values())} unreadable; {_unmatched_hint(truth, unmatched_ids)}"
         )
     meter, report = _score(scorer.scores, scorer.targets, classifier.thresholds)
     if unreadable:
@@ -279,6 +355,7 @@ def evaluate_bag(
         labels=labels,
         report=report,
         stamps_ns=np.array(scorer.stamps, dtype=np.int64),
+        frame_ids=scorer.frame_ids,
         scores=meter.scores,
         targets=meter.targets,
         frames=frame_counts.messages,
@@ -309,7 +386,7 @@ def evaluate_bag_live(
         bag: rosbag2 folder or storage file.
         bundle: Bundle directory the node loads.
         gt_topic: Topic of ground-truth ``MultiLabel`` messages (ignored with ``gt_csv``).
-        gt_csv: A ``stamp_ns,<class>...`` table instead of in-bag ground truth.
+        gt_csv: A ``stamp_ns[,frame_id],<class>...`` table instead of in-bag ground truth.
         image_topics: Camera topics to replay; None replays all of them.
         rate: Replay speed factor; above what the node sustains, it drops frames.
         backend: The node's inference backend (None: the parameter file's, else ``auto``).
@@ -337,7 +414,7 @@ def evaluate_bag_live(
 
     def announce(label: LiveLabel) -> None:
         if on_label is not None:
-            on_label(label, truth.get(label.stamp_ns))
+            on_label(label, truth.get(label.stamp_ns, label.frame_id))
 
     run = replay_through_sorter(
         bag,
@@ -352,11 +429,12 @@ def evaluate_bag_live(
         on_label=announce,
         stop=stop,
     )
-    stamps, scores, targets = [], [], []
+    stamps, frame_ids, scores, targets = [], [], [], []
     for label in run.labels:
-        target = truth.get(label.stamp_ns)
+        target = truth.get(label.stamp_ns, label.frame_id)
         if target is not None:
             stamps.append(label.stamp_ns)
+            frame_ids.append(label.frame_id)
             scores.append(label.scores)
             targets.append(target)
     unreadable = Counter(gt_counts.unreadable)
@@ -365,8 +443,9 @@ def evaluate_bag_live(
     if not scores:
         raise BagError(
             f"no label of the sorter matched ground truth in {bag}: {run.sent} frames sent, "
-            f"{len(run.labels)} labelled, {run.node.rejected} rejected, "
-            f"{run.not_received} never reached the node"
+            f"{len(run.labels)} labelled, {run.node.rejected} rejected, {run.node.failed} "
+            f"failed, {run.not_received} never reached the node; "
+            f"{_unmatched_hint(truth, {label.frame_id for label in run.labels})}"
         )
     # The node's thresholds: a parameter file may have replaced the bundle's.
     meter, report = _score(scores, targets, run.labels[0].thresholds)
@@ -376,6 +455,7 @@ def evaluate_bag_live(
         labels=loaded.labels,
         report=report,
         stamps_ns=np.array(stamps, dtype=np.int64),
+        frame_ids=frame_ids,
         scores=meter.scores,
         targets=meter.targets,
         frames=run.sent,
@@ -387,21 +467,28 @@ def evaluate_bag_live(
 
 def _live_lines(run: LiveRun) -> list[str]:
     summary = run.summary()
-    latency, inference = summary["latency_ms"], summary["inference_ms"]
+    latency, node, inference = (
+        summary[key] for key in ("latency_ms", "node_latency_ms", "inference_ms")
+    )
     lines = [
         f"live, through a sorter node ({run.backend or 'backend unknown'}): {run.sent} frames "
         f"sent in {run.replay_s:.1f} s, {len(run.labels)} labelled, {run.node.rejected} "
-        f"rejected as undecodable",
+        f"rejected as undecodable, {run.node.failed} failed in the node",
         f"  dropped in the node under its latest-frame policy: {run.node.dropped}; never "
         f"reached it: {run.not_received} (overwritten in its keep-last-1 DDS queue, lost in "
         f"transport or not deserializable)",
     ]
+    if run.node.last_failure:
+        lines.append(f"  last failure in the node: {run.node.last_failure}")
     if latency["p50"] is not None:
-        lines.append(
+        lines += [
             f"  latency, frame published -> label received: p50 {latency['p50']:.1f}, "
             f"p95 {latency['p95']:.1f}, p99 {latency['p99']:.1f}, max {latency['max']:.1f} ms; "
-            f"inference p50 {inference['p50']:.1f} ms"
-        )
+            f"inference p50 {inference['p50']:.1f} ms",
+            f"  the node's latency_ms, frame stamped at publication -> label published: "
+            f"p50 {node['p50']:.1f}, p95 {node['p95']:.1f}, p99 {node['p99']:.1f}, "
+            f"max {node['max']:.1f} ms",
+        ]
     if run.stray_labels:
         lines.append(f"  {run.stray_labels} labels matched no frame sent in this replay")
     if not run.complete and not run.interrupted:
@@ -424,9 +511,11 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
     (out_dir / "report.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
     with (out_dir / "scores.csv").open("w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["stamp_ns", *evaluation.labels.names])
-        for stamp, row in zip(evaluation.stamps_ns, evaluation.scores, strict=True):
-            writer.writerow([int(stamp), *(f"{v:.6f}" for v in row)])
+        # The ground-truth table's layout, so the two line up row by row.
+        writer.writerow(["stamp_ns", "frame_id", *evaluation.labels.names])
+        rows = zip(evaluation.stamps_ns, evaluation.frame_ids, evaluation.scores, strict=True)
+        for stamp, frame_id, row in rows:
+            writer.writerow([int(stamp), frame_id, *(f"{v:.6f}" for v in row)])
     plot_pr_curves(
         evaluation.scores, evaluation.targets, evaluation.labels, out_dir / "pr_curves.png"
     )

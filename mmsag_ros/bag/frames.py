@@ -38,6 +38,7 @@ __all__ = [
     "iter_ground_truth",
     "open_bag",
     "raw_messages",
+    "restamp_cdr",
     "ros_image_classes",
     "stamp_to_ns",
 ]
@@ -72,6 +73,22 @@ def cdr_header(raw: bytes) -> tuple[int, str]:
         raise BagError("CDR header with a bad frame_id length")
     frame_id = bytes(raw[16 : 16 + length - 1]).decode("utf-8", errors="replace")
     return sec * 1_000_000_000 + nanosec, frame_id
+
+
+def restamp_cdr(raw: bytes, stamp_ns: int) -> bytes:
+    """A copy of a serialized message that starts with a ``std_msgs/Header``, restamped.
+
+    Only the eight stamp bytes change, so a replay can restamp a multi-megabyte frame without
+    deserializing it; ``frame_id`` and the payload stay as they were.
+
+    Raises:
+        BagError: The bytes are not CDR with a header (see :func:`cdr_header`).
+    """
+    cdr_header(raw)
+    endian = "<" if raw[1] == 1 else ">"
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    stamp = struct.pack(f"{endian}iI", sec, nanosec)
+    return b"".join((raw[:4], stamp, memoryview(raw)[12:]))
 
 
 @dataclass

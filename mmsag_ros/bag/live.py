@@ -5,11 +5,14 @@
 replays the bag into it with :func:`~mmsag_ros.bag.play.play_bag` and collects every
 ``MultiLabel`` it publishes, keyed to the frame it describes by header stamp and ``frame_id``.
 
-Latency is measured in this process on one monotonic clock, from the moment the player
-publishes a frame to the moment its label arrives, so it includes both DDS hops. (The node's
-own ``latency_ms`` counts from the capture stamp, which in a replay lies in the past.) The
-node's ``/diagnostics`` totals say how many frames it received, dropped under its latest-frame
-policy and rejected as undecodable; frames sent but never received were lost in transport.
+The replay restamps every frame with the time it is published, so the node's own
+``latency_ms`` (which counts from ``header.stamp``) measures the node rather than the bag's
+age; each label is mapped back to the recorded frame through its restamped ``(stamp,
+frame_id)``, and reported (and recorded) with the recorded stamp. Latency is also measured in
+this process on one monotonic clock, from the moment the player publishes a frame to the moment
+its label arrives, so it includes both DDS hops. The node's ``/diagnostics`` totals say how many
+frames it received, dropped under its latest-frame policy, rejected as undecodable or failed to
+classify; frames sent but never received were lost in transport.
 
 The replay publishes the bag's camera topics in the current ROS domain: give it a
 ``ROS_DOMAIN_ID`` of its own when a real cell runs on the same network.
@@ -41,6 +44,7 @@ from mmsag_ros.bag.frames import (
     cdr_header,
     image_connections,
     open_bag,
+    restamp_cdr,
     stamp_to_ns,
 )
 from mmsag_ros.errors import BagError, ConfigError
@@ -52,8 +56,10 @@ _log = logging.getLogger(__name__)
 NODE_NAME = "mmsag_bag_eval_sorter"
 OUTPUT_TOPIC = "/mmsag_bag_eval/labels"
 _DIAGNOSTICS_PERIOD_S = 0.5
-# A /diagnostics report counts a frame only once the frame has crossed DDS: take the totals
-# from a report made at least this long after the last frame was sent.
+# A /diagnostics report counts a frame only once the frame has crossed DDS. A frame the node has
+# not received by the end of the replay may be crossing still or lost for good (overwritten in
+# its keep-last-1 queue, dropped in transport), which look the same from outside: unless every
+# frame arrived, take the totals from a report made at least this long after the replay.
 _TRANSPORT_MARGIN_NS = 250_000_000
 _POLL_S = 0.05
 
@@ -63,13 +69,15 @@ class LiveLabel:
     """One ``MultiLabel`` the sorter published during the replay.
 
     Attributes:
-        stamp_ns: ``header.stamp`` (that of the frame it describes), integer nanoseconds.
+        stamp_ns: The recorded ``header.stamp`` of the frame it describes, integer nanoseconds
+            (the node saw the frame restamped).
         frame_id: ``header.frame_id``.
         scores: (C,) float64 scores in model order.
         decisions: (C,) bool decisions at the node's thresholds.
         thresholds: (C,) the thresholds the node decided with.
         latency_ms: Frame published by the player -> label received here.
         inference_ms: The node's ``inference_time_ms`` for the batch holding the frame.
+        node_latency_ms: The node's ``latency_ms``: restamped frame -> label published.
     """
 
     stamp_ns: int
@@ -79,28 +87,59 @@ class LiveLabel:
     thresholds: np.ndarray
     latency_ms: float
     inference_ms: float
+    node_latency_ms: float
 
 
 @dataclass
 class NodeCounts:
-    """The sorter's own totals, from its last ``/diagnostics`` report.
+    """The sorter's own totals, from one ``/diagnostics`` report.
+
+    The node reads them under one lock, so ``received == published + dropped + rejected +
+    failed + in_flight`` holds in every report.
 
     Attributes:
         received: Frames that reached its subscription callbacks.
         published: Labels it published.
         dropped: Frames overwritten by a newer one before inference (latest-frame policy).
         rejected: Frames it could not decode.
+        failed: Frames whose inference or publication raised.
+        in_flight: Frames received and not yet published, dropped, rejected or failed.
+        last_failure: Why the last failed frame failed ("" if none did).
     """
 
     received: int = 0
     published: int = 0
     dropped: int = 0
     rejected: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    last_failure: str = ""
 
-    @property
-    def idle(self) -> bool:
-        """Every received frame is accounted for: none is waiting or being classified."""
-        return self.received == self.published + self.dropped + self.rejected
+    @classmethod
+    def from_values(cls, values: dict[str, str]) -> NodeCounts:
+        """Parse a sorter status's key/values.
+
+        A node that predates the ``failed`` and ``in_flight`` keys counts no failures, and
+        what its totals leave unaccounted is in flight.
+
+        Raises:
+            KeyError: A total is missing.
+            ValueError: A total is not an integer.
+        """
+        received, published, dropped, rejected = (
+            int(values[key]) for key in ("received", "published", "dropped", "rejected")
+        )
+        failed = int(values.get("failed", 0))
+        unaccounted = received - published - dropped - rejected - failed
+        return cls(
+            received=received,
+            published=published,
+            dropped=dropped,
+            rejected=rejected,
+            failed=failed,
+            in_flight=int(values.get("in_flight", unaccounted)),
+            last_failure=values.get("last_failure", ""),
+        )
 
 
 @dataclass
@@ -110,12 +149,13 @@ class LiveRun:
     Attributes:
         sent: Frames the player published.
         labels: Labels that matched a sent frame, in arrival order.
-        node: The node's totals at the end.
+        node: The node's totals in the report the replay settled on (else its last one).
         stray_labels: Labels whose stamp and frame_id match no sent frame.
         model_id: The bundle's model id, as the node reported it.
         backend: The backend the node ran.
         replay_s: Wall time of the replay.
-        complete: The node reported every received frame accounted for before it was stopped.
+        complete: After the replay the node reported nothing in flight and every label it
+            had published had arrived here, before it was stopped.
         interrupted: The replay was stopped early.
         recorded: The bag the labels were written to, or None.
     """
@@ -147,9 +187,13 @@ class LiveRun:
         """Per-label latencies (player publish -> label received), milliseconds."""
         return np.array([label.latency_ms for label in self.labels], dtype=np.float64)
 
+    @property
+    def node_latencies_ms(self) -> np.ndarray:
+        """Per-label ``latency_ms`` of the node (restamped frame -> label published)."""
+        return np.array([label.node_latency_ms for label in self.labels], dtype=np.float64)
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts and latency percentiles."""
-        latencies = self.latencies_ms
         inference = np.array([label.inference_ms for label in self.labels], dtype=np.float64)
 
         def percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -166,19 +210,23 @@ class LiveRun:
             "dropped_in_node": self.node.dropped,
             "not_received_by_node": self.not_received,
             "rejected_by_node": self.node.rejected,
+            "failed_in_node": self.node.failed,
+            "last_failure_in_node": self.node.last_failure,
             "stray_labels": self.stray_labels,
             "complete": self.complete,
             "interrupted": self.interrupted,
             "replay_s": round(self.replay_s, 3),
             "backend": self.backend,
-            "latency_ms": percentiles(latencies),
+            "latency_ms": percentiles(self.latencies_ms),
+            "node_latency_ms": percentiles(self.node_latencies_ms),
             "inference_ms": percentiles(inference),
         }
 
 
 @dataclass
 class _Collected:
-    sent: dict[tuple[int, str], int] = field(default_factory=dict)
+    # Published (restamped) (stamp, frame_id) -> (monotonic send time, recorded stamp).
+    sent: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
     labels: list[LiveLabel] = field(default_factory=list)
     raw_labels: list[tuple[int, bytes]] = field(default_factory=list)
     stray: int = 0
@@ -224,13 +272,13 @@ class _Collector:
         except ExternalShutdownException:
             pass
 
-    def frame_sent(self, topic: str, raw: bytes) -> None:
+    def frame_sent(self, topic: str, published: bytes, recorded: bytes) -> None:
         try:
-            key = cdr_header(raw)
+            key, (recorded_ns, _) = cdr_header(published), cdr_header(recorded)
         except BagError:
             return  # the node will reject it too; it stays counted as sent
         with self.lock:
-            self.data.sent.setdefault(key, time.monotonic_ns())
+            self.data.sent.setdefault(key, (time.monotonic_ns(), recorded_ns))
 
     def _on_raw_label(self, raw: bytes) -> None:
         from rclpy.serialization import deserialize_message
@@ -239,19 +287,23 @@ class _Collector:
         msg = deserialize_message(raw, self._label_type)
         key = (stamp_to_ns(msg.header.stamp), msg.header.frame_id)
         with self.lock:
-            self.data.raw_labels.append((time.time_ns(), raw))
-            sent_ns = self.data.sent.get(key)
-            if sent_ns is None:
+            sent = self.data.sent.get(key)
+            if sent is None:
+                self.data.raw_labels.append((time.time_ns(), raw))
                 self.data.stray += 1
                 return
+            sent_ns, recorded_ns = sent
+            # Recorded with the frame's own stamp, so the labels line up with the source bag.
+            self.data.raw_labels.append((time.time_ns(), restamp_cdr(raw, recorded_ns)))
             label = LiveLabel(
-                stamp_ns=key[0],
+                stamp_ns=recorded_ns,
                 frame_id=key[1],
                 scores=np.asarray(msg.scores, dtype=np.float64),
                 decisions=np.asarray(msg.decisions, dtype=bool),
                 thresholds=np.asarray(msg.thresholds, dtype=np.float32),
                 latency_ms=(arrived_ns - sent_ns) / 1e6,
                 inference_ms=float(msg.inference_time_ms),
+                node_latency_ms=float(msg.latency_ms),
             )
             self.data.labels.append(label)
         if self._on_label is not None:
@@ -263,9 +315,7 @@ class _Collector:
                 continue
             values = {item.key: item.value for item in status.values}
             try:
-                counts = NodeCounts(
-                    *(int(values[k]) for k in ("received", "published", "dropped", "rejected"))
-                )
+                counts = NodeCounts.from_values(values)
             except (KeyError, ValueError):
                 continue
             with self.lock:
@@ -403,25 +453,36 @@ def _wait_until_ready(
         time.sleep(_POLL_S)
 
 
+def _settled(counts: NodeCounts, report_ns: int, arrived: int, sent: int, end_ns: int) -> bool:
+    """Whether a /diagnostics report ends the replay.
+
+    It must be made after the replay, with nothing in flight in the node and every label it
+    counts arrived here; unless the node received every frame sent, also late enough for
+    frames still crossing DDS to have arrived (``_TRANSPORT_MARGIN_NS``).
+    """
+    if report_ns < end_ns or counts.in_flight != 0 or arrived < counts.published:
+        return False
+    return counts.received >= sent or report_ns >= end_ns + _TRANSPORT_MARGIN_NS
+
+
 def _wait_until_settled(
-    process: subprocess.Popen[bytes], collector: _Collector, replay_end_ns: int, timeout_s: float
-) -> bool:
-    """Wait for a report, made after the replay, with every frame accounted for and labelled."""
+    process: subprocess.Popen[bytes],
+    collector: _Collector,
+    sent: int,
+    replay_end_ns: int,
+    timeout_s: float,
+) -> NodeCounts | None:
+    """The node's totals once the replay has settled (see :func:`_settled`); None on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
         with collector.lock:
             data = collector.data
             counts, stamp_ns = data.counts, data.counts_stamp_ns
             arrived = len(data.labels) + data.stray
-        if (
-            counts is not None
-            and stamp_ns >= replay_end_ns + _TRANSPORT_MARGIN_NS
-            and counts.idle
-            and arrived >= counts.published
-        ):
-            return True
+        if counts is not None and _settled(counts, stamp_ns, arrived, sent, replay_end_ns):
+            return counts
         time.sleep(_POLL_S)
-    return False
+    return None
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -488,7 +549,8 @@ def replay_through_sorter(
         on_label: Called from a background thread with each label as it arrives.
         stop: Set it to end the replay early; what arrived until then is returned.
         startup_timeout_s: How long the node may take to load the bundle and subscribe.
-        settle_timeout_s: How long to wait after the replay for the last frames' labels.
+        settle_timeout_s: How long to wait after the replay for the node to finish the frames
+            it holds; only a node stuck on a frame (or a silent one) waits it out.
 
     Raises:
         BagError: Unreadable bag, no or mixed image topics, a sorter that fails to start.
@@ -537,9 +599,12 @@ def replay_through_sorter(
                 stop=stop,
                 node_name="mmsag_bag_eval_play",
                 on_publish=collector.frame_sent,
+                restamp=True,
             )
             replay_s = time.monotonic() - started
-            complete = _wait_until_settled(process, collector, time.time_ns(), settle_timeout_s)
+            settled = _wait_until_settled(
+                process, collector, summary.total, time.time_ns(), settle_timeout_s
+            )
         finally:
             _stop(process)
         succeeded = True
@@ -548,22 +613,25 @@ def replay_through_sorter(
         if succeeded and not keep_log:  # a failed run's log is named in its error
             log_path.unlink(missing_ok=True)
     data = collector.data
-    if not complete and not stop.is_set():
+    last = data.counts or NodeCounts()
+    if settled is None and not stop.is_set():
         _log.warning(
-            "the sorter did not account for every frame within %.0f s; counts may be short",
+            "the sorter did not account for every frame within %.0f s (%d still in flight); "
+            "counts may be short",
             settle_timeout_s,
+            last.in_flight,
         )
     if record is not None:
         _record(record, record_storage, data.raw_labels)
     return LiveRun(
         sent=summary.total,
         labels=data.labels,
-        node=data.counts or NodeCounts(),
+        node=last if settled is None else settled,
         stray_labels=data.stray,
         model_id=data.model_id,
         backend=data.backend,
         replay_s=replay_s,
-        complete=complete,
+        complete=settled is not None,
         interrupted=summary.interrupted,
         recorded=record,
     )

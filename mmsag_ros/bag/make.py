@@ -1,7 +1,8 @@
 """Writing a dataset split into a rosbag2: camera frames plus ground-truth ``MultiLabel``.
 
 Each image becomes one ``sensor_msgs/Image`` (rgb8) or ``CompressedImage`` (JPEG) and one
-``mmsag_ros/MultiLabel`` on the ground-truth topic with the same header. Ground-truth
+``mmsag_ros/MultiLabel`` on the ground-truth topic with the same header, ``frame_id``
+included: bags of several cameras merged into one keep each camera's truth apart. Ground-truth
 convention: ``scores`` hold the target (1.0 positive, 0.0 negative, NaN for an ignored entry
 such as a VOC "difficult" object), ``decisions`` are the positives, ``thresholds`` are 0.5 and
 ``model_id`` is ``ground-truth``.

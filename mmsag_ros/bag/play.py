@@ -3,6 +3,10 @@
 Messages are published as the raw CDR bytes stored in the bag (rclpy's ``publish`` of bytes),
 so headers and payloads reach subscribers exactly as recorded, with sensor-data QoS (best
 effort, keep last). Publication times follow the bag's recording times divided by ``rate``.
+
+With ``restamp`` each frame's ``header.stamp`` becomes the time it is published (``frame_id``
+and payload unchanged): a node's latency, which counts from the stamp, then measures the node
+instead of the bag's age.
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsag_ros.bag.frames import image_connections, open_bag, raw_messages, ros_image_classes
-from mmsag_ros.errors import ConfigError
+from mmsag_ros.bag.frames import (
+    image_connections,
+    open_bag,
+    raw_messages,
+    restamp_cdr,
+    ros_image_classes,
+)
+from mmsag_ros.errors import BagError, ConfigError
 
 __all__ = ["PlaySummary", "play_bag"]
 
@@ -58,6 +68,26 @@ def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float, stop: An
         stop.wait(0.05)
 
 
+class _Restamper:
+    """Stamps each frame with the publishing node's clock, strictly increasing.
+
+    Strictly, so that no two restamped frames of one replay share a stamp even when the clock
+    reads the same twice: a live evaluation maps each restamped ``(stamp, frame_id)`` back to
+    the recorded frame.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self._last_ns = 0
+
+    def __call__(self, raw: bytes) -> bytes:
+        self._last_ns = max(self._clock.now().nanoseconds, self._last_ns + 1)
+        try:
+            return restamp_cdr(raw, self._last_ns)
+        except BagError:
+            return raw  # no readable header: published as recorded, for the subscriber to refuse
+
+
 def _one_pass(
     bag: Path,
     topics: Sequence[str] | None,
@@ -65,7 +95,8 @@ def _one_pass(
     rate: float,
     stop: threading.Event,
     summary: PlaySummary,
-    on_publish: Callable[[str, bytes], None] | None,
+    on_publish: Callable[[str, bytes, bytes], None] | None,
+    restamp: Callable[[bytes], bytes] | None,
 ) -> bool:
     """Publish the bag once, then wait one mean frame period; False when ``stop`` was set."""
     with open_bag(bag) as reader:
@@ -80,10 +111,11 @@ def _one_pass(
             due = started + (log_time_ns - first_ns) / 1e9 / rate
             if stop.wait(max(0.0, due - time.monotonic())):
                 return False
-            raw = bytes(raw)
+            recorded = bytes(raw)
+            published = recorded if restamp is None else restamp(recorded)
             if on_publish is not None:
-                on_publish(connection.topic, raw)
-            publishers[connection.topic].publish(raw)
+                on_publish(connection.topic, published, recorded)
+            publishers[connection.topic].publish(published)
             summary.published[connection.topic] += 1
     # Without this gap a loop would republish the last frame and the first at once (and a
     # one-frame bag as fast as the CPU allows).
@@ -100,7 +132,8 @@ def play_bag(
     wait_for_subscribers_s: float = 0.0,
     stop: threading.Event | None = None,
     node_name: str = "mmsag_bag_play",
-    on_publish: Callable[[str, bytes], None] | None = None,
+    on_publish: Callable[[str, bytes, bytes], None] | None = None,
+    restamp: bool = False,
 ) -> PlaySummary:
     """Publish a bag's Image/CompressedImage topics with the recorded timing.
 
@@ -115,8 +148,10 @@ def play_bag(
             before the first message (best-effort messages sent earlier are lost).
         stop: Set it (e.g. from a SIGINT handler or another thread) to end the replay.
         node_name: Name of the publishing node.
-        on_publish: Called with ``(topic, raw CDR bytes)`` just before each message is
-            published (a live evaluation takes its send time there).
+        on_publish: Called with ``(topic, CDR bytes as published, as recorded)`` just before
+            each message is published (a live evaluation takes its send time there).
+        restamp: Replace each message's ``header.stamp`` with the current time of the
+            publishing node's clock (strictly increasing within the replay).
 
     Raises:
         ConfigError: A non-positive rate or negative wait.
@@ -148,7 +183,8 @@ def play_bag(
             }
             _wait_for_subscribers(publishers, wait_for_subscribers_s, stop)
             _log.info("playing %s at %.2fx: %s", bag, rate, ", ".join(sorted(types)))
-            while _one_pass(bag, topics, publishers, rate, stop, summary, on_publish):
+            stamper = _Restamper(node.get_clock()) if restamp else None
+            while _one_pass(bag, topics, publishers, rate, stop, summary, on_publish, stamper):
                 summary.loops += 1
                 if not loop:
                     break

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     play.add_argument("--loop", action="store_true", help="start over at the end (Ctrl-C stops)")
     play.add_argument("--topics", nargs="+", help="image topics to publish (default: all)")
     play.add_argument(
+        "--restamp",
+        action="store_true",
+        help="stamp each frame with the time it is published (frame_id unchanged), so a "
+        "node's latency_ms measures the node, not the bag's age",
+    )
+    play.add_argument(
         "--wait-for-subscribers",
         type=float,
         default=2.0,
@@ -52,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--bundle", type=Path, required=True, help="exported bundle folder")
     truth = evaluate.add_mutually_exclusive_group()
     truth.add_argument("--gt-topic", default="/waste/labels_gt", help="in-bag ground truth")
-    truth.add_argument("--gt-csv", type=Path, help="stamp_ns,<class>... ground-truth table")
+    truth.add_argument(
+        "--gt-csv", type=Path, help="stamp_ns[,frame_id],<class>... ground-truth table"
+    )
     evaluate.add_argument("--topics", nargs="+", help="image topics to score (default: all)")
     evaluate.add_argument("--out", type=Path, help="report folder (default: <bag>_eval)")
     evaluate.add_argument(
@@ -120,6 +128,7 @@ def _play(args: argparse.Namespace) -> int:
             topics=args.topics,
             wait_for_subscribers_s=args.wait_for_subscribers,
             stop=stop,
+            restamp=args.restamp,
         )
     topics = ", ".join(f"{topic}: {count}" for topic, count in sorted(summary.published.items()))
     ending = "interrupted" if summary.interrupted else "done"

@@ -197,8 +197,10 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
     if state.type_mismatches:
         return DiagnosticStatus.ERROR, f"wrong message type on {', '.join(state.type_mismatches)}"
     # Frames keep arriving but no label has gone out for a whole staleness period.
-    if stats.window_received and not stats.window_published and (
-        stats.since_last_label_s > stale_after_s
+    if (
+        stats.window_received
+        and not stats.window_published
+        and (stats.since_last_label_s > stale_after_s)
     ):
         reason = f": {stats.last_failure}" if stats.window_failed else ""
         return DiagnosticStatus.ERROR, f"input arriving, no labels for {stale_after_s:g} s{reason}"

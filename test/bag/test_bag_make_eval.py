@@ -11,9 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from bag.bag_helpers import CAMERAS, truth_by_frame, two_camera_bag
 from runtime.runtime_helpers import make_bundle
 
-from mmsag_ros.bag.evaluate import evaluate_bag
+from mmsag_ros.bag.evaluate import evaluate_bag, read_gt_csv, write_bag_evaluation
 from mmsag_ros.bag.frames import ReadCounts, iter_frames, iter_ground_truth
 from mmsag_ros.bag.make import GT_TOPIC, ground_truth_scores, make_bag
 from mmsag_ros.cli import main
@@ -157,6 +158,93 @@ def test_gt_csv_gives_the_same_metrics_in_any_class_order(dataset, bundle, tmp_p
         evaluate_bag(bag, bundle, gt_csv=table, backend="onnxruntime")
 
 
+def _write_table(path: Path, names: list[str], rows: list[tuple[int, str, np.ndarray]]) -> None:
+    """A ``stamp_ns,frame_id,<class>...`` ground-truth table."""
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["stamp_ns", "frame_id", *names])
+        writer.writerows(
+            [stamp, frame_id, *(int(v) for v in target)] for stamp, frame_id, target in rows
+        )
+
+
+def test_two_cameras_with_shared_stamps_are_scored_against_their_own_truth(
+    dataset, bundle, classifier, tmp_path
+):
+    other = tmp_path / "other"
+    generate_dataset(other, num_trainval=1, num_test=5, image_size=(64, 48), seed=9)
+    datasets = dict(zip(CAMERAS, (dataset, other), strict=True))
+    bag = tmp_path / "two_cameras"
+    two_camera_bag(datasets, bag, fps=FPS, start_ns=START_NS)
+    truth = truth_by_frame(datasets, classifier.labels, fps=FPS, start_ns=START_NS)
+    frames = list(iter_frames(bag))
+    assert len({f.stamp_ns for f in frames}) == 5 and len(frames) == 10
+
+    def check(evaluation) -> None:
+        assert (evaluation.frames, evaluation.unmatched) == (10, 0)
+        keys = list(zip(evaluation.stamps_ns.tolist(), evaluation.frame_ids, strict=True))
+        assert keys == [(f.stamp_ns, f.frame_id) for f in frames]
+        np.testing.assert_array_equal(evaluation.targets, np.stack([truth[k] for k in keys]))
+        expected = [classifier.classify_one(f.image, f.color_order).scores for f in frames]
+        np.testing.assert_allclose(evaluation.scores, np.stack(expected), atol=1e-6)
+
+    # In-bag truth: each camera's MultiLabel carries its frame_id.
+    check(evaluate_bag(bag, bundle, backend="onnxruntime"))
+    # The same truth as a table with a frame_id column, rows in any order.
+    table = tmp_path / "gt.csv"
+    names = list(classifier.labels.names)
+    _write_table(table, names, [(s, f, t) for (s, f), t in reversed(truth.items())])
+    check(evaluate_bag(bag, bundle, gt_csv=table, backend="onnxruntime"))
+
+    # scores.csv has the table's layout: stamp and frame_id, then the classes.
+    out = tmp_path / "report"
+    write_bag_evaluation(evaluate_bag(bag, bundle, backend="onnxruntime"), out)
+    with (out / "scores.csv").open() as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == ["stamp_ns", "frame_id", *names]
+    assert [(int(r[0]), r[1]) for r in rows[1:]] == [(f.stamp_ns, f.frame_id) for f in frames]
+
+
+def test_truth_without_frame_id_covers_every_camera_without_its_own(classifier, tmp_path):
+    names = list(classifier.labels.names)
+    ones, zeros = np.ones(len(names)), np.zeros(len(names))
+    table = tmp_path / "gt.csv"
+    # Old form, no frame_id column: a row stands for every camera at its stamp.
+    table.write_text(f"stamp_ns,{','.join(names)}\n5,{','.join('1' * len(names))}\n")
+    truth = read_gt_csv(table, classifier.labels)
+    for frame_id in ("cam_left", "cam_right", ""):
+        np.testing.assert_array_equal(truth.get(5, frame_id), ones)
+    assert truth.get(6, "cam_left") is None
+    # An empty frame_id cell is the same; a camera's own row wins over it.
+    _write_table(table, names, [(5, "", ones), (5, "cam_left", zeros)])
+    truth = read_gt_csv(table, classifier.labels)
+    np.testing.assert_array_equal(truth.get(5, "cam_left"), zeros)
+    np.testing.assert_array_equal(truth.get(5, "cam_right"), ones)
+    # Truth for one camera is not another camera's.
+    _write_table(table, names, [(5, "cam_left", ones)])
+    assert read_gt_csv(table, classifier.labels).get(5, "cam_right") is None
+
+
+def test_a_repeated_stamp_and_frame_id_in_a_table_names_both_lines(classifier, tmp_path):
+    names = list(classifier.labels.names)
+    target = np.zeros(len(names))
+    table = tmp_path / "gt.csv"
+    _write_table(table, names, [(5, "cam_left", target), (5, "cam_right", target)])
+    assert len(read_gt_csv(table, classifier.labels)) == 2  # one stamp, two cameras: fine
+    _write_table(table, names, [(5, "cam_left", target), (6, "cam_left", target)] * 2)
+    with pytest.raises(
+        DatasetError, match=r"line 4: stamp 5 with frame_id 'cam_left' is already on line 2"
+    ):
+        read_gt_csv(table, classifier.labels)
+    # Blank lines count: the line named is the one an editor shows.
+    rows = "\n".join(f"{stamp},{','.join('0' * len(names))}" for stamp in (5, 6, 5))
+    table.write_text(f"stamp_ns,{','.join(names)}\n\n{rows}\n")
+    with pytest.raises(
+        DatasetError, match=r"gt.csv, line 5: stamp 5 with no frame_id is already on line 3"
+    ):
+        read_gt_csv(table, classifier.labels)
+
+
 def test_cli_make_and_eval_write_reports(dataset, bundle, tmp_path, capsys):
     bag = tmp_path / "cli_bag"
     argv = ["bag", "make", "--data", str(dataset), "--out", str(bag), "--storage", "sqlite3"]
@@ -204,7 +292,14 @@ def test_eval_without_ground_truth_or_matching_stamps(dataset, bundle, tmp_path)
     table = tmp_path / "gt.csv"
     names = list(read_voc(dataset, "test").labels.names)
     table.write_text(f"stamp_ns,{','.join(names)}\n5,{','.join('1' * len(names))}\n")
-    with pytest.raises(BagError, match="5 without ground truth for their stamp"):
+    with pytest.raises(BagError, match="5 without ground truth for their stamp and frame_id"):
+        evaluate_bag(bag, bundle, gt_csv=table, backend="onnxruntime")
+    # Truth for another camera: the error says whose frames lack it.
+    stamps = [f.stamp_ns for f in iter_frames(bag)]
+    _write_table(table, names, [(stamp, "cam_other", np.ones(len(names))) for stamp in stamps])
+    with pytest.raises(
+        BagError, match=r"frame_ids \['camera_optical_frame'\], the ground truth \['cam_other'\]"
+    ):
         evaluate_bag(bag, bundle, gt_csv=table, backend="onnxruntime")
 
 

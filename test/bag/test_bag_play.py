@@ -86,7 +86,7 @@ def test_play_loops_real_bag_with_headers_intact_and_stops_on_sigint(ros_env):
     try:
         process = _play(bag, "--loop", "--rate", "5", "--wait-for-subscribers", "20", env=ros_env)
         try:
-            subscriber.wait_for(3 * len(recorded), timeout_s=30.0)
+            subscriber.wait_for(3 * len(recorded), timeout_s=120.0)
             process.send_signal(signal.SIGINT)
             stdout, stderr = process.communicate(timeout=10)
         finally:
@@ -111,8 +111,9 @@ def test_play_once_publishes_every_frame_and_returns(ros_env):
     subscriber = _Subscriber(int(ros_env["ROS_DOMAIN_ID"]))
     try:
         process = _play(bag, "--wait-for-subscribers", "20", env=ros_env)
-        stdout, stderr = process.communicate(timeout=30)
-        subscriber.wait_for(len(recorded), timeout_s=2.0)
+        stdout, stderr = process.communicate(timeout=120)
+        # Returns as soon as all arrived; the bound only ends a run in which some never do.
+        subscriber.wait_for(len(recorded), timeout_s=30.0)
     finally:
         subscriber.close()
     assert process.returncode == 0, stderr
@@ -120,6 +121,29 @@ def test_play_once_publishes_every_frame_and_returns(ros_env):
     assert [_fields(m) for m in subscriber.received] == [
         _fields(deserialize_message(raw, CompressedImage)) for raw in recorded
     ]
+
+
+def test_play_restamp_stamps_frames_at_publication_and_keeps_the_rest(ros_env):
+    bag = REAL_BAGS[0]
+    recorded = [deserialize_message(raw, CompressedImage) for raw in _recorded(bag)]
+    subscriber = _Subscriber(int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        before_ns = time.time_ns()
+        process = _play(bag, "--restamp", "--wait-for-subscribers", "20", env=ros_env)
+        stdout, stderr = process.communicate(timeout=120)
+        after_ns = time.time_ns()
+        subscriber.wait_for(len(recorded), timeout_s=30.0)
+    finally:
+        subscriber.close()
+    assert process.returncode == 0, stderr
+    assert stdout.startswith("done: published")
+    received = subscriber.received
+    assert len(received) == len(recorded)
+    # frame_id and payload as recorded; the stamps are the replay's own, strictly increasing.
+    assert [_fields(m)[2:] for m in received] == [_fields(m)[2:] for m in recorded]
+    stamps = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in received]
+    assert stamps == sorted(set(stamps))
+    assert before_ns <= stamps[0] and stamps[-1] <= after_ns
 
 
 def test_play_rejects_bad_options_before_starting_ros(tmp_path):
