@@ -60,12 +60,12 @@ class SorterStats:
         self._cameras: tuple[str, ...] = ()
         self._in_flight: dict[int, float] = {}  # ticket -> monotonic time received
         self._next_ticket = 0
-        self._received = self._published = self._dropped = 0
-        self._rejected = self._failed = self._debug_images = 0
+        self._received = self._debug_images = 0
+        self._totals = dict.fromkeys(("published", "dropped", "rejected", "failed"), 0)
         self._last_failure = self._last_rejection = ""
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCIES)
         self._started_s = self._window_start_s = time.monotonic()
-        self._window = {"received": 0, "published": 0, "rejected": 0, "failed": 0}
+        self._window: dict[str, int] = {}  # counts since the last snapshot, by outcome
         self._last_frame_s: dict[str, float] = {}
         self._last_label_s: float | None = None
         self._watch_start_s = self._started_s
@@ -86,49 +86,48 @@ class SorterStats:
             self._next_ticket += 1
             self._in_flight[ticket] = now
             self._received += 1
-            self._window["received"] += 1
+            self._window["received"] = self._window.get("received", 0) + 1
             self._last_frame_s[camera] = now
         return ticket
+
+    def _settle(self, ticket: int, outcome: str) -> bool:
+        # Called with the lock held. A ticket settles once; a second outcome is refused.
+        if self._in_flight.pop(ticket, None) is None:
+            return False
+        self._totals[outcome] += 1
+        self._window[outcome] = self._window.get(outcome, 0) + 1
+        return True
 
     def frame_dropped(self, ticket: int) -> bool:
         """Settle a frame overwritten by a newer one, or discarded when the worker stopped."""
         with self._lock:
-            if self._in_flight.pop(ticket, None) is None:
-                return False
-            self._dropped += 1
-        return True
+            return self._settle(ticket, "dropped")
 
     def frame_rejected(self, ticket: int, reason: str) -> bool:
         """Settle a frame that could not be decoded or was refused before inference."""
         with self._lock:
-            if self._in_flight.pop(ticket, None) is None:
-                return False
-            self._rejected += 1
-            self._window["rejected"] += 1
-            self._last_rejection = reason
-        return True
+            settled = self._settle(ticket, "rejected")
+            if settled:
+                self._last_rejection = reason
+        return settled
 
     def frame_failed(self, ticket: int, reason: str) -> bool:
         """Settle a frame whose inference or publication raised; ``reason`` is kept."""
         with self._lock:
-            if self._in_flight.pop(ticket, None) is None:
-                return False
-            self._failed += 1
-            self._window["failed"] += 1
-            self._last_failure = reason
-        return True
+            settled = self._settle(ticket, "failed")
+            if settled:
+                self._last_failure = reason
+        return settled
 
     def label_published(self, ticket: int, latency_ms: float) -> bool:
         """Settle a frame whose MultiLabel went out, with its end-to-end latency."""
         now = time.monotonic()
         with self._lock:
-            if self._in_flight.pop(ticket, None) is None:
-                return False
-            self._published += 1
-            self._window["published"] += 1
-            self._latencies_ms.append(latency_ms)
-            self._last_label_s = now
-        return True
+            settled = self._settle(ticket, "published")
+            if settled:
+                self._latencies_ms.append(latency_ms)
+                self._last_label_s = now
+        return settled
 
     def debug_image_published(self) -> None:
         """Count a published debug overlay."""
@@ -147,20 +146,17 @@ class SorterStats:
             )
             snapshot = StatsSnapshot(
                 received=self._received,
-                published=self._published,
-                dropped=self._dropped,
-                rejected=self._rejected,
-                failed=self._failed,
+                **self._totals,
                 in_flight=len(self._in_flight),
                 oldest_in_flight_age_s=now - oldest,
                 last_failure=self._last_failure,
                 last_rejection=self._last_rejection,
                 debug_images=self._debug_images,
                 window_s=max(now - self._window_start_s, 1e-9),
-                window_received=self._window["received"],
-                window_published=self._window["published"],
-                window_rejected=self._window["rejected"],
-                window_failed=self._window["failed"],
+                window_received=self._window.get("received", 0),
+                window_published=self._window.get("published", 0),
+                window_rejected=self._window.get("rejected", 0),
+                window_failed=self._window.get("failed", 0),
                 latencies_ms=np.array(self._latencies_ms, dtype=np.float64),
                 stale_cameras=stale,
                 since_last_label_s=now - (self._last_label_s or self._watch_start_s),
@@ -168,7 +164,7 @@ class SorterStats:
             if new_window:
                 self._latencies_ms.clear()
                 self._window_start_s = now
-                self._window = dict.fromkeys(self._window, 0)
+                self._window = {}
         return snapshot
 
 
