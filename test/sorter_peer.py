@@ -30,6 +30,9 @@ from support import multilabel_summary
 from mmsag_ros.data.synth_scene import render_scene
 
 ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+# How long any wait may take before the peer gives up: only reached when something is broken,
+# so generous enough for a loaded CI machine.
+WAIT_S = 60.0
 GOOD_AFTER_BAD = 100  # index of the good frame sent after the bad ones
 THRESHOLD_INDICES = (101, 102)  # frames sent after setting threshold=0, then restoring it
 
@@ -127,7 +130,7 @@ class Peer:
             )
             self.diagnostics.append(report)
 
-    def report_after(self, done, *, start: int | None = None, timeout_s: float = 30.0) -> dict:
+    def report_after(self, done, *, start: int | None = None, timeout_s: float = WAIT_S) -> dict:
         """The first /diagnostics report (received after index ``start``) for which ``done``
         holds; {} if none came in ``timeout_s``."""
         first = len(self.diagnostics) if start is None else start
@@ -158,7 +161,7 @@ class Peer:
             self.rclpy.spin_once(self.node, timeout_sec=0.02)
         return True
 
-    def wait_connected(self, timeout_s: float = 20.0) -> None:
+    def wait_connected(self, timeout_s: float = WAIT_S) -> None:
         ok = self.spin_until(
             lambda: (
                 all(p.get_subscription_count() > 0 for p in self.pubs.values())
@@ -191,11 +194,11 @@ class Peer:
         from rclpy.parameter import Parameter
 
         client = self.node.create_client(SetParameters, "/sorter/set_parameters")
-        client.wait_for_service(timeout_sec=10.0)
+        client.wait_for_service(timeout_sec=WAIT_S)
         future = client.call_async(
             SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
         )
-        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
+        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=WAIT_S)
         result = future.result().results[0]
         return {"successful": result.successful, "reason": result.reason}
 
@@ -204,19 +207,19 @@ class Peer:
         from lifecycle_msgs.srv import ChangeState
 
         client = self.node.create_client(ChangeState, "/sorter/change_state")
-        client.wait_for_service(timeout_sec=10.0)
+        client.wait_for_service(timeout_sec=WAIT_S)
         request = ChangeState.Request(transition=Transition(id=transition_id))
         future = client.call_async(request)
-        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=30.0)
+        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=WAIT_S)
         return bool(future.result().success)
 
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
 
         client = self.node.create_client(GetState, "/sorter/get_state")
-        client.wait_for_service(timeout_sec=10.0)
+        client.wait_for_service(timeout_sec=WAIT_S)
         future = client.call_async(GetState.Request())
-        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
+        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=WAIT_S)
         return future.result().current_state.label
 
 
@@ -229,7 +232,7 @@ def scenario(peer: Peer, count: int) -> dict:
         for cam, index in batch:
             peer.send(cam, index)
             sent.append(index)
-        peer.spin_until(lambda b=batch: all(i in peer.labels for _, i in b), 15.0)
+        peer.spin_until(lambda b=batch: all(i in peer.labels for _, i in b), WAIT_S)
     cam = peer.cameras[0]
     frame, _ = make_frame(0)
     bad = [
@@ -241,15 +244,15 @@ def scenario(peer: Peer, count: int) -> dict:
         # Its own batch, not overwritten by the next: wait until the node has rejected it.
         peer.report_after(lambda d, n=count: int(d.get("rejected", 0)) >= n, start=0)
     peer.send(cam, GOOD_AFTER_BAD)
-    peer.spin_until(lambda: GOOD_AFTER_BAD in peer.labels, 15.0)
+    peer.spin_until(lambda: GOOD_AFTER_BAD in peer.labels, WAIT_S)
     params = {"zero": peer.set_parameter("threshold", 0.0)}
     peer.send(cam, THRESHOLD_INDICES[0])
-    peer.spin_until(lambda: THRESHOLD_INDICES[0] in peer.labels, 15.0)
+    peer.spin_until(lambda: THRESHOLD_INDICES[0] in peer.labels, WAIT_S)
     params["too_high"] = peer.set_parameter("threshold", 1.5)
     params["wrong_length"] = peer.set_parameter("class_thresholds", [0.5, 0.5, 0.5])
     params["restore"] = peer.set_parameter("threshold", -1.0)
     peer.send(cam, THRESHOLD_INDICES[1])
-    peer.spin_until(lambda: THRESHOLD_INDICES[1] in peer.labels, 15.0)
+    peer.spin_until(lambda: THRESHOLD_INDICES[1] in peer.labels, WAIT_S)
     settled = peer.settled_report(rejected=2, published=len(peer.labels))
     # A camera that never sent a frame turns stale once stale_after_s has passed.
     stale = peer.report_after(lambda d: "cam_idle" in d.get("stale_cameras", ""), start=0)
@@ -279,7 +282,7 @@ def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
     good = frames[-1][2]
     for index, fmt, data in frames:
         pub.publish(_compressed_msg(peer, index, fmt, data))
-        peer.spin_until(lambda i=index: i in peer.labels, 15.0)
+        peer.spin_until(lambda i=index: i in peer.labels, WAIT_S)
     bad_data = {
         "truncated": good[: len(good) // 2],
         "garbage": b"garbage" * 20,
@@ -326,7 +329,7 @@ def _report_covering(peer: Peer, published: int, debug_images: int = 0) -> dict[
             and int(d.get("debug_images_published", 0)) >= debug_images
         ]
 
-    peer.spin_until(lambda: bool(covering()), 10.0)
+    peer.spin_until(lambda: bool(covering()), WAIT_S)
     found = covering()
     return found[0] if found else {}
 
@@ -340,11 +343,11 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
     from mmsag_ros.ros.qos import image_qos
 
     peer.wait_connected()
-    peer.spin_until(lambda: peer.node.count_publishers("debug_image") > 0, 10.0)
+    peer.spin_until(lambda: peer.node.count_publishers("debug_image") > 0, WAIT_S)
     cam = peer.cameras[0]
     for index in range(count):
         peer.send(cam, index)
-        peer.spin_until(lambda i=index: i in peer.labels, 15.0)
+        peer.spin_until(lambda i=index: i in peer.labels, WAIT_S)
     unwatched = _report_covering(peer, count)
     images: dict[int, object] = {}
     subscription = peer.node.create_subscription(
@@ -353,12 +356,12 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
         lambda m: images.__setitem__(frame_index(m.header.frame_id), m),
         image_qos("reliable", 10),
     )
-    peer.spin_until(lambda: subscription.get_publisher_count() > 0, 10.0)
+    peer.spin_until(lambda: subscription.get_publisher_count() > 0, WAIT_S)
     # The node draws only for a subscriber it has matched: wait until it reports one.
     peer.report_after(lambda d: int(d.get("debug_image_subscribers", 0)) > 0)
     for index in range(count, 2 * count):
         peer.send(cam, index)
-        peer.spin_until(lambda i=index: i in peer.labels and i in images, 15.0)
+        peer.spin_until(lambda i=index: i in peer.labels and i in images, WAIT_S)
     watched = _report_covering(peer, 2 * count, len(images))
     received = {}
     for index, msg in images.items():
@@ -401,19 +404,19 @@ def lifecycle(peer: Peer, expect: str, retry_topics: str | None) -> dict:
     peer.wait_connected()
     cam = peer.cameras[0]
     peer.send(cam, 0)
-    result["label_while_active"] = peer.spin_until(lambda: 0 in peer.labels, 30.0)
+    result["label_while_active"] = peer.spin_until(lambda: 0 in peer.labels, WAIT_S)
     result["static_while_active"] = peer.set_parameter("camera_topics", ["other"])
     result["dynamic_while_active"] = peer.set_parameter("threshold", 0.25)
     result["deactivate"] = peer.change_state(Transition.TRANSITION_DEACTIVATE)
     # The gate itself: an inactive sorter has no camera subscription at all.
     result["unsubscribed_while_inactive"] = peer.spin_until(
-        lambda: peer.pubs[cam].get_subscription_count() == 0, 30.0
+        lambda: peer.pubs[cam].get_subscription_count() == 0, WAIT_S
     )
     peer.send(cam, 1)
     result["reactivate"] = peer.change_state(Transition.TRANSITION_ACTIVATE)
     peer.wait_connected()
     peer.send(cam, 2)
-    result["label_after_reactivate"] = peer.spin_until(lambda: 2 in peer.labels, 30.0)
+    result["label_after_reactivate"] = peer.spin_until(lambda: 2 in peer.labels, WAIT_S)
     result["labels"] = sorted(peer.labels)
     result["deactivate_again"] = peer.change_state(Transition.TRANSITION_DEACTIVATE)
     result["cleanup"] = peer.change_state(Transition.TRANSITION_CLEANUP)

@@ -51,7 +51,7 @@ def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env,
         peer = start_python(
             PEER, "debug", "--count", str(COUNT), "--out-dir", str(tmp_path), env=ros_env
         )
-        out, err = peer.communicate(timeout=120)
+        out, err = peer.communicate(timeout=600)
         assert peer.returncode == 0, err
         result = json.loads(out.strip().splitlines()[-1])
         assert node.poll() is None, "the node died"

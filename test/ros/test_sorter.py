@@ -43,7 +43,7 @@ def broken_bundle_dir(bundle_dir, tmp_path_factory) -> Path:
 
 def _run_peer(env: dict[str, str], *args: str) -> dict:
     peer = start_python(PEER, *args, env=env)
-    out, err = peer.communicate(timeout=120)
+    out, err = peer.communicate(timeout=600)
     assert peer.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])
 
@@ -86,7 +86,7 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
         assert len(label["peaks"]) == len(bundle.labels)
         np.testing.assert_allclose(label["peaks"], prediction.peaks, atol=1e-3)
         assert label["inference_time_ms"] > 0
-        assert 0 < label["latency_ms"] < 10_000
+        assert 0 < label["latency_ms"] < 60_000  # from the capture stamp, not from 1970
         if index != sorter_peer.THRESHOLD_INDICES[0]:
             np.testing.assert_allclose(label["thresholds"], bundle.thresholds, atol=1e-6)
             assert label["decisions"] == prediction.decisions.tolist()
