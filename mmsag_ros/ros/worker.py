@@ -198,6 +198,7 @@ class FrameWorker:
         self._slots: dict[str, Frame] = {}
         self._cond = threading.Condition()
         self._stop = False
+        self._exited = False
         self._close_on_exit = False
         self._max_rate_hz = max_rate_hz
         self._pending_thresholds: np.ndarray | None = None
@@ -240,7 +241,8 @@ class FrameWorker:
     def close_classifier_when_done(self) -> None:
         """Close the classifier now if the thread has ended, else when it ends."""
         with self._cond:
-            if self.running:
+            # Not ``running``: a thread past its last look at the flag may still be alive.
+            if self._thread is not None and not self._exited:
                 self._close_on_exit = True
                 return
         self._classifier.close()
@@ -309,6 +311,7 @@ class FrameWorker:
                         self._stats.frame_failed(frame.ticket, _reason(err))
         finally:
             with self._cond:
+                self._exited = True
                 close = self._close_on_exit
             if close:
                 self._classifier.close()
