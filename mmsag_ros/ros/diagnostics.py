@@ -64,11 +64,10 @@ class SorterStats:
         self._totals = dict.fromkeys(("published", "dropped", "rejected", "failed"), 0)
         self._last_failure = self._last_rejection = ""
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCIES)
-        self._started_s = self._window_start_s = time.monotonic()
+        self._window_start_s = self._watch_start_s = time.monotonic()
         self._window: dict[str, int] = {}  # counts since the last snapshot, by outcome
         self._last_frame_s: dict[str, float] = {}
         self._last_label_s: float | None = None
-        self._watch_start_s = self._started_s
 
     def watch(self, cameras: tuple[str, ...]) -> None:
         """Start watching ``cameras`` for staleness (at activate); silence counts from now."""
@@ -196,7 +195,7 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
     if (
         stats.window_received
         and not stats.window_published
-        and (stats.since_last_label_s > stale_after_s)
+        and stats.since_last_label_s > stale_after_s
     ):
         reason = f": {stats.last_failure}" if stats.window_failed else ""
         return DiagnosticStatus.ERROR, f"input arriving, no labels for {stale_after_s:g} s{reason}"

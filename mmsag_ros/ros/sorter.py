@@ -187,8 +187,7 @@ class SorterNode(LifecycleNode):
         if params.debug_image:
             # Reliable, so image viewers (reliable by default) match; depth 1: newest only.
             self._debug_pub = self.create_publisher(Image, "debug_image", image_qos("reliable", 1))
-        with self._output_lock:
-            self._generation += 1
+        # _stop_input moves the generation on, so each worker's generation is its own.
         self._worker = FrameWorker(
             classifier,
             stats=self._stats,

@@ -54,7 +54,7 @@ DEFAULT_MAX_INPUT_PIXELS = 67_108_864
 
 @dataclass
 class Frame:
-    """One waiting camera message, its ledger ticket and when it arrived (monotonic seconds).
+    """One waiting camera message and its ledger ticket (which also holds its arrival time).
 
     ``image`` and ``color_order`` are filled by the worker once the message is decoded, so the
     publish callback can draw on the frame without decoding it again. ``generation`` names the
@@ -64,7 +64,6 @@ class Frame:
 
     camera: str
     msg: Image | CompressedImage
-    received_s: float
     ticket: int = -1
     generation: int = 0
     image: np.ndarray | None = None
@@ -250,7 +249,7 @@ class FrameWorker:
     def offer(self, camera: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame of ``camera`` (called from subscription callbacks)."""
         ticket = self._stats.frame_received(camera)
-        frame = Frame(camera, msg, time.monotonic(), ticket, self.generation)
+        frame = Frame(camera, msg, ticket, self.generation)
         with self._cond:
             if self._stop:
                 overwritten: Frame | None = frame  # too late: the worker is stopping

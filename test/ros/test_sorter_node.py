@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
 from rclpy.parameter import Parameter
 from runtime.runtime_helpers import make_bundle
-from worker_support import WAIT_S, GatedClassifier, frame_msg, settled
+from worker_support import WAIT_S, GatedClassifier, frame_msg, frame_pixels, settled
 
 from mmsag_ros.ros.sorter import SorterNode
 from mmsag_ros.ros.worker import Frame
@@ -74,14 +73,13 @@ def test_deactivate_with_a_stuck_batch_hands_the_model_to_the_batch(node):
 def test_labels_never_go_through_an_inactive_output_or_an_old_worker(node):
     assert node.trigger_configure() == Ret.SUCCESS
     classifier = node._classifier
-    image = np.asarray(frame_msg(0).data).reshape(48, 64, 3)
-    prediction = classifier.classify_one(image, "rgb")
+    prediction = classifier.classify_one(frame_pixels(0), "rgb")
     # Configured but inactive: rclpy would discard the message, so it must not count as sent.
     with pytest.raises(RuntimeError, match="labels publisher is not active"):
-        node._publish(Frame("image", frame_msg(0), 0.0, generation=node._generation), prediction)
+        node._publish(Frame("image", frame_msg(0), generation=node._generation), prediction)
     assert node.trigger_activate() == Ret.SUCCESS
     current = node._worker.generation
-    assert node._publish(Frame("image", frame_msg(1), 0.0, generation=current), prediction) >= 0
+    assert node._publish(Frame("image", frame_msg(1), generation=current), prediction) >= 0
     # A frame taken by the worker of an earlier activation is refused.
     with pytest.raises(RuntimeError, match="worker was stopped"):
-        node._publish(Frame("image", frame_msg(2), 0.0, generation=current - 1), prediction)
+        node._publish(Frame("image", frame_msg(2), generation=current - 1), prediction)

@@ -17,7 +17,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from runtime.runtime_helpers import make_bundle
 from sensor_msgs.msg import CompressedImage
-from worker_support import WAIT_S, GatedClassifier, Publisher, frame_msg, settled
+from worker_support import WAIT_S, GatedClassifier, Publisher, frame_msg, frame_pixels, settled
 
 from mmsag_ros.errors import ImageConversionError
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, StatsSnapshot, sorter_status
@@ -78,7 +78,7 @@ def test_every_frame_is_published_dropped_or_rejected(classifier):
     assert (final.received, final.published, final.dropped, final.rejected) == (4, 2, 1, 1)
     assert final.failed == 0 and balanced(final)
     assert "yuv422" in rejects[0]
-    expected = classifier.classify_one(np.asarray(frame_msg(2).data).reshape(48, 64, 3), "rgb")
+    expected = classifier.classify_one(frame_pixels(2), "rgb")
     np.testing.assert_allclose(publisher.labels["cam/2"].scores, expected.scores, atol=1e-5)
 
 

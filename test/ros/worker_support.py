@@ -58,9 +58,13 @@ class Publisher:
         return 1.0
 
 
+def frame_pixels(index: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """The rgb8 pixels of frame ``index``, ``size`` = (width, height)."""
+    return np.random.default_rng(index).integers(0, 256, (size[1], size[0], 3), np.uint8)
+
+
 def frame_msg(index: int, size: tuple[int, int] = (64, 48)):
-    pixels = np.random.default_rng(index).integers(0, 256, (size[1], size[0], 3), np.uint8)
-    msg = array_to_image(pixels, "rgb8")
+    msg = array_to_image(frame_pixels(index, size), "rgb8")
     msg.header.frame_id = f"cam/{index}"
     return msg
 
