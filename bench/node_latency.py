@@ -83,8 +83,10 @@ def stats(values: Any) -> dict[str, float]:
     }
 
 
-def node_command(kind: str, bundle: Path, timing: Path | None) -> list[str]:
-    params = [f"bundle:={bundle}", "backend:=onnxruntime", "autostart:=true"]
+def node_command(
+    kind: str, bundle: Path, timing: Path | None, extra: tuple[str, ...] = ()
+) -> list[str]:
+    params = [f"bundle:={bundle}", "backend:=onnxruntime", "autostart:=true", *extra]
     if kind == "baseline":
         cmd = [sys.executable, str(BENCH / "baseline_node.py"), "--bundle", str(bundle)]
         return cmd + (["--timing-out", str(timing)] if timing else [])
@@ -108,8 +110,12 @@ def run_case(
     work: Path,
     timed: bool = False,
     records: bool = False,
+    params: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Start the node and the peer, sample the node's RSS until the peer ends, collect."""
+    """Start the node and the peer, sample the node's RSS until the peer ends, collect.
+
+    ``params`` are extra sorter parameters (``name:=value``), e.g. ``precision:=int8``.
+    """
     env = ros_env()
     timing = work / f"{name}_timing.json" if timed else None
     peer_out = work / f"{name}_peer.json"
@@ -119,7 +125,11 @@ def run_case(
         flush=True,
     )
     node = subprocess.Popen(
-        node_command(kind, bundle, timing), env=env, cwd=REPO, stdout=node_log, stderr=node_log
+        node_command(kind, bundle, timing, params),
+        env=env,
+        cwd=REPO,
+        stdout=node_log,
+        stderr=node_log,
     )
     peer_args = [
         sys.executable,
@@ -260,9 +270,9 @@ def offline_stages(bundle: Path, *, iterations: int) -> dict[str, Any]:
     """Conversion and preprocessing of one 1280x720 rgb8 frame, timed in this process."""
     from node_peers import _frame
 
-    from mmsag_ros.export.manifest import load_bundle
+    from mmsag_ros.bundle.manifest import load_bundle
+    from mmsag_ros.bundle.preprocess import preprocess
     from mmsag_ros.ros.conversions import array_to_image, image_to_array
-    from mmsag_ros.runtime.preprocess import preprocess
 
     spec = load_bundle(bundle).spec
     msg = array_to_image(_frame(1280, 720), "rgb8")

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmsag_ros.data.labels import MLKW_LABELS
+from mmsag_ros.bundle.labels import MLKW_LABELS
+from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.export.bundle import export_bundle
-from mmsag_ros.export.manifest import load_bundle
 from mmsag_ros.model import create_model
+from mmsag_ros.model.checkpoint import save_checkpoint
 from mmsag_ros.runtime.backends import create_backend
 from mmsag_ros.runtime.bench import bench_backend, bench_preprocess, machine_info
-from mmsag_ros.train.checkpoint import save_checkpoint
 
 MODELS = ("mmsag_effl0_224", "mmsag_r50_448")
 KINDS = ("onnxruntime", "torch")

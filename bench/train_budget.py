@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mmsag_ros.data.synth import generate_dataset
-from mmsag_ros.train.checkpoint import load_checkpoint
+from mmsag_ros.model.checkpoint import load_checkpoint
 from mmsag_ros.train.config import DataConfig, load_config
 from mmsag_ros.train.evaluate import evaluate_checkpoint
 from mmsag_ros.train.run import run_training

@@ -6,6 +6,7 @@
         camera_topics:=/cam_left/image_raw/compressed,/cam_right/image_raw/compressed
     ros2 launch mmsag_ros sorter.launch.py namespace:=cell_2 bundle:=... \
         camera_topics:=/cell_2/camera/image_raw          # a second cell beside the first
+    ros2 launch mmsag_ros sorter.launch.py bundle:=... precision:=int8   # a bundle variant
 
 ``config/sorter.yaml`` (or ``params_file:=``) holds every default; an argument left empty
 keeps the parameter file's value, so only what differs per cell is given here. ``compressed``
@@ -37,7 +38,14 @@ from mmsag_ros.ros.launch_args import sorter_settings
 __all__ = ["generate_launch_description"]
 
 # The arguments handed to sorter_settings as strings.
-_SETTINGS_ARGUMENTS = ("namespace", "bundle", "camera_topics", "compressed", "use_sim_time")
+_SETTINGS_ARGUMENTS = (
+    "namespace",
+    "bundle",
+    "camera_topics",
+    "compressed",
+    "precision",
+    "use_sim_time",
+)
 
 
 def _sorter(context: LaunchContext) -> list[LifecycleNode]:
@@ -94,6 +102,14 @@ def generate_launch_description() -> LaunchDescription:
                 description=(
                     "true: sensor_msgs/CompressedImage, false: sensor_msgs/Image "
                     "(empty: the parameter file's input_type)"
+                ),
+            ),
+            DeclareLaunchArgument(
+                "precision",
+                default_value="",
+                choices=["", "fp32", "fp16", "int8"],
+                description=(
+                    "Bundle variant to run: fp32, fp16 or int8 (empty: the parameter file's)"
                 ),
             ),
             DeclareLaunchArgument(

@@ -116,10 +116,14 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     from mmsag_ros.bag.evaluate import evaluate_bag_live, write_bag_evaluation
     from mmsag_ros.bag.live import format_live_label
     from mmsag_ros.bag.make import make_bag
+    from mmsag_ros.bundle.manifest import PRECISIONS
     from mmsag_ros.data.synth import generate_dataset
     from mmsag_ros.export.bundle import export_bundle
+    from mmsag_ros.export.precision import VariantScore
+    from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import load_config
     from mmsag_ros.train.run import run_training
+    from mmsag_ros.train.splits import load_split
 
     out = Path(options.out).absolute()
     _prepare_out(out)
@@ -163,9 +167,20 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
         training = run_training(config)
         say(f"   best validation mAP {training.best_val_map:.3f} ({training.best_checkpoint})")
 
-    with _step(f"export the bundle -> {bundle_dir}", timings, say):
-        bundle = export_bundle(training.best_checkpoint, bundle_dir)
-        say(f"   {bundle.model_id}: {bundle.onnx_path.name}, {len(bundle.labels)} classes")
+    with _step(f"export the bundle, fp32 + fp16 + int8 -> {bundle_dir}", timings, say):
+        labels = load_checkpoint(training.best_checkpoint).labels
+        validation = load_split(config.data, "val", labels=labels)
+        bundle = export_bundle(
+            training.best_checkpoint,
+            bundle_dir,
+            precisions=PRECISIONS,
+            calib_dir=data,
+            validation=validation,
+        )
+        say(f"   {bundle.model_id}: {len(bundle.labels)} classes")
+        for precision, entry in bundle.manifest["variants"].items():
+            verdict = "accepted" if entry["accepted"] else "REFUSED"
+            say(f"   {precision} {verdict}: {VariantScore(**entry['accuracy']).summary()}")
 
     with _step(f"the held-out test split as a rosbag of JPEG frames -> {bag}", timings, say):
         made = make_bag(data, bag, split="test", compressed=True, fps=options.fps)

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from support import REPO
 
+from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import ConfigError
-from mmsag_ros.export.manifest import load_bundle
 
 TEST_IMAGES = 8
 

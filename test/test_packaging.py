@@ -158,7 +158,7 @@ def test_pip_install_without_ros_gives_library_and_command(tmp_path):
             str(python),
             "-c",
             # The core needs neither ROS nor torch (that is the [train] extra).
-            "import mmsag_ros.errors, mmsag_ros.runtime.preprocess, mmsag_ros.data.labels, "
+            "import mmsag_ros.errors, mmsag_ros.bundle.preprocess, mmsag_ros.bundle.labels, "
             "mmsag_ros.cli.data; "
             "import importlib.util as u; print(u.find_spec('rclpy'))",
         ],

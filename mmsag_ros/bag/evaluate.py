@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsag_ros.bag.frames import FrameRecord, ReadCounts, iter_frames, iter_ground_truth
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import BagError, DatasetError, ImageConversionError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 
@@ -297,6 +297,7 @@ def evaluate_bag(
     image_topics: list[str] | None = None,
     backend: str = "auto",
     device: str = "cpu",
+    precision: str = "fp32",
     batch_size: int = 8,
 ) -> BagEvaluation:
     """Classify every frame of a bag and score it against ground truth matched by header.
@@ -309,6 +310,7 @@ def evaluate_bag(
         image_topics: Frame topics to score; None scores all Image/CompressedImage topics.
         backend: Classifier backend (``auto``, ``onnxruntime``, ``torch``, ``tensorrt``).
         device: Classifier device.
+        precision: The bundle variant to run (``fp32``, ``fp16``, ``int8``).
         batch_size: Frames per inference call.
 
     Raises:
@@ -318,7 +320,9 @@ def evaluate_bag(
     from mmsag_ros.runtime.classifier import Classifier
 
     bag = Path(bag)
-    classifier = Classifier(bundle, backend=backend, device=device, max_batch=batch_size)
+    classifier = Classifier(
+        bundle, backend=backend, device=device, precision=precision, max_batch=batch_size
+    )
     labels = classifier.labels
     gt_counts, frame_counts = ReadCounts(), ReadCounts()
     truth = _load_truth(bag, labels, gt_topic, gt_csv, gt_counts)
@@ -374,6 +378,7 @@ def evaluate_bag_live(
     rate: float = 1.0,
     backend: str | None = None,
     device: str | None = None,
+    precision: str | None = None,
     params_file: Path | None = None,
     record: Path | None = None,
     log_path: Path | None = None,
@@ -391,6 +396,7 @@ def evaluate_bag_live(
         rate: Replay speed factor; above what the node sustains, it drops frames.
         backend: The node's inference backend (None: the parameter file's, else ``auto``).
         device: The node's device (None: the parameter file's, else ``cpu``).
+        precision: The node's bundle variant (None: the parameter file's, else ``fp32``).
         params_file: The cell's sorter parameter file, to replay with its settings.
         record: Also write the node's labels to this new bag.
         log_path: Keep the node's output in this file.
@@ -404,11 +410,13 @@ def evaluate_bag_live(
         DatasetError: Ground-truth classes differ from the bundle's, malformed CSV.
     """
     from mmsag_ros.bag.live import replay_through_sorter
-    from mmsag_ros.export.manifest import load_bundle
+    from mmsag_ros.bundle.manifest import load_bundle
 
     bag = Path(bag)
     # Fail on a broken bundle or missing ground truth before any process starts.
     loaded = load_bundle(Path(bundle))
+    if precision is not None:
+        loaded.variant(precision)  # a missing variant fails here, not inside the node
     gt_counts = ReadCounts()
     truth = _load_truth(bag, loaded.labels, gt_topic, gt_csv, gt_counts)
 
@@ -423,6 +431,7 @@ def evaluate_bag_live(
         rate=rate,
         backend=backend,
         device=device,
+        precision=precision,
         params_file=params_file,
         record=record,
         log_path=log_path,

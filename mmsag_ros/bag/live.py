@@ -392,6 +392,7 @@ def _sorter_command(
     *,
     backend: str | None,
     device: str | None,
+    precision: str | None,
     params_file: Path | None,
 ) -> list[str]:
     # JSON strings and lists are valid YAML, so paths and topic names arrive unchanged.
@@ -404,7 +405,8 @@ def _sorter_command(
         "autostart": "true",
     }
     # Unless asked for, these come from the cell's parameter file (or the node's defaults).
-    parameters.update({k: v for k, v in (("backend", backend), ("device", device)) if v})
+    chosen = (("backend", backend), ("device", device), ("precision", precision))
+    parameters.update({k: v for k, v in chosen if v})
     command = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
     command += ["-r", f"__node:={NODE_NAME}"]
     if params_file is not None:
@@ -521,6 +523,7 @@ def replay_through_sorter(
     rate: float = 1.0,
     backend: str | None = None,
     device: str | None = None,
+    precision: str | None = None,
     params_file: Path | None = None,
     record: Path | None = None,
     record_storage: str = "mcap",
@@ -540,6 +543,8 @@ def replay_through_sorter(
         backend: The node's ``backend`` parameter; None keeps the parameter file's or the
             node's default (``auto``).
         device: The node's ``device`` parameter; None keeps the file's or ``cpu``.
+        precision: The node's ``precision`` parameter (bundle variant); None keeps the
+            file's or ``fp32``.
         params_file: The cell's sorter parameter file (``config/sorter.yaml`` layout), so the
             replay runs with its thresholds, batch size, QoS and rate cap. The bundle, the
             camera topics, the input type and the output topic are always the replay's.
@@ -581,6 +586,7 @@ def replay_through_sorter(
         input_type,
         backend=backend,
         device=device,
+        precision=precision,
         params_file=params_file,
     )
     collector = _Collector(on_label)

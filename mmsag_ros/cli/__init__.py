@@ -26,7 +26,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mmsag_ros.cli.train", "train an MM-SAG model"),
     "eval": ("mmsag_ros.cli.eval", "score a checkpoint on a dataset split"),
     "export": ("mmsag_ros.cli.export", "export a checkpoint to a deployable bundle"),
-    "verify": ("mmsag_ros.cli.verify", "check every available backend against ONNX Runtime"),
+    "engine": ("mmsag_ros.cli.engine", "build the TensorRT engine of a bundle on this GPU"),
+    "verify": ("mmsag_ros.cli.verify", "check every backend and variant against ONNX Runtime"),
     "bench": ("mmsag_ros.cli.bench", "latency and throughput per backend and batch size"),
     "bag": ("mmsag_ros.cli.bag", "make, replay and evaluate rosbags"),
     "demo": ("mmsag_ros.cli.demo", "end-to-end demo on synthetic data, through a live node"),
@@ -35,15 +36,17 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: a retired option (--fp16) must fail, not turn into a new one (--fp16-bar).
     parser = argparse.ArgumentParser(
         prog="mmsag",
+        allow_abbrev=False,
         description="MM-SAG multi-label waste classification: train, export, run, evaluate.",
     )
     parser.add_argument("--version", action="version", version=f"mmsag {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks; re-raise errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in _COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
+        sub = commands.add_parser(name, help=summary, description=summary, allow_abbrev=False)
         sub.set_defaults(_module=module_name)
         # Argument definitions are cheap; only run() may import heavy libraries.
         _load(module_name).add_arguments(sub)

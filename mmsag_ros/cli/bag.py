@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the sub-commands ``make``, ``play`` and ``eval`` and their options."""
     actions = parser.add_subparsers(dest="bag_action", metavar="ACTION", required=True)
 
-    make = actions.add_parser("make", help="write a dataset split as frames + ground truth")
+    make = actions.add_parser(
+        "make", allow_abbrev=False, help="write a dataset split as frames + ground truth"
+    )
     make.add_argument("--data", type=Path, required=True, help="VOC root of the dataset")
     make.add_argument("--out", type=Path, required=True, help="new bag folder (never overwritten)")
     make.add_argument("--split", default="test", help="image set to write (default: test)")
@@ -34,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--gt-topic", default="/waste/labels_gt", help="ground-truth topic")
     make.add_argument("--frame-id", default="camera_optical_frame", help="header.frame_id")
 
-    play = actions.add_parser("play", help="publish a bag's image topics with recorded timing")
+    play = actions.add_parser(
+        "play", allow_abbrev=False, help="publish a bag's image topics with recorded timing"
+    )
     play.add_argument("bag", type=Path, help="rosbag2 folder or .mcap/.db3 file")
     play.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1.0)")
     play.add_argument("--loop", action="store_true", help="start over at the end (Ctrl-C stops)")
@@ -53,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait up to this long for subscribers before publishing (default 2)",
     )
 
-    evaluate = actions.add_parser("eval", help="score a bundle on a bag's frames")
+    evaluate = actions.add_parser(
+        "eval", allow_abbrev=False, help="score a bundle on a bag's frames"
+    )
     evaluate.add_argument("bag", type=Path, help="rosbag2 folder or .mcap/.db3 file")
     evaluate.add_argument("--bundle", type=Path, required=True, help="exported bundle folder")
     truth = evaluate.add_mutually_exclusive_group()
@@ -68,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument(
         "--device", help="cpu, cuda, cuda:N or auto (default: cpu, or the node's file)"
+    )
+    evaluate.add_argument(
+        "--precision", help="bundle variant fp32, fp16 or int8 (default: fp32, or the node's file)"
     )
     evaluate.add_argument("--batch-size", type=int, default=8, help="offline frames per call")
     live = evaluate.add_argument_group(
@@ -138,8 +147,8 @@ def _play(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
+    from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.errors import ConfigError
-    from mmsag_ros.export.manifest import load_bundle
 
     out_dir = args.out or args.bag.parent / f"{args.bag.name}_eval"
     if not args.live and (args.record or args.sorter_params or args.rate != 1.0):
@@ -164,6 +173,7 @@ def _eval(args: argparse.Namespace) -> int:
                 rate=args.rate,
                 backend=args.backend,
                 device=args.device,
+                precision=args.precision,
                 params_file=args.sorter_params,
                 record=args.record,
                 log_path=out_dir / "sorter.log",
@@ -179,6 +189,7 @@ def _eval(args: argparse.Namespace) -> int:
             image_topics=args.topics,
             backend=args.backend or "auto",
             device=args.device or "cpu",
+            precision=args.precision or "fp32",
             batch_size=args.batch_size,
         )
     print(write_bag_evaluation(evaluation, out_dir))

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "torch:cuda; unavailable ones are skipped)",
     )
     parser.add_argument(
+        "--precisions", default="fp32", help="comma-separated bundle variants (default fp32)"
+    )
+    parser.add_argument(
         "--batch-sizes", type=int, nargs="+", default=[1, 4, 8], help="default: 1 4 8"
     )
     parser.add_argument(
@@ -36,13 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark, print the table and optionally write JSON."""
-    from mmsag_ros.export.manifest import load_bundle
+    from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.runtime.bench import DEFAULT_BACKENDS, format_bench_report, run_bench
 
     options = {"onnxruntime": {"intra_op_threads": args.threads}} if args.threads else {}
     report = run_bench(
         load_bundle(args.bundle),
         backends=args.backends or DEFAULT_BACKENDS,
+        precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
         batch_sizes=args.batch_sizes,
         iterations=args.iterations,
         warmup=args.warmup,

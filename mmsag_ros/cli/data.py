@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``stats`` and ``synth`` with their own options."""
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION", required=True)
     for name, (module_name, summary) in _ACTIONS.items():
-        sub = actions.add_parser(name, help=summary, description=summary)
+        sub = actions.add_parser(name, help=summary, description=summary, allow_abbrev=False)
         importlib.import_module(module_name).add_arguments(sub)
 
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the per-class table."""
-    from mmsag_ros.train.checkpoint import load_checkpoint
+    from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import DataConfig
     from mmsag_ros.train.evaluate import evaluate_checkpoint, write_evaluation
     from mmsag_ros.train.run import resolve_device

@@ -1,20 +1,34 @@
-"""``mmsag export``: turn a checkpoint into a deployable bundle and print what was written."""
+"""``mmsag export``: turn a checkpoint into a deployable bundle and print what was written.
+
+``--precision fp32,fp16,int8`` writes one ONNX per variant; each reduced variant is scored
+against fp32 on ``--val-data`` and refused (file not kept, numbers in the manifest) when it
+misses its bar. A refusal prints its numbers and makes the command exit 1, after the bundle
+with the accepted variants has been written. TensorRT engines are built on the target with
+``mmsag engine``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = ["add_arguments", "format_summary", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``mmsag export``."""
+    from mmsag_ros.export.precision import (
+        CALIBRATION_METHODS,
+        DEFAULT_BARS,
+        DEFAULT_CALIBRATION_IMAGES,
+    )
+
     parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument(
@@ -24,36 +38,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave out the attention maps (logits only: a minimal engine)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a bundle in --out")
-    parser.add_argument(
+    parser.add_argument("--rtol", type=float, default=1e-4, help="ONNX parity tolerance")
+    variants = parser.add_argument_group("precision variants (scored against fp32)")
+    variants.add_argument(
+        "--precision",
+        default="fp32",
+        help="comma-separated ONNX variants: fp32 (always written), fp16, int8 (default: fp32)",
+    )
+    variants.add_argument("--val-data", type=Path, help="dataset holding the validation split")
+    variants.add_argument("--val-format", choices=["voc", "coco", "csv"], default="voc")
+    variants.add_argument("--val-split", default="val", help="validation split (default: val)")
+    variants.add_argument("--val-image-root", type=Path, help="image folder of COCO/CSV data")
+    variants.add_argument(
+        "--fp16-bar",
+        type=float,
+        default=DEFAULT_BARS["fp16"],
+        help=f"largest fp16 mAP drop in points (default {DEFAULT_BARS['fp16']})",
+    )
+    variants.add_argument(
+        "--int8-bar",
+        type=float,
+        default=DEFAULT_BARS["int8"],
+        help=f"largest int8 mAP drop in points (default {DEFAULT_BARS['int8']})",
+    )
+    int8 = parser.add_argument_group("int8 calibration")
+    int8.add_argument(
         "--calib-data",
         type=Path,
-        help="calibration images: a folder, or a VOC dataset (its train split) - never test data",
+        help="training images: a VOC dataset (its train split) or a folder; never test data",
     )
-    parser.add_argument("--calib-split", help="VOC split of --calib-data (default: train)")
-    parser.add_argument("--rtol", type=float, default=1e-4, help="ONNX parity tolerance")
-    cpu = parser.add_argument_group("static int8 ONNX for CPU targets")
-    cpu.add_argument(
-        "--int8-cpu",
+    int8.add_argument("--calib-split", help="VOC split of --calib-data (default: train)")
+    int8.add_argument(
+        "--calib-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"calibration images, spread over the split (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    int8.add_argument(
+        "--calib-method",
+        choices=CALIBRATION_METHODS,
+        default="minmax",
+        help="activation range estimate (default minmax)",
+    )
+    int8.add_argument(
+        "--int8-head",
         action="store_true",
-        help="also write model.int8.onnx, kept only within --max-map-drop of fp32 on --val-data",
+        help="quantize the attention/fusion/graph head too (default: backbone only)",
     )
-    cpu.add_argument("--val-data", type=Path, help="dataset holding the validation split")
-    cpu.add_argument("--val-format", choices=["voc", "coco", "csv"], default="voc")
-    cpu.add_argument("--val-split", default="val", help="VOC validation split (default: val)")
-    cpu.add_argument("--val-image-root", type=Path, help="image folder of COCO/CSV data")
-    cpu.add_argument(
-        "--max-map-drop", type=float, default=1.0, help="int8 bar in mAP points (default: 1)"
-    )
-    trt = parser.add_argument_group("TensorRT engine (run on the target GPU)")
-    trt.add_argument("--engine", action="store_true", help="build an fp32 engine for this GPU")
-    trt.add_argument("--fp16", action="store_true", help="build an fp16 engine (implies --engine)")
-    trt.add_argument(
-        "--int8",
-        action="store_true",
-        help="build an int8 engine calibrated on --calib-data (implies --engine)",
-    )
-    trt.add_argument("--max-batch", type=int, default=8, help="largest engine batch")
-    trt.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace (MiB)")
 
 
 def _size(path: Path) -> str:
@@ -61,28 +92,24 @@ def _size(path: Path) -> str:
     return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
 
 
-def _int8_line(section: dict[str, Any] | None) -> str:
-    if section is None:
-        return "not requested (--int8-cpu)"
-    verdict = "kept" if section["kept"] else "REJECTED, file not kept"
-    return (
-        f"{verdict}: mAP fp32 {100 * section['fp32_map']:.2f}, int8 "
-        f"{100 * section['int8_map']:.2f} (drop {section['map_drop_points']:.2f} points, bar "
-        f"{section['max_drop_points']:.2f}) on {section['validation']['images']} images of "
-        f"{section['validation']['split']!r}"
-    )
+def _variant_lines(bundle: Bundle) -> list[tuple[str, str]]:
+    from mmsag_ros.export.precision import VariantScore
+
+    rows = []
+    for precision, entry in bundle.manifest.get("variants", {}).items():
+        verdict = "accepted" if entry.get("accepted") else "REFUSED, file not kept"
+        rows.append((precision, f"{verdict}: {VariantScore(**entry['accuracy']).summary()}"))
+    return rows
 
 
 def format_summary(bundle: Bundle, *, total_s: float) -> str:
-    """The table ``mmsag export`` prints: model id, files, parity, int8, engines, times."""
+    """The table ``mmsag export`` prints: model id, files, parity, variants, times."""
     manifest = bundle.manifest
     onnx = manifest["onnx"]
     parity = onnx.get("parity", {})
     errors = ", ".join(f"{k} {v:.2e}" for k, v in parity.get("max_error", {}).items())
     batches = " and ".join(str(b) for b in parity.get("batch_sizes", []))
-    files = [bundle.onnx_path, bundle.torch_path, bundle.int8_onnx_path]
-    if bundle.engines_dir.is_dir():
-        files += sorted(bundle.engines_dir.glob("*.engine"))
+    files = [v.path for v in bundle.variants.values()] + [bundle.torch_path]
     timings = manifest.get("exporter", {}).get("timings_s", {})
     grid = bundle.attention_grid
     outputs = ", ".join(bundle.output_names) + (f" ({grid[0]}x{grid[1]} maps)" if grid else "")
@@ -96,7 +123,7 @@ def format_summary(bundle: Bundle, *, total_s: float) -> str:
         ("outputs", outputs),
         ("parity", f"max error {errors} (batch {batches}; rtol {parity.get('rtol')})"),
         ("files", ", ".join(f"{p.relative_to(bundle.root)} {_size(p)}" for p in files if p)),
-        ("int8 cpu", _int8_line(manifest.get("int8_onnx"))),
+        *_variant_lines(bundle),
         ("times", f"{times}; total {total_s:.1f} s"),
     ]
     width = max(len(label) for label, _ in rows)
@@ -104,12 +131,13 @@ def format_summary(bundle: Bundle, *, total_s: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export the bundle and print its summary."""
-    from mmsag_ros.export.bundle import export_bundle
+    """Export the bundle and print its summary; 1 when a requested variant was refused."""
+    from mmsag_ros.export.bundle import export_bundle, parse_precisions
 
+    precisions = parse_precisions(args.precision)
     validation = None
-    if args.int8_cpu and args.val_data is not None:
-        from mmsag_ros.train.checkpoint import load_checkpoint
+    if len(precisions) > 1 and args.val_data is not None:
+        from mmsag_ros.model.checkpoint import load_checkpoint
         from mmsag_ros.train.config import DataConfig
         from mmsag_ros.train.splits import load_split
 
@@ -125,18 +153,22 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.out,
         attention=args.attention,
-        int8=args.int8,
+        precisions=precisions,
         calib_dir=args.calib_data,
         calib_split=args.calib_split,
-        engine=args.engine,
-        fp16=args.fp16,
-        int8_cpu=args.int8_cpu,
+        calib_images=args.calib_images,
+        calib_method=args.calib_method,
+        int8_head=args.int8_head,
         validation=validation,
-        max_drop_points=args.max_map_drop,
-        max_batch=args.max_batch,
-        workspace_mb=args.workspace_mb,
+        bars={"fp16": args.fp16_bar, "int8": args.int8_bar},
         rtol=args.rtol,
         overwrite=args.overwrite,
     )
     print(format_summary(bundle, total_s=time.perf_counter() - start))
-    return 0
+    for precision, reason in bundle.refused.items():
+        print(
+            f"mmsag export: error: the {precision} variant was refused ({reason}); the bundle "
+            f"was written without it",
+            file=sys.stderr,
+        )
+    return 1 if bundle.refused else 0

@@ -1,8 +1,9 @@
 """``mmsag verify``: do all backends on this machine give the bundle's scores?
 
-Runs every available backend (TensorRT, ONNX Runtime on CUDA, torch) on the same frames and
-compares their scores with ONNX Runtime on the CPU; exits 1 when one disagrees beyond the
-tolerance. Run it on the robot after the first TensorRT engine build.
+Runs every precision variant of the bundle on every available backend (TensorRT, ONNX Runtime
+on CUDA, torch) on the same frames and compares their scores with ONNX Runtime on the CPU
+running the same variant; exits 1 when one disagrees beyond the tolerance. Run it on the robot
+after building its TensorRT engines (``mmsag engine``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "onnxruntime:cuda, torch:cuda; unavailable ones are skipped)",
     )
     parser.add_argument(
-        "--tolerance", type=float, default=1e-3, help="largest score difference (default 1e-3)"
+        "--precisions",
+        help="comma-separated variants to check (default: every variant in the bundle)",
     )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest fp32 score difference (default 1e-3; fp16 1e-2 and int8 5e-2 stay)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="TensorRT engine cache directory")
     parser.add_argument("--num-images", type=int, default=16, help="frames to use (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic frames")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
@@ -38,19 +46,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verify and print the table; 0 when every compared backend agrees, else 1."""
-    from mmsag_ros.export.manifest import load_bundle
+    from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.runtime.verify import (
         DEFAULT_VERIFY_BACKENDS,
         format_verify_report,
         verify_bundle,
     )
 
-    options = {"onnxruntime": {"intra_op_threads": args.threads}} if args.threads else {}
+    options: dict[str, dict[str, object]] = {}
+    if args.threads:
+        options["onnxruntime"] = {"intra_op_threads": args.threads}
+    if args.cache_dir:
+        options["tensorrt"] = {"cache_dir": args.cache_dir}
+    precisions = None
+    if args.precisions:
+        precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     report = verify_bundle(
         load_bundle(args.bundle),
         images_dir=args.images,
         backends=args.backends or DEFAULT_VERIFY_BACKENDS,
-        tolerance=args.tolerance,
+        precisions=precisions,
+        tolerances=None if args.tolerance is None else {"fp32": args.tolerance},
         num_frames=args.num_images,
         seed=args.seed,
         backend_options=options,

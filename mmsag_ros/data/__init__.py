@@ -9,10 +9,8 @@ from __future__ import annotations
 from mmsag_ros._lazy import lazy_exports
 
 __all__ = [
-    "MLKW_LABELS",
     "AnnotatedSplit",
     "FakeMultiLabelDataset",
-    "LabelSet",
     "LabelStatistics",
     "MultiLabelImageDataset",
     "Sample",
@@ -33,8 +31,6 @@ __all__ = [
 
 # public name -> module (relative to this package) that defines it
 _EXPORTS: dict[str, str] = {
-    "MLKW_LABELS": "labels",
-    "LabelSet": "labels",
     "AnnotatedSplit": "dataset",
     "FakeMultiLabelDataset": "dataset",
     "MultiLabelImageDataset": "dataset",

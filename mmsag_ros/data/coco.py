@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample, check_images
-from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = ["COCO_LEVELS", "read_coco"]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample, check_images
-from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.errors import DatasetError
 
 __all__ = ["read_csv_labels"]

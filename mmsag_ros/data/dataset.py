@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = [

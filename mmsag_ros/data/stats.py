@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit
-from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = [

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.synth_scene import SceneObject, check_synth_labels, render_scene
 from mmsag_ros.errors import ConfigError, DatasetError
 

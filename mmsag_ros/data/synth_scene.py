@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.synth_objects import SYNTH_CLASSES, object_radius_range, render_object
 from mmsag_ros.errors import ConfigError
 

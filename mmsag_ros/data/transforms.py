@@ -1,6 +1,6 @@
 """Training augmentation and the evaluation transform, both built from a PreprocessSpec.
 
-Evaluation uses :func:`mmsag_ros.runtime.preprocess.preprocess` itself, the function the node
+Evaluation uses :func:`mmsag_ros.bundle.preprocess.preprocess` itself, the function the node
 runs. Training adds ML-GCN's recipe in front of the same normalisation: resize to a larger
 square (512 for a 448 model), crop a random multi-scale window, resize it to the input size,
 flip horizontally at random.
@@ -13,7 +13,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from mmsag_ros.runtime.preprocess import (
+from mmsag_ros.bundle.preprocess import (
     PreprocessSpec,
     normalize_into,
     preprocess,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample, check_images
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = [

@@ -1,39 +1,29 @@
-"""ONNX export, TensorRT engine building and the model bundle manifest.
+"""Checkpoint -> bundle: ONNX export with parity, fp16/int8 variants scored against fp32.
 
-The manifest side (:mod:`mmsag_ros.export.manifest`) needs only numpy; export needs torch, onnx
-and onnxruntime, and engines need TensorRT on the target. The heavier names are re-exported
-lazily (PEP 562), so ``import mmsag_ros.export`` and :func:`load_bundle` load none of them.
+Export writes the bundle format (:mod:`mmsag_ros.bundle`) and reads checkpoints
+(:mod:`mmsag_ros.model.checkpoint`); it imports neither the runtime nor the trainer. Engines
+are built on the target by the runtime (:mod:`mmsag_ros.runtime.tensorrt`, ``mmsag engine``).
+Names are re-exported lazily (PEP 562), so ``import mmsag_ros.export`` loads neither torch
+nor ONNX Runtime.
 """
 
 from __future__ import annotations
 
 from mmsag_ros._lazy import lazy_exports
-from mmsag_ros.export.manifest import (
-    MANIFEST_FORMAT,
-    Bundle,
-    load_bundle,
-    sha256_file,
-    write_manifest,
-)
 
 __all__ = [
-    "MANIFEST_FORMAT",
-    "Bundle",
-    "ensure_engine",
+    "convert_fp16",
     "export_bundle",
     "export_onnx",
-    "load_bundle",
     "quantize_int8",
-    "sha256_file",
-    "write_manifest",
 ]
 
 # public name -> module (relative to this package) that defines it
 _LAZY: dict[str, str] = {
-    "ensure_engine": "tensorrt",
+    "convert_fp16": "precision",
     "export_bundle": "bundle",
     "export_onnx": "onnx",
-    "quantize_int8": "quantize",
+    "quantize_int8": "precision",
 }
 
 

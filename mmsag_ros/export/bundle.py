@@ -1,9 +1,9 @@
-"""Checkpoint -> bundle: ONNX with parity check, slim torch weights, manifest, int8, engine.
+"""Checkpoint -> bundle: ONNX with parity check, precision variants, slim torch weights, manifest.
 
 The bundle is assembled in a staging folder beside ``out_dir`` and moved into place only when
 complete, so an interrupted export never leaves a half-written bundle behind. Parity is checked
 on real frames: images from the calibration folder when one is given, else synthetic conveyor
-scenes, both through the one :func:`~mmsag_ros.runtime.preprocess.preprocess` function.
+scenes, both through the one :func:`~mmsag_ros.bundle.preprocess.preprocess` function.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,45 +21,50 @@ from typing import Any
 import numpy as np
 
 from mmsag_ros import __version__
-from mmsag_ros.data.dataset import AnnotatedSplit
-from mmsag_ros.data.synth_scene import render_scene
-from mmsag_ros.errors import ConfigError
-from mmsag_ros.export.atomic import unique_directory
-from mmsag_ros.export.manifest import (
+from mmsag_ros.atomic import unique_directory
+from mmsag_ros.bundle.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
+    PRECISIONS,
     Bundle,
     load_bundle,
     preprocess_manifest,
     sha256_file,
     write_manifest,
 )
-from mmsag_ros.export.quantize import (
-    DEFAULT_MAX_DROP_POINTS,
+from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
+from mmsag_ros.data.dataset import AnnotatedSplit
+from mmsag_ros.data.synth_scene import render_scene
+from mmsag_ros.errors import ConfigError
+from mmsag_ros.export.precision import (
+    DEFAULT_BARS,
+    DEFAULT_CALIBRATION_IMAGES,
+    check_validation_split,
+    convert_fp16,
     load_calibration_images,
+    onnx_scores,
     quantize_int8,
+    score_variant,
 )
-from mmsag_ros.runtime.preprocess import PreprocessSpec, preprocess
 
 __all__ = [
     "BUNDLE_ENTRIES",
-    "INT8_ONNX_FILE",
     "ONNX_FILE",
     "TORCH_FILE",
+    "VARIANT_FILES",
     "export_bundle",
     "parity_frames",
+    "parse_precisions",
 ]
 
 _log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 TORCH_FILE = "model.pt"
-INT8_ONNX_FILE = "model.int8.onnx"
-BUNDLE_ENTRIES = (MANIFEST_NAME, ONNX_FILE, TORCH_FILE, INT8_ONNX_FILE, "engines")
+VARIANT_FILES = {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+BUNDLE_ENTRIES = (MANIFEST_NAME, ONNX_FILE, TORCH_FILE, *VARIANT_FILES.values(), "engines")
 _TRAINING_ONLY = ("optimizer", "scheduler", "scaler", "format_version")
 _SYNTH_FRAME_SIZE = (320, 240)
-_CPU_CALIBRATION_IMAGES = 64
-_TRT_CALIBRATION_IMAGES = 256
 
 
 def parity_frames(
@@ -148,21 +153,51 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     staging.rmdir()
 
 
-def _check_options(
-    *, int8: bool, int8_cpu: bool, engine: bool, calib_dir: Path | None, validation: Any
-) -> None:
-    if int8 and calib_dir is None:
-        raise ConfigError("a TensorRT int8 engine needs calibration images: add --calib-data DIR")
-    if int8_cpu and (calib_dir is None or validation is None):
-        raise ConfigError(
-            "static int8 ONNX needs calibration images and a validation split to judge it: "
-            "add --calib-data DIR and --val-data DIR"
-        )
-    if engine:
-        from mmsag_ros.export.tensorrt import current_device, import_tensorrt
+def parse_precisions(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"fp32,int8"`` (or a sequence) -> the precisions in canonical order, fp32 always first.
 
-        import_tensorrt()
-        current_device()
+    Raises:
+        ConfigError: An unknown or empty name.
+    """
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text)]
+    unknown = [n for n in names if n not in PRECISIONS]
+    if unknown or not names:
+        raise ConfigError(
+            f"unknown precision {', '.join(map(repr, unknown)) or 'list (empty)'}; use a "
+            f"comma-separated list of {', '.join(PRECISIONS)}"
+        )
+    return tuple(p for p in PRECISIONS if p == "fp32" or p in names)
+
+
+def _check_options(
+    precisions: tuple[str, ...],
+    *,
+    calib_dir: Path | None,
+    validation: AnnotatedSplit | None,
+    bars: Mapping[str, float],
+) -> None:
+    unknown = sorted(set(bars) - set(DEFAULT_BARS))
+    if unknown:
+        raise ConfigError(
+            f"accuracy bars for unknown precision(s) {', '.join(unknown)}; bars exist for "
+            f"{', '.join(DEFAULT_BARS)}"
+        )
+    bad = {p: v for p, v in bars.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ConfigError(f"accuracy bars must be >= 0 mAP points, got {bad}")
+    reduced = [p for p in precisions if p != "fp32"]
+    if reduced and validation is None:
+        raise ConfigError(
+            f"the {' and '.join(reduced)} variant(s) are scored against fp32 on a validation "
+            "split before they are accepted: add --val-data DIR"
+        )
+    if reduced:
+        check_validation_split(validation)
+    if "int8" in precisions and calib_dir is None:
+        raise ConfigError(
+            "the int8 variant is calibrated on training images: add --calib-data DIR (a VOC "
+            "dataset's train split or a folder of training images, never test data)"
+        )
 
 
 def _versions() -> dict[str, str]:
@@ -178,21 +213,36 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _make_variant(
+    precision: str,
+    fp32_path: Path,
+    out_path: Path,
+    *,
+    calibration: Callable[[], np.ndarray] | None,
+    calib_method: str,
+    int8_head: bool,
+) -> dict[str, Any]:
+    if precision == "fp16":
+        return convert_fp16(fp32_path, out_path)
+    assert calibration is not None  # checked by _check_options
+    return quantize_int8(
+        fp32_path, out_path, calibration=calibration(), method=calib_method, head=int8_head
+    )
+
+
 def export_bundle(
     checkpoint_path: Path,
     out_dir: Path,
     *,
     attention: bool = True,
-    int8: bool = False,
+    precisions: tuple[str, ...] | str = ("fp32",),
     calib_dir: Path | None = None,
     calib_split: str | None = None,
-    engine: bool = False,
-    fp16: bool = False,
-    int8_cpu: bool = False,
+    calib_images: int = DEFAULT_CALIBRATION_IMAGES,
+    calib_method: str = "minmax",
+    int8_head: bool = False,
     validation: AnnotatedSplit | None = None,
-    max_drop_points: float = DEFAULT_MAX_DROP_POINTS,
-    max_batch: int = 8,
-    workspace_mb: int = 2048,
+    bars: Mapping[str, float] | None = None,
     rtol: float = 1e-4,
     overwrite: bool = False,
     progress: bool = True,
@@ -204,17 +254,19 @@ def export_bundle(
         out_dir: The bundle directory; must be new or empty unless ``overwrite``.
         attention: Export the attention maps (ignored, with a log line, for a model without
             semantic attention).
-        int8: Build an int8 TensorRT engine calibrated on ``calib_dir`` (implies ``engine``).
-        calib_dir: Calibration images: a folder, or a VOC dataset's training split.
+        precisions: ONNX variants to write (``"fp32,fp16,int8"`` or a tuple); fp32 is always
+            written. Each reduced variant is scored against fp32 on ``validation`` and kept
+            only within its bar; a refused one is recorded in the manifest (with its numbers,
+            see :attr:`Bundle.refused`) and its file is not kept.
+        calib_dir: Calibration images for int8 (and parity frames): a folder, or a VOC
+            dataset's training split.
         calib_split: VOC split of ``calib_dir`` (default ``train``, else ``trainval``).
-        engine: Build a TensorRT engine for this machine's GPU (needs TensorRT).
-        fp16: Build the engine in fp16 (implies ``engine``).
-        int8_cpu: Also write a static-int8 ONNX model, kept only if its mAP on ``validation``
-            is within ``max_drop_points`` of fp32.
-        validation: The validation split for ``int8_cpu`` (never the test split).
-        max_drop_points: The int8 accuracy bar in mAP points.
-        max_batch: Largest batch of the TensorRT engine.
-        workspace_mb: TensorRT builder workspace in MiB.
+        calib_images: At most this many calibration images, spread over the split.
+        calib_method: ``minmax``, ``percentile`` or ``entropy`` activation ranges.
+        int8_head: Quantize the attention/fusion/graph head too (default: backbone only).
+        validation: The split the variants are judged on (never the test split).
+        bars: Largest accepted mAP drop per precision, in points (default
+            :data:`~mmsag_ros.export.precision.DEFAULT_BARS`).
         rtol: ONNX parity tolerance (see :mod:`mmsag_ros.export.onnx`).
         overwrite: Replace the bundle in a non-empty ``out_dir``.
         progress: Log each step with its time (and show progress bars) at INFO level.
@@ -225,18 +277,17 @@ def export_bundle(
     Raises:
         ModelNotFoundError: The checkpoint does not exist.
         ConfigError: Bad options, a non-empty ``out_dir``, an unusable checkpoint.
-        BackendUnavailableError: ``engine`` without TensorRT or a GPU (checked first).
-        BundleError: ONNX parity or checks fail.
+        DatasetError: A validation split without positives, unreadable calibration images.
+        BundleError: ONNX parity, conversion or checks fail.
     """
     import torch
 
     from mmsag_ros.export.onnx import export_onnx
-    from mmsag_ros.train.checkpoint import load_checkpoint, save_checkpoint
+    from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
-    engine = engine or fp16 or int8
-    _check_options(
-        int8=int8, int8_cpu=int8_cpu, engine=engine, calib_dir=calib_dir, validation=validation
-    )
+    precisions = parse_precisions(precisions)
+    bars = {**DEFAULT_BARS, **(bars or {})}
+    _check_options(precisions, calib_dir=calib_dir, validation=validation, bars=bars)
     level = logging.INFO if progress else logging.DEBUG
     timings: dict[str, float] = {}
     out_dir = Path(out_dir).absolute()
@@ -273,23 +324,58 @@ def export_bundle(
         with _step("slim torch checkpoint", timings, level):
             payload = {k: v for k, v in checkpoint.raw.items() if k not in _TRAINING_ONLY}
             save_checkpoint(staging / TORCH_FILE, payload)
-        int8_section = None
-        if int8_cpu:
-            with _step("static int8 ONNX", timings, level):
-                calibration = load_calibration_images(
-                    calib_dir, spec, limit=_CPU_CALIBRATION_IMAGES, split=calib_split
+        variants: dict[str, Any] = {}
+        reduced = [p for p in precisions if p != "fp32"]
+        if reduced:
+            assert validation is not None  # checked by _check_options
+            with _step("score fp32 on validation", timings, level):
+                fp32_scores = onnx_scores(staging / ONNX_FILE, validation, spec, progress=progress)
+
+            def calibration() -> np.ndarray:
+                assert calib_dir is not None
+                return load_calibration_images(
+                    calib_dir, spec, limit=calib_images, split=calib_split
                 )
-                outcome = quantize_int8(
+
+        for precision in reduced:
+            path = staging / VARIANT_FILES[precision]
+            with _step(f"{precision} variant", timings, level):
+                conversion = _make_variant(
+                    precision,
                     staging / ONNX_FILE,
-                    staging / INT8_ONNX_FILE,
+                    path,
                     calibration=calibration,
-                    validation=validation,
-                    spec=spec,
-                    max_drop_points=max_drop_points,
-                    progress=progress,
+                    calib_method=calib_method,
+                    int8_head=int8_head,
                 )
-                sha = sha256_file(outcome.path) if outcome.path is not None else None
-                int8_section = outcome.to_manifest(sha)
+            with _step(f"score {precision} on validation", timings, level):
+                scores = onnx_scores(path, validation, spec, precision=precision, progress=progress)
+                score = score_variant(
+                    precision,
+                    fp32_scores,
+                    scores,
+                    validation,
+                    np.asarray(checkpoint.thresholds),
+                    bar_points=bars[precision],
+                )
+            entry = {"conversion": conversion, "accuracy": score.to_dict()}
+            if score.accepted:
+                _log.info("%s variant accepted: %s", precision, score.summary())
+                variants[precision] = {
+                    "file": path.name,
+                    "sha256": sha256_file(path),
+                    "accepted": True,
+                    **entry,
+                }
+            else:
+                path.unlink()
+                _log.warning("%s variant REFUSED, not kept: %s", precision, score.summary())
+                variants[precision] = {
+                    "file": None,
+                    "accepted": False,
+                    "reason": score.summary(),
+                    **entry,
+                }
         manifest = {
             "format_version": MANIFEST_FORMAT,
             "name": checkpoint.model_name,
@@ -311,8 +397,8 @@ def export_bundle(
                     "frames": str(calib_dir) if calib_dir else "synthetic conveyor scenes",
                 },
             },
+            "variants": _json_safe(variants),
             "torch": {"file": TORCH_FILE, "sha256": sha256_file(staging / TORCH_FILE)},
-            "int8_onnx": int8_section,
             "metrics": _json_safe(checkpoint.metrics),
             "source": {
                 "checkpoint": str(Path(checkpoint_path).absolute()),
@@ -328,23 +414,5 @@ def export_bundle(
         if staging.exists():
             shutil.rmtree(staging)
     bundle = load_bundle(out_dir)
-    if engine:
-        from mmsag_ros.export.tensorrt import ensure_engine
-
-        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-        images = None
-        if int8:
-            images = load_calibration_images(
-                calib_dir, spec, limit=_TRT_CALIBRATION_IMAGES, split=calib_split
-            )
-        with _step(f"TensorRT {precision} engine", timings, level):
-            ensure_engine(
-                bundle,
-                precision=precision,
-                rebuild=True,
-                calibration_images=images,
-                max_batch=max_batch,
-                workspace_mb=workspace_mb,
-            )
     _log.log(level, "export: bundle %s written to %s", bundle.model_id, out_dir)
     return bundle

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsag_ros import __version__
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
+from mmsag_ros.bundle.manifest import check_onnx_metadata, onnx_metadata
+from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
-from mmsag_ros.export.manifest import check_onnx_metadata, onnx_metadata
-from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     import torch
@@ -243,7 +243,7 @@ def export_onnx(
             module returning logits. Exported in eval mode; its training mode is restored.
         path: Where to write the ``.onnx`` file.
         example: Realistic preprocessed images, N x 3 x S x S float32 with N >= 2 (e.g.
-            synthetic conveyor frames through :func:`~mmsag_ros.runtime.preprocess.preprocess`).
+            synthetic conveyor frames through :func:`~mmsag_ros.bundle.preprocess.preprocess`).
             Parity is checked on all N and on the first image alone.
         labels: Class names, embedded in the file's metadata.
         spec: Preprocessing to embed (default: ``model.spec``).

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.model.backbones import Backbone, create_backbone
 from mmsag_ros.model.configs import ModelConfig
@@ -25,7 +26,6 @@ from mmsag_ros.model.fusion import AttentionFusion
 from mmsag_ros.model.graph import LabelGraph, check_adjacency
 from mmsag_ros.model.heads import PerClassLinear
 from mmsag_ros.model.semantic_attention import SemanticAttention
-from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 __all__ = ["MMSAG"]
 

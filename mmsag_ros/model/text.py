@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 
 __all__ = ["DEFAULT_PHRASES", "EMBEDDING_SOURCES", "embed_labels", "label_phrases"]

@@ -15,7 +15,8 @@ The rules:
   (``/camera/image_raw``) are unaffected by the namespace.
 * ``compressed``: empty (the default) keeps the parameter file's ``input_type``; ``true`` or
   ``false`` override it with ``compressed`` or ``image``.
-* ``bundle`` and ``camera_topics`` (comma-separated): empty keeps the parameter file's value.
+* ``bundle``, ``camera_topics`` (comma-separated) and ``precision`` (the bundle variant:
+  ``fp32``, ``fp16``, ``int8``): empty keeps the parameter file's value.
 * ``use_sim_time`` (default ``false``) is always passed to the node: it is the parameter every
   rclpy node declares for itself, and the simulation or bag replay decides it, not the cell's
   parameter file.
@@ -27,6 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import ConfigError
 
 __all__ = [
@@ -92,7 +94,12 @@ def sorter_namespace(namespace: str) -> str:
 
 
 def sorter_overrides(
-    *, bundle: str = "", camera_topics: str = "", compressed: str = "", use_sim_time: str = "false"
+    *,
+    bundle: str = "",
+    camera_topics: str = "",
+    compressed: str = "",
+    precision: str = "",
+    use_sim_time: str = "false",
 ) -> dict[str, ParameterValue]:
     """The parameters the launch arguments override (the rest come from the parameter file).
 
@@ -100,13 +107,21 @@ def sorter_overrides(
         bundle: Bundle directory; empty keeps the parameter file's.
         camera_topics: Comma-separated topics; empty keeps the parameter file's.
         compressed: ``true``/``false`` set ``input_type``; empty keeps the parameter file's.
+        precision: ``fp32``, ``fp16`` or ``int8``; empty keeps the parameter file's.
         use_sim_time: ``true`` or ``false``, always passed.
 
     Raises:
         ConfigError: A boolean argument that is neither true nor false (nor empty where
-            allowed).
+            allowed), or an unknown precision.
     """
     overrides: dict[str, ParameterValue] = {}
+    variant = precision.strip()
+    if variant and variant not in PRECISIONS:
+        raise ConfigError(
+            f"launch argument precision must be {', '.join(PRECISIONS)} or empty, got {precision!r}"
+        )
+    if variant:
+        overrides["precision"] = variant
     if bundle.strip():
         overrides["bundle"] = bundle.strip()
     topics = [topic.strip() for topic in camera_topics.split(",") if topic.strip()]
@@ -123,8 +138,8 @@ def sorter_settings(arguments: Mapping[str, str]) -> SorterSettings:
     """The node's namespace and parameter overrides from the launch arguments' strings.
 
     Args:
-        arguments: The values of ``namespace``, ``bundle``, ``camera_topics``, ``compressed``
-            and ``use_sim_time``; a missing one takes the launch file's default.
+        arguments: The values of ``namespace``, ``bundle``, ``camera_topics``, ``compressed``,
+            ``precision`` and ``use_sim_time``; a missing one takes the launch file's default.
     """
     return SorterSettings(
         namespace=sorter_namespace(arguments.get("namespace", DEFAULT_NAMESPACE)),
@@ -132,6 +147,7 @@ def sorter_settings(arguments: Mapping[str, str]) -> SorterSettings:
             bundle=arguments.get("bundle", ""),
             camera_topics=arguments.get("camera_topics", ""),
             compressed=arguments.get("compressed", ""),
+            precision=arguments.get("precision", ""),
             use_sim_time=arguments.get("use_sim_time", "false"),
         ),
     )

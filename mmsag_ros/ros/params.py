@@ -18,6 +18,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
+from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
 from mmsag_ros.ros.worker import DEFAULT_MAX_INPUT_PIXELS
@@ -28,6 +29,7 @@ __all__ = [
     "INPUT_TYPES",
     "STATIC_PARAMETERS",
     "SorterParams",
+    "backend_options",
     "declare_parameters",
     "read_parameters",
     "resolve_thresholds",
@@ -45,6 +47,9 @@ class SorterParams:
     bundle: str
     backend: str = "auto"
     device: str = "cpu"
+    precision: str = "fp32"
+    intra_op_threads: int = 0
+    engine_cache_dir: str = ""
     max_batch: int = 4
     camera_topics: tuple[str, ...] = ("image",)
     input_type: str = "image"
@@ -72,6 +77,12 @@ class SorterParams:
             raise ConfigError(f"camera_topics lists a topic twice: {self.camera_topics!r}")
         for topic in self.camera_topics:
             _check_topic_name("camera_topics", topic)
+        _choice("precision", self.precision, PRECISIONS)
+        if self.intra_op_threads < 0:
+            raise ConfigError(
+                f"intra_op_threads must be >= 0 (0 = ONNX Runtime's default), got "
+                f"{self.intra_op_threads}"
+            )
         _choice("input_type", self.input_type, INPUT_TYPES)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
@@ -108,6 +119,16 @@ class SorterParams:
         if "bundle" not in kwargs:
             raise ConfigError("parameter bundle is not set; pass -p bundle:=<bundle directory>")
         return cls(**kwargs)
+
+
+def backend_options(params: SorterParams) -> dict[str, dict[str, Any]]:
+    """The Classifier's per-backend options from the runtime parameters."""
+    options: dict[str, dict[str, Any]] = {}
+    if params.intra_op_threads:
+        options["onnxruntime"] = {"intra_op_threads": params.intra_op_threads}
+    if params.engine_cache_dir:
+        options["tensorrt"] = {"cache_dir": params.engine_cache_dir}
+    return options
 
 
 def _check_topic_name(name: str, topic: str) -> None:
@@ -171,6 +192,21 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         _descriptor("auto, tensorrt, onnxruntime or torch.", read_only=True),
     ),
     ("device", "cpu", _descriptor("cpu, cuda, cuda:N or auto.", read_only=True)),
+    (
+        "precision",
+        "fp32",
+        _descriptor("Bundle variant to run: fp32, fp16 or int8.", read_only=True),
+    ),
+    (
+        "intra_op_threads",
+        0,
+        _descriptor("ONNX Runtime threads per operator; 0 = its default.", read_only=True),
+    ),
+    (
+        "engine_cache_dir",
+        "",
+        _descriptor("TensorRT engine cache; empty = BUNDLE/engines.", read_only=True),
+    ),
     ("max_batch", 4, _descriptor("Frames per inference call.", read_only=True)),
     ("camera_topics", ["image"], _descriptor("Camera topics (relative names, remap in launch).")),
     ("input_type", "image", _descriptor("image (sensor_msgs/Image) or compressed.")),

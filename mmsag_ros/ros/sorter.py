@@ -41,6 +41,7 @@ from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
     STATIC_PARAMETERS,
     SorterParams,
+    backend_options,
     declare_parameters,
     read_parameters,
     resolve_thresholds,
@@ -107,7 +108,9 @@ class SorterNode(LifecycleNode):
                 params.bundle,
                 backend=params.backend,
                 device=params.device,
+                precision=params.precision,
                 max_batch=params.max_batch,
+                backend_options=backend_options(params),
             )
             classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
             classifier.warmup(min(len(params.camera_topics), params.max_batch))

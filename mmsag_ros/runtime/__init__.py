@@ -1,7 +1,7 @@
-"""Preprocessing and the Classifier facade over TensorRT, ONNX Runtime and torch backends.
+"""The Classifier facade over TensorRT, ONNX Runtime and torch backends.
 
-Names are re-exported lazily (PEP 562): importing this package (which training does, for
-``runtime.preprocess``) loads none of the runtime modules, and no runtime module imports torch,
+The runtime reads bundles (:mod:`mmsag_ros.bundle`) and nothing the exporter or trainer wrote
+in any other way. Names are re-exported lazily (PEP 562): no runtime module imports torch,
 onnxruntime or tensorrt before a backend is loaded.
 """
 
@@ -14,11 +14,9 @@ __all__ = [
     "Classifier",
     "InferenceBackend",
     "Prediction",
-    "PreprocessSpec",
     "StageTimings",
     "attention_peaks",
     "create_backend",
-    "preprocess",
     "sigmoid",
 ]
 
@@ -32,8 +30,6 @@ _EXPORTS: dict[str, str] = {
     "StageTimings": "classifier",
     "attention_peaks": "postprocess",
     "sigmoid": "postprocess",
-    "PreprocessSpec": "preprocess",
-    "preprocess": "preprocess",
 }
 
 

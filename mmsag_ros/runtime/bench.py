@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends import InferenceBackend, create_backend, parse_device
-from mmsag_ros.runtime.preprocess import PreprocessSpec, preprocess
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = [
     "DEFAULT_BACKENDS",
@@ -151,6 +151,7 @@ def bench_backend(
             {
                 "backend": backend.kind,
                 "device": backend.device,
+                "precision": backend.precision,
                 "providers": list(backend.providers),
                 "batch_size": batch_size,
                 "iterations": iterations,
@@ -219,17 +220,19 @@ def run_bench(
     bundle: Bundle,
     *,
     backends: Sequence[str] = DEFAULT_BACKENDS,
+    precisions: Sequence[str] = ("fp32",),
     batch_sizes: Sequence[int] = (1, 4, 8),
     iterations: int = 20,
     warmup: int = 2,
     preprocess_iterations: int | None = None,
     backend_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BenchReport:
-    """Benchmark every requested backend that loads here; list the others as skipped.
+    """Benchmark every requested backend and variant that loads here; list the others as skipped.
 
     Args:
         bundle: The loaded bundle.
         backends: ``kind[:device]`` specs, e.g. ``onnxruntime``, ``torch:cuda``.
+        precisions: Bundle variants to time on each backend (BundleError if one is missing).
         batch_sizes: Batch sizes to time.
         iterations: Timed calls per backend and batch size.
         warmup: Untimed calls before each timing.
@@ -241,18 +244,24 @@ def run_bench(
     latency: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     infos: dict[str, dict[str, Any]] = {}
+    for precision in precisions:
+        bundle.variant(precision)
     for spec in dict.fromkeys(backends):  # keep order, drop repeats
         kind, device = parse_backend_spec(spec)
-        backend = create_backend(kind, bundle, device=device, **options.get(kind, {}))
-        try:
-            with backend:
-                latency += bench_backend(
-                    backend, batch_sizes=batch_sizes, iterations=iterations, warmup=warmup
-                )
-                infos[backend.name] = backend.info()
-        except BackendUnavailableError as err:
-            skipped[backend.name] = str(err)
-            _log.info("skipping %s: %s", backend.name, err)
+        for precision in dict.fromkeys(precisions):
+            backend = create_backend(
+                kind, bundle, device=device, precision=precision, **options.get(kind, {})
+            )
+            name = f"{backend.name} {precision}"
+            try:
+                with backend:
+                    latency += bench_backend(
+                        backend, batch_sizes=batch_sizes, iterations=iterations, warmup=warmup
+                    )
+                    infos[name] = backend.info()
+            except BackendUnavailableError as err:
+                skipped[name] = str(err)
+                _log.info("skipping %s: %s", name, err)
     rows = bench_preprocess(bundle.spec, iterations=preprocess_iterations or iterations)
     return BenchReport(
         model_id=bundle.model_id,
@@ -272,16 +281,16 @@ def format_bench_report(report: BenchReport) -> str:
         f"machine: {machine['cpu']}, {machine['usable_cpus']} usable of "
         f"{machine['logical_cpus']} CPUs, GPU: {machine['gpu'] or 'none'}",
         "",
-        f"{'backend':<20}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'ms/img':>9}{'img/s':>9}",
+        f"{'backend':<25}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'ms/img':>9}{'img/s':>9}",
     ]
     for row in report.latency:
-        name = f"{row['backend']}@{row['device']}"
+        name = f"{row['backend']}@{row['device']} {row['precision']}"
         lines.append(
-            f"{name:<20}{row['batch_size']:>6}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}"
+            f"{name:<25}{row['batch_size']:>6}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}"
             f"{row['ms_per_image']:>9.2f}{row['images_per_s']:>9.1f}"
         )
     for name, reason in report.skipped.items():
-        lines.append(f"{name:<20} skipped: {reason}")
+        lines.append(f"{name:<25} skipped: {reason}")
     for name, info in report.backends.items():
         threads = info.get("intra_op_threads", info.get("num_threads"))
         settings = ", ".join(info["providers"])

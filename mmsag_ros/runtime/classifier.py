@@ -1,7 +1,7 @@
 """The Classifier facade: frames in, per-class scores, decisions and attention peaks out.
 
 One object holds the bundle, one loaded backend and a preallocated input buffer. Frames go
-through the shared :func:`~mmsag_ros.runtime.preprocess.preprocess` straight into their slot
+through the shared :func:`~mmsag_ros.bundle.preprocess.preprocess` straight into their slot
 of that buffer, the backend runs the batch, and :mod:`~mmsag_ros.runtime.postprocess` turns
 logits into scores and decisions, so every backend yields the same kind of result.
 """
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.errors import BackendUnavailableError, ConfigError, ImageConversionError
 from mmsag_ros.runtime.backends import BACKEND_KINDS, InferenceBackend, create_backend
 from mmsag_ros.runtime.postprocess import attention_peaks, check_thresholds, decide, sigmoid
-from mmsag_ros.runtime.preprocess import preprocess
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = ["Classifier", "Prediction", "StageTimings", "candidate_backends"]
 
@@ -91,7 +91,7 @@ def candidate_backends(backend: str, device: str) -> list[tuple[str, str]]:
 
 def _open_bundle(bundle: Path | str | Bundle) -> Bundle:
     if isinstance(bundle, (str, Path)):
-        from mmsag_ros.export.manifest import load_bundle
+        from mmsag_ros.bundle.manifest import load_bundle
 
         return load_bundle(Path(bundle))
     return bundle
@@ -104,16 +104,19 @@ class Classifier:
         bundle: A bundle directory or an already loaded :class:`Bundle`.
         backend: ``auto``, ``tensorrt``, ``onnxruntime`` or ``torch``.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when one works, else the CPU).
+        precision: The bundle variant to run: ``fp32``, ``fp16`` or ``int8``. Predictions
+            carry :attr:`model_id`, which names a reduced precision (``<model id>/int8``).
         max_batch: Frames per inference call; larger inputs are split.
         thresholds: Per-class decision thresholds overriding the bundle's.
         backend_options: Per-kind keyword options, e.g.
-            ``{"onnxruntime": {"intra_op_threads": 2}, "torch": {"fp16": True}}``.
+            ``{"onnxruntime": {"intra_op_threads": 2}, "tensorrt": {"cache_dir": "/var/cache"}}``.
         peaks: Compute attention peaks when the bundle has attention maps.
 
     Raises:
         BackendUnavailableError: No requested backend can run here (the message lists why each
             candidate failed).
         ConfigError: Unknown backend or device, bad thresholds or max_batch.
+        BundleError: The bundle has no variant of ``precision`` (the message says why).
 
     Not thread-safe: the input buffer is shared by all calls.
     """
@@ -124,6 +127,7 @@ class Classifier:
         *,
         backend: str = "auto",
         device: str = "cpu",
+        precision: str = "fp32",
         max_batch: int = 8,
         thresholds: Sequence[float] | np.ndarray | None = None,
         backend_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -134,7 +138,9 @@ class Classifier:
         self.bundle = _open_bundle(bundle)
         self.labels = self.bundle.labels
         self.spec = self.bundle.spec
-        self.model_id = self.bundle.model_id
+        self.bundle.variant(precision)  # a missing variant fails here, with the reason
+        self.precision = precision
+        self.model_id = self.bundle.run_id(precision)
         self.max_batch = max_batch
         self.compute_peaks = peaks
         self._thresholds = self._validated(thresholds)
@@ -158,7 +164,9 @@ class Classifier:
             kind_options = dict(options.get(kind, {}))
             if kind == "tensorrt":  # the engine's batch profile must cover our batches
                 kind_options.setdefault("max_batch", self.max_batch)
-            candidate = create_backend(kind, self.bundle, device=dev, **kind_options)
+            candidate = create_backend(
+                kind, self.bundle, device=dev, precision=self.precision, **kind_options
+            )
             try:
                 candidate.load()
             except BackendUnavailableError as err:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from mmsag_ros.bundle.preprocess import PreprocessSpec, _letterbox_geometry, to_rgb
 from mmsag_ros.errors import ImageConversionError
-from mmsag_ros.runtime.preprocess import PreprocessSpec, _letterbox_geometry, to_rgb
 
 if TYPE_CHECKING:
     from mmsag_ros.runtime.classifier import Prediction

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mmsag_ros.bundle.preprocess import PreprocessSpec, input_to_source
 from mmsag_ros.errors import ConfigError
-from mmsag_ros.runtime.preprocess import PreprocessSpec, input_to_source
 
 __all__ = ["attention_peaks", "check_thresholds", "decide", "sigmoid"]
 

@@ -20,7 +20,7 @@ from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset, check
 from mmsag_ros.data.transforms import EvalTransform
 from mmsag_ros.errors import DatasetError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
-from mmsag_ros.train.checkpoint import Checkpoint
+from mmsag_ros.model.checkpoint import Checkpoint
 from mmsag_ros.train.report import format_report_table, plot_pr_curves
 
 __all__ = ["Evaluation", "evaluate_checkpoint", "write_evaluation"]

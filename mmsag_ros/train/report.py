@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.metrics import METRIC_KEYS, MetricReport, average_precision, pr_curve
 

@@ -22,10 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter, calibrate_thresholds
-from mmsag_ros.train.checkpoint import load_checkpoint, save_checkpoint
+from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import DistributedContext
 from mmsag_ros.train.losses import build_loss, multi_head_loss

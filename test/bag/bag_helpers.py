@@ -10,7 +10,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.voc import read_voc
 
 CAMERAS = ("cam_left", "cam_right")

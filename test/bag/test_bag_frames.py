@@ -23,7 +23,7 @@ from mmsag_ros.bag.frames import (
 )
 from mmsag_ros.bag.make import ground_truth_scores
 from mmsag_ros.bag.typestore import mmsag_typestore
-from mmsag_ros.data.labels import MLKW_LABELS
+from mmsag_ros.bundle.labels import MLKW_LABELS
 from mmsag_ros.errors import BagError
 
 REAL_BAGS = sorted((SHARED_DATA / "bags").glob("*_mcap"))

@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmsag_ros.bundle.labels import LabelSet
+from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.data.dataset import (
     AnnotatedSplit,
     FakeMultiLabelDataset,
@@ -19,10 +21,8 @@ from mmsag_ros.data.dataset import (
     Sample,
     check_images,
 )
-from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.data.transforms import EvalTransform, TrainTransform
 from mmsag_ros.errors import ConfigError, DatasetError
-from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 LABELS = LabelSet.from_names(["a", "b", "c"])
 

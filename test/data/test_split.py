@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
-from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.data.split import split_validation, stratified_indices
 from mmsag_ros.errors import ConfigError, DatasetError
 

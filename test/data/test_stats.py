@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from support import SHARED_DATA
 
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.cli import data_stats
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.stats import (
     conditional_probability,
     format_adjacency,

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.cli import data_synth, main
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.synth import SPLITS, generate_dataset
 from mmsag_ros.data.synth_objects import SYNTH_CLASSES, render_object
 from mmsag_ros.data.synth_scene import render_scene

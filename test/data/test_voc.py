@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.voc import discover_labels, find_voc_dir, read_voc, write_voc_lists
 from mmsag_ros.errors import ConfigError, DatasetError
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -10,13 +9,23 @@ import onnx
 import pytest
 import torch
 
-from mmsag_ros.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
-from mmsag_ros.export.bundle import export_bundle
-from mmsag_ros.export.manifest import Bundle, load_bundle, sha256_file, write_manifest
+from export.conftest import CALIB_IMAGES
+from mmsag_ros.bundle.manifest import (
+    MANIFEST_FORMAT,
+    PRECISION_METADATA_KEY,
+    PRECISIONS,
+    Bundle,
+    load_bundle,
+    sha256_file,
+    write_manifest,
+)
+from mmsag_ros.data.dataset import AnnotatedSplit, Sample
+from mmsag_ros.errors import BundleError, ConfigError, DatasetError, ModelNotFoundError
+from mmsag_ros.export.bundle import VARIANT_FILES, export_bundle, parse_precisions
 from mmsag_ros.export.onnx import graph_sha256
-from mmsag_ros.train.checkpoint import load_checkpoint
-
-HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+from mmsag_ros.export.precision import DEFAULT_BARS, VariantScore, onnx_scores
+from mmsag_ros.metrics import mean_average_precision
+from mmsag_ros.model.checkpoint import load_checkpoint
 
 
 def test_bundle_holds_what_the_contract_lists(tiny_bundle: Bundle, tiny_checkpoint: Path) -> None:
@@ -26,7 +35,7 @@ def test_bundle_holds_what_the_contract_lists(tiny_bundle: Bundle, tiny_checkpoi
     manifest = json.loads((root / "manifest.json").read_text())
     checkpoint = load_checkpoint(tiny_checkpoint)
 
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == MANIFEST_FORMAT == 2
     assert manifest["name"] == "tiny_r18_96"
     graph_hash = graph_sha256(onnx.load(str(root / "model.onnx")))
     assert manifest["model_id"] == f"tiny_r18_96@{graph_hash[:12]}"
@@ -47,7 +56,7 @@ def test_bundle_holds_what_the_contract_lists(tiny_bundle: Bundle, tiny_checkpoi
     assert parity["batch_sizes"] == [4, 1]
     assert max(parity["max_error"].values()) <= 1e-4
     assert manifest["torch"]["sha256"] == sha256_file(root / "model.pt")
-    assert manifest["int8_onnx"] is None
+    assert manifest["variants"] == {} and "int8_onnx" not in manifest
     assert manifest["metrics"]["val"]["ap"][-1] is None  # NaN AP written as JSON null
     assert manifest["source"]["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
     assert manifest["source"]["epoch"] == 3
@@ -61,8 +70,13 @@ def test_bundle_holds_what_the_contract_lists(tiny_bundle: Bundle, tiny_checkpoi
     assert tiny_bundle.thresholds.tolist() == pytest.approx(checkpoint.thresholds)
     assert tiny_bundle.has_attention and tiny_bundle.attention_grid == (3, 3)
     assert tiny_bundle.output_names == ("logits", "attention")
-    assert tiny_bundle.int8_onnx_path is None
     assert tiny_bundle.engines_dir == root / "engines"
+    assert list(tiny_bundle.variants) == ["fp32"] and tiny_bundle.refused == {}
+    fp32 = tiny_bundle.variant("fp32")
+    assert fp32.precision == "fp32" and fp32.path == root / "model.onnx" == tiny_bundle.onnx_path
+    assert fp32.sha256 == manifest["onnx"]["sha256"] and fp32.entry == {}
+    assert tiny_bundle.run_id("fp32") == tiny_bundle.model_id
+    assert tiny_bundle.run_id("int8") == f"{tiny_bundle.model_id}/int8"
 
 
 def test_slim_torch_checkpoint_rebuilds_the_same_model(
@@ -132,20 +146,188 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_int8_options_need_their_data(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--calib-data DIR and --val-data DIR"):
-        export_bundle(tiny_checkpoint, tmp_path / "out", int8_cpu=True, progress=False)
-    with pytest.raises(ConfigError, match=r"int8 engine needs calibration images"):
-        export_bundle(tiny_checkpoint, tmp_path / "out", int8=True, progress=False)
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here")
-def test_engine_without_tensorrt_fails_first_in_one_line(
-    tiny_checkpoint: Path, tmp_path: Path
-) -> None:
-    with pytest.raises(BackendUnavailableError, match=r"TensorRT is not installed") as info:
-        export_bundle(tiny_checkpoint, tmp_path / "out", fp16=True, progress=False)
+def test_a_bundle_without_variants_explains_each_missing_one(tiny_bundle: Bundle) -> None:
+    with pytest.raises(BundleError, match=r"has no fp16 variant: it was not exported; it has fp32"):
+        tiny_bundle.variant("fp16")
+    with pytest.raises(BundleError, match=r"--precision fp32,int8") as info:
+        tiny_bundle.variant("int8")
     assert "\n" not in str(info.value)
-    assert "--engine" in str(info.value) and "target" in str(info.value)
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(BundleError, match=r"unknown precision 'bf16'; a variant is one of fp32"):
+        tiny_bundle.variant("bf16")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("fp32", ("fp32",)),
+        ("int8", ("fp32", "int8")),
+        ("int8,fp32", ("fp32", "int8")),
+        (" INT8 , fp16 ", ("fp32", "fp16", "int8")),
+        ("fp16,fp16", ("fp32", "fp16")),
+        (("int8", "fp16"), ("fp32", "fp16", "int8")),
+    ],
+)
+def test_parse_precisions(text: str | tuple[str, ...], expected: tuple[str, ...]) -> None:
+    assert parse_precisions(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("bf16", r"unknown precision 'bf16'"), ("fp32,int4", r"'int4'"), ("", r"unknown precision")],
+)
+def test_parse_precisions_rejects_unknown_names(text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_precisions(text)
+
+
+@pytest.mark.parametrize("precisions", ["fp32,fp16", "fp32,int8", ("int8", "fp16")])
+def test_reduced_precisions_need_a_validation_split(
+    tiny_checkpoint: Path, synthetic_voc: Path, tmp_path: Path, precisions: object
+) -> None:
+    with pytest.raises(ConfigError, match=r"scored against fp32 on a validation split.*--val-data"):
+        export_bundle(
+            tiny_checkpoint,
+            tmp_path / "out",
+            precisions=precisions,  # type: ignore[arg-type]
+            calib_dir=synthetic_voc,
+            progress=False,
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_int8_needs_calibration_images(
+    tiny_checkpoint: Path, validation_split: AnnotatedSplit, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ConfigError, match=r"int8 variant is calibrated on training images.*--calib"
+    ):
+        export_bundle(
+            tiny_checkpoint,
+            tmp_path / "out",
+            precisions="fp32,int8",
+            validation=validation_split,
+            progress=False,
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_validation_split_without_positives_is_refused_first(
+    tiny_checkpoint: Path, validation_split: AnnotatedSplit, tmp_path: Path
+) -> None:
+    negatives = tuple(
+        Sample(s.image_path, np.zeros(len(validation_split.labels), np.float32), s.image_id)
+        for s in validation_split.samples
+    )
+    split = AnnotatedSplit(validation_split.labels, negatives, "val", validation_split.source)
+    with pytest.raises(DatasetError, match=r"validation split 'val' has no positive labels"):
+        export_bundle(tiny_checkpoint, tmp_path / "out", precisions="fp32,fp16", validation=split)
+    assert not list(tmp_path.iterdir())
+
+
+def test_variants_are_kept_exactly_when_they_pass_their_bar(
+    variant_bundle: Bundle,
+    tiny_bundle: Bundle,
+    synthetic_voc: Path,
+    validation_split: AnnotatedSplit,
+) -> None:
+    root = variant_bundle.root
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest == variant_bundle.manifest
+    assert manifest["format_version"] == 2 and "int8_onnx" not in manifest
+    assert set(manifest["variants"]) == {"fp16", "int8"}
+    # Same graph as the fp32-only export: the same model id, and fp32 is the same variant.
+    assert variant_bundle.model_id == tiny_bundle.model_id
+    assert manifest["onnx"]["parity"]["frames"] == str(synthetic_voc)
+    targets = validation_split.targets()
+    fp32_scores = onnx_scores(variant_bundle.onnx_path, validation_split, variant_bundle.spec)
+    fp32_map = mean_average_precision(fp32_scores, targets)
+    kept = []
+    for precision in ("fp16", "int8"):
+        entry = manifest["variants"][precision]
+        score = VariantScore(**entry["accuracy"])
+        assert score.precision == precision
+        assert score.bar_points == DEFAULT_BARS[precision]
+        assert score.split == "val" and score.images == len(validation_split) == 6
+        assert score.fp32_map == pytest.approx(fp32_map, abs=1e-12)
+        assert score.map_drop_points == pytest.approx(100 * (score.fp32_map - score.variant_map))
+        assert 0.0 <= score.decision_agreement <= 1.0 and score.max_score_diff > 0.0
+        accepted = score.map_drop_points <= DEFAULT_BARS[precision] + 1e-9
+        assert entry["accepted"] is accepted is score.accepted
+        path = root / VARIANT_FILES[precision]
+        assert path.exists() is accepted
+        if accepted:
+            kept.append(path.name)
+            assert entry["file"] == path.name and entry["sha256"] == sha256_file(path)
+            assert "reason" not in entry
+            variant = variant_bundle.variant(precision)
+            assert variant.path == path and variant.sha256 == entry["sha256"]
+            assert variant.entry == entry and precision not in variant_bundle.refused
+            props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+            assert props[PRECISION_METADATA_KEY] == precision
+            # The recorded mAP is the file's, measured again here.
+            scores = onnx_scores(path, validation_split, variant_bundle.spec, precision=precision)
+            assert score.variant_map == pytest.approx(mean_average_precision(scores, targets))
+            assert score.max_score_diff == pytest.approx(np.abs(scores - fp32_scores).max())
+        else:
+            assert entry["file"] is None and "sha256" not in entry
+            assert entry["reason"] == score.summary() == variant_bundle.refused[precision]
+            assert precision not in variant_bundle.variants
+            with pytest.raises(BundleError, match=r"refused at export"):
+                variant_bundle.variant(precision)
+    accepted_ones = [p for p, e in manifest["variants"].items() if e["accepted"]]
+    assert list(variant_bundle.variants) == ["fp32", *sorted(accepted_ones, key=PRECISIONS.index)]
+    assert set(variant_bundle.refused) == {"fp16", "int8"} - set(accepted_ones)
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["manifest.json", "model.onnx", "model.pt", *kept]
+    )
+    fp16, int8 = (manifest["variants"][p]["conversion"] for p in ("fp16", "int8"))
+    assert fp16["tool"].startswith("onnxruntime.transformers.float16") and fp16["io"] == "float32"
+    assert {"Softmax", "LayerNormalization", "Sigmoid"} <= set(fp16["fp32_ops"])
+    assert int8["calibration"] == {"images": CALIB_IMAGES, "method": "minmax"}
+    assert int8["activations"] == "int8 symmetric (zero point 0)"
+    assert {"fp16 variant", "score fp16 on validation", "int8 variant"} <= set(
+        manifest["exporter"]["timings_s"]
+    )
+    assert variant_bundle.run_id("fp16") == f"{variant_bundle.model_id}/fp16"
+
+
+def test_a_refused_variant_is_recorded_without_its_file(
+    tiny_checkpoint: Path,
+    synthetic_voc: Path,
+    int8_losing_split: AnnotatedSplit,
+    tmp_path: Path,
+) -> None:
+    # On this split fp32 ranks the one positive first and int8 second: mAP 1 against 1/2.
+    out = tmp_path / "bundle"
+    bundle = export_bundle(
+        tiny_checkpoint,
+        out,
+        precisions="fp32,int8",
+        calib_dir=synthetic_voc,
+        calib_images=CALIB_IMAGES,
+        validation=int8_losing_split,
+        bars={"int8": 0.0},
+        progress=False,
+    )
+    entry = bundle.manifest["variants"]["int8"]
+    assert entry["accepted"] is False and entry["file"] is None and "sha256" not in entry
+    accuracy = entry["accuracy"]
+    assert accuracy["fp32_map"] == pytest.approx(1.0)
+    assert accuracy["variant_map"] == pytest.approx(0.5)
+    assert accuracy["map_drop_points"] == pytest.approx(50.0)
+    assert accuracy["bar_points"] == 0.0 and accuracy["images"] == 2
+    assert entry["conversion"]["calibration"]["images"] == CALIB_IMAGES
+    reason = entry["reason"]
+    assert "mAP 50.00 vs fp32 100.00 (drop 50.00 > 0.00 points)" in reason
+    assert "on 2 images of 'val'" in reason
+    assert bundle.refused == {"int8": reason}
+    assert list(bundle.variants) == ["fp32"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt"]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
+    with pytest.raises(
+        BundleError, match=r"no int8 variant: it was refused at export \(mAP 50"
+    ) as e:
+        bundle.variant("int8")
+    assert "drop 50.00 > 0.00 points" in str(e.value) and "it has fp32" in str(e.value)
+    again = load_bundle(out)
+    assert again.refused == bundle.refused and list(again.variants) == ["fp32"]

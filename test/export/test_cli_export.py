@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-import importlib.util
+import csv
 from pathlib import Path
 
 import pytest
 
+from export.conftest import CALIB_IMAGES
 from mmsag_ros import cli
+from mmsag_ros.bundle.manifest import Bundle, load_bundle
 from mmsag_ros.cli import main
-from mmsag_ros.export.manifest import Bundle, load_bundle
-
-HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+from mmsag_ros.data.dataset import AnnotatedSplit
+from mmsag_ros.export.precision import VariantScore
 
 
 @pytest.fixture(autouse=True)
@@ -38,40 +39,143 @@ def test_non_empty_out_exits_1(tiny_bundle: Bundle, tiny_checkpoint: Path, capsy
     assert "is not empty" in _one_error_line(capsys.readouterr().err)
 
 
-@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here")
-def test_engine_without_tensorrt_exits_1(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--fp16"]
-    assert main(args) == 1
-    assert "TensorRT is not installed" in _one_error_line(capsys.readouterr().err)
-    assert not (tmp_path / "b").exists()
+def _error_lines(err: str) -> list[str]:
+    # Progress bars share stderr; the command's own errors are the "mmsag export:" lines.
+    return [line for line in err.splitlines() if line.startswith("mmsag export:")]
 
 
-def test_export_with_static_int8_prints_a_summary(
+def _int8_args(checkpoint: Path, out: Path, calib: Path) -> list[str]:
+    return [
+        "export",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--precision",
+        "fp32,int8",
+        "--calib-data",
+        str(calib),
+        "--calib-images",
+        str(CALIB_IMAGES),
+    ]
+
+
+def test_export_with_int8_prints_the_variant_rows(
     tiny_checkpoint: Path, synthetic_voc: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "bundle"
+    args = [
+        *_int8_args(tiny_checkpoint, out, synthetic_voc),
+        "--val-data",
+        str(synthetic_voc),
+        "--int8-bar",
+        "100",  # a drop every int8 model stays within: this test is about the plumbing
+    ]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert _error_lines(captured.err) == []
+    bundle = load_bundle(out)
+    printed = captured.out
+    assert bundle.model_id in printed
+    assert "model.onnx" in printed and "model.int8.onnx" in printed and "model.pt" in printed
+    assert "parity" in printed and "logits" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("int8 ")]
+    assert len(rows) == 1, printed
+    entry = bundle.manifest["variants"]["int8"]
+    summary = VariantScore(**entry["accuracy"]).summary()
+    assert rows[0].split(None, 1)[1] == f"accepted: {summary}"
+    assert "<= 100.00 points" in summary and "on 6 images of 'val'" in summary
+    assert bundle.variant("int8").path == out / "model.int8.onnx"
+    assert entry["accepted"] is True and entry["accuracy"]["bar_points"] == 100.0
+    assert entry["accuracy"]["split"] == "val" and entry["accuracy"]["images"] == 6
+    assert entry["conversion"]["calibration"] == {"images": CALIB_IMAGES, "method": "minmax"}
+    assert "fp16" not in bundle.manifest["variants"]
+    assert bundle.manifest["onnx"]["parity"]["frames"] == str(synthetic_voc)
+
+
+def _write_csv(split: AnnotatedSplit, path: Path) -> tuple[Path, Path]:
+    """``split`` as a CSV label table; returns the table and the folder its names are in."""
+    roots = {s.image_path.parent for s in split.samples}
+    assert len(roots) == 1
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["filename", *split.labels.names])
+        for sample in split.samples:
+            writer.writerow([sample.image_path.name, *(int(v) for v in sample.target)])
+    return path, roots.pop()
+
+
+def test_a_refused_variant_exits_1_after_writing_the_bundle(
+    tiny_checkpoint: Path,
+    synthetic_voc: Path,
+    int8_losing_split: AnnotatedSplit,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    # On this split fp32 ranks the one positive first and int8 second: 50 points down.
+    table, images = _write_csv(int8_losing_split, tmp_path / "val.csv")
+    out = tmp_path / "bundle"
+    args = [
+        *_int8_args(tiny_checkpoint, out, synthetic_voc),
+        "--val-format",
+        "csv",
+        "--val-data",
+        str(table),
+        "--val-image-root",
+        str(images),
+        "--int8-bar",
+        "0",
+    ]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    bundle = load_bundle(out)  # written, without the refused variant
+    assert list(bundle.variants) == ["fp32"] and not (out / "model.int8.onnx").exists()
+    reason = bundle.refused["int8"]
+    assert "drop 50.00 > 0.00 points" in reason
+    assert _error_lines(captured.err) == [
+        f"mmsag export: error: the int8 variant was refused ({reason}); the bundle was written "
+        "without it"
+    ]
+    rows = [line for line in captured.out.splitlines() if line.startswith("int8 ")]
+    assert len(rows) == 1 and rows[0].split(None, 1)[1] == f"REFUSED, file not kept: {reason}"
+    assert "model.int8.onnx" not in captured.out
+    accuracy = bundle.manifest["variants"]["int8"]["accuracy"]
+    assert accuracy["split"] == "val" and accuracy["images"] == 2
+
+
+def test_reduced_precision_without_validation_data_exits_1(
+    tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
     args = [
         "export",
         "--checkpoint",
         str(tiny_checkpoint),
         "--out",
-        str(out),
-        "--int8-cpu",
-        "--calib-data",
-        str(synthetic_voc),
-        "--val-data",
-        str(synthetic_voc),
-        "--max-map-drop",
-        "100",  # a bar every int8 model passes: this test is about the plumbing
+        str(tmp_path / "b"),
+        "--precision",
+        "fp32,fp16",
     ]
-    assert main(args) == 0
-    bundle = load_bundle(out)
-    printed = capsys.readouterr().out
-    assert bundle.model_id in printed
-    assert "model.onnx" in printed and "model.int8.onnx" in printed and "kept" in printed
-    assert "parity" in printed and "logits" in printed
-    assert bundle.int8_onnx_path == out / "model.int8.onnx"
-    section = bundle.manifest["int8_onnx"]
-    assert section["kept"] is True and section["max_drop_points"] == 100
-    assert section["validation"] == {"split": "val", "images": 6}
-    assert bundle.manifest["onnx"]["parity"]["frames"] == str(synthetic_voc)
+    assert main(args) == 1
+    assert "add --val-data DIR" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_unknown_precision_exits_1(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "b")]
+    assert main([*args, "--precision", "fp32,int4"]) == 1
+    assert "unknown precision 'int4'" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "removed",
+    [["--int8-cpu"], ["--engine"], ["--max-map-drop", "1"], ["--max-batch", "4"]],
+)
+def test_the_old_options_are_gone(
+    tiny_checkpoint: Path, tmp_path: Path, capsys, removed: list[str]
+) -> None:
+    args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "b")]
+    with pytest.raises(SystemExit) as info:
+        main([*args, *removed])
+    assert info.value.code == 2
+    assert f"unrecognized arguments: {' '.join(removed)}" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -8,11 +8,11 @@ import timm
 import torch
 from torchvision import models
 
+from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model import create_backbone, list_backbones, register_backbone
 from mmsag_ros.model.backbones import load_state_dict_file
 from mmsag_ros.model.backbones.efficientnet import lukemelas_to_timm, packaged_lite0_weights
-from mmsag_ros.runtime.preprocess import PreprocessSpec, preprocess
 
 EXPECTED_CHANNELS = {
     "resnet18": 512,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmsag_ros.bundle.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model import (
     ABLATION_FLAGS,
@@ -17,7 +18,6 @@ from mmsag_ros.model import (
 )
 from mmsag_ros.model.backbones import create_backbone, load_state_dict_file
 from mmsag_ros.model.backbones.efficientnet import packaged_lite0_weights
-from mmsag_ros.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 LABELS = 4
 SMALL = {"width": 32, "num_heads": 4, "ffn_dim": 64, "attention_dim": 16}

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model.text import DEFAULT_PHRASES, embed_labels, label_phrases
 

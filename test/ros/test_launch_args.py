@@ -88,6 +88,15 @@ def test_compressed_overrides_input_type_only_when_given(compressed, input_type)
     assert overrides.get("input_type") == input_type
 
 
+def test_precision_overrides_only_when_given():
+    assert sorter_overrides(precision=" int8 ")["precision"] == "int8"
+    assert "precision" not in sorter_overrides(precision="")
+    with pytest.raises(
+        ConfigError, match=r"precision must be fp32, fp16, int8 or empty, got 'int4'"
+    ):
+        sorter_overrides(precision="int4")
+
+
 def test_bundle_and_camera_topics_override_only_when_given():
     assert sorter_overrides(
         bundle=" /opt/models/a ", camera_topics="/cam_left/image_raw, ,/cam_right/image_raw,"

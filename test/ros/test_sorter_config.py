@@ -15,7 +15,7 @@ import yaml
 from support import REPO
 
 from mmsag_ros.errors import ConfigError
-from mmsag_ros.ros.params import SorterParams, resolve_thresholds
+from mmsag_ros.ros.params import SorterParams, backend_options, resolve_thresholds
 
 LAUNCH = REPO / "launch" / "sorter.launch.py"
 CONFIG = REPO / "config" / "sorter.yaml"
@@ -35,12 +35,14 @@ def test_launch_file_compiles_and_declares_the_arguments(tmp_path):
         "namespace",
         "camera_topics",
         "compressed",
+        "precision",
         "use_sim_time",
         "log_level",
     }
     assert all("description" in keywords for keywords in declared.values())
     # Empty keeps the parameter file's input_type (test/ros/test_launch_args.py).
     assert ast.literal_eval(declared["compressed"]["choices"]) == ["", "true", "false"]
+    assert ast.literal_eval(declared["precision"]["choices"]) == ["", "fp32", "fp16", "int8"]
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)
@@ -77,11 +79,22 @@ def test_parameter_file_holds_valid_values_for_every_field():
         ({"class_thresholds": (0.5, 2.0)}, "class_thresholds must lie"),
         ({"max_rate_hz": -1.0}, "max_rate_hz"),
         ({"diagnostics_period_s": 0.0}, "diagnostics_period_s must be a positive"),
+        ({"precision": "int4"}, "precision must be one of fp32, fp16, int8, got 'int4'"),
+        ({"intra_op_threads": -1}, "intra_op_threads must be >= 0"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_value(change, match):
     with pytest.raises(ConfigError, match=match):
         SorterParams(**{"bundle": "/b", **change})
+
+
+def test_runtime_parameters_become_backend_options():
+    assert backend_options(SorterParams(bundle="/b")) == {}
+    params = SorterParams(bundle="/b", intra_op_threads=2, engine_cache_dir="/var/cache/e")
+    assert backend_options(params) == {
+        "onnxruntime": {"intra_op_threads": 2},
+        "tensorrt": {"cache_dir": "/var/cache/e"},
+    }
 
 
 def test_missing_bundle_is_refused():

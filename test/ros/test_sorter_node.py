@@ -8,6 +8,7 @@ needs. Every wait is for a condition.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,25 @@ def bundle_dir(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("node") / "tiny", seed=0)
 
 
-@pytest.fixture
-def node(bundle_dir, ros_env):
+@pytest.fixture(scope="module")
+def int8_bundle_dir(tmp_path_factory) -> Path:
+    """A tiny bundle with an int8 variant (kept whatever the untrained model scores)."""
+    from export.conftest import write_synthetic_voc, write_variant_bundle
+
+    work = tmp_path_factory.mktemp("int8")
+    voc = write_synthetic_voc(work / "voc", num_trainval=24)
+    return write_variant_bundle(
+        work / "bundle", voc=voc, precisions="fp32,int8", calib_images=8
+    ).root
+
+
+@contextmanager
+def sorter_node(ros_env, **overrides):
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
     node = SorterNode(
         context=context,
-        parameter_overrides=[
-            Parameter("bundle", value=str(bundle_dir)),
-            Parameter("backend", value="onnxruntime"),
-        ],
+        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
     )
     try:
         yield node
@@ -43,6 +53,34 @@ def node(bundle_dir, ros_env):
         node.release()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.fixture
+def node(bundle_dir, ros_env):
+    with sorter_node(ros_env, bundle=str(bundle_dir), backend="onnxruntime") as sorter:
+        yield sorter
+
+
+def test_the_precision_parameter_runs_that_variant_and_names_it(int8_bundle_dir, ros_env):
+    with sorter_node(
+        ros_env, bundle=str(int8_bundle_dir), precision="int8", intra_op_threads=1
+    ) as node:
+        assert node.trigger_configure() == Ret.SUCCESS
+        classifier = node._classifier
+        assert classifier.model_id.endswith("/int8")
+        assert classifier.backend.kind == "onnxruntime"
+        info = classifier.backend.info()
+        assert (info["precision"], info["model"], info["intra_op_threads"]) == (
+            "int8",
+            "model.int8.onnx",
+            1,
+        )
+
+
+def test_a_variant_the_bundle_lacks_fails_configure_with_the_reason(bundle_dir, ros_env):
+    with sorter_node(ros_env, bundle=str(bundle_dir), precision="fp16") as node:
+        assert node.trigger_configure() == Ret.FAILURE
+        assert "has no fp16 variant: it was not exported" in node._configure_error
 
 
 def test_deactivate_with_a_stuck_batch_hands_the_model_to_the_batch(node):

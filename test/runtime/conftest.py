@@ -1,4 +1,4 @@
-"""Session fixtures for the runtime tests: two tiny bundles and real synthetic frames."""
+"""Session fixtures for the runtime tests: tiny bundles (one with every variant), real frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import make_bundle
+from runtime_helpers import make_bundle, make_variant_bundle, write_voc
 
 from mmsag_ros.data.synth_scene import render_scene
 
@@ -24,9 +24,25 @@ def other_bundle_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundle(bundle_dir):
-    from mmsag_ros.export.manifest import load_bundle
+    from mmsag_ros.bundle.manifest import load_bundle
 
     return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def variant_bundle_dir(tmp_path_factory) -> Path:
+    """A bundle exported with ``--precision fp32,fp16,int8`` (int8 calibrated on 16 images)."""
+    voc = write_voc(tmp_path_factory.mktemp("voc") / "voc")
+    return make_variant_bundle(tmp_path_factory.mktemp("bundles") / "variants", seed=3, voc=voc)
+
+
+@pytest.fixture(scope="session")
+def variant_bundle(variant_bundle_dir):
+    from mmsag_ros.bundle.manifest import load_bundle
+
+    bundle = load_bundle(variant_bundle_dir)
+    assert set(bundle.variants) == {"fp32", "fp16", "int8"}, bundle.refused
+    return bundle
 
 
 @pytest.fixture(scope="session")

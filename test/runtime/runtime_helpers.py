@@ -1,8 +1,9 @@
 """Helpers for the runtime tests: tiny real checkpoints and bundles, a swapped-ONNX bundle.
 
 The model is a ResNet-18 MM-SAG at 96 px with a narrow head (3 x 3 attention grid), so an
-export takes a few seconds on two CPU cores. A uniquely named module, not conftest.py, so test
-modules can import it whatever other conftest modules pytest has loaded.
+export takes a few seconds on two CPU cores (about ten with the fp16 and int8 variants). A
+uniquely named module, not conftest.py, so test modules can import it whatever other conftest
+modules pytest has loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsag_ros.data.labels import MLKW_LABELS
+from mmsag_ros.bundle.labels import MLKW_LABELS
 
 INPUT_SIZE = 96
 _TINY = {
@@ -35,7 +36,7 @@ def write_checkpoint(path: Path, *, seed: int) -> Path:
     import torch
 
     from mmsag_ros.model import ModelConfig, build_model
-    from mmsag_ros.train.checkpoint import save_checkpoint
+    from mmsag_ros.model.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     config = ModelConfig(name="tiny_r18_96", **_TINY)
@@ -63,11 +64,39 @@ def write_checkpoint(path: Path, *, seed: int) -> Path:
 
 
 def make_bundle(out_dir: Path, *, seed: int, attention: bool = True) -> Path:
-    """Export a fresh tiny model into ``out_dir`` with the export helper's code."""
+    """Export a fresh tiny model into ``out_dir`` with the export helper's code (fp32 only)."""
     from mmsag_ros.export.bundle import export_bundle
 
     checkpoint = write_checkpoint(out_dir.parent / f"{out_dir.name}_ckpt" / "best.pt", seed=seed)
     export_bundle(checkpoint, out_dir, attention=attention, progress=False)
+    return out_dir
+
+
+def write_voc(root: Path, *, seed: int = 0) -> Path:
+    """A small synthetic conveyor dataset in the VOC layout (train/val/trainval splits)."""
+    from mmsag_ros.data.synth import generate_dataset
+
+    generate_dataset(root, num_trainval=30, num_test=0, image_size=(128, 96), seed=seed)
+    return root
+
+
+def make_variant_bundle(out_dir: Path, *, seed: int, voc: Path) -> Path:
+    """Export a fresh tiny model with its fp16 and int8 variants (16 calibration images)."""
+    from export.conftest import write_variant_bundle
+
+    checkpoint = write_checkpoint(out_dir.parent / f"{out_dir.name}_ckpt" / "best.pt", seed=seed)
+    write_variant_bundle(out_dir, voc=voc, checkpoint=checkpoint)
+    return out_dir
+
+
+def refuse_variant(bundle_dir: Path, out_dir: Path, precision: str, reason: str) -> Path:
+    """Copy ``bundle_dir`` with ``precision`` recorded as refused at export (its file removed)."""
+    shutil.copytree(bundle_dir, out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    entry = manifest["variants"][precision]
+    (out_dir / entry["file"]).unlink()
+    entry.update(file=None, sha256=None, accepted=False, reason=reason)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out_dir
 
 

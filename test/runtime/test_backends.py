@@ -1,17 +1,20 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from runtime_helpers import INPUT_SIZE, make_bundle
+from runtime_helpers import INPUT_SIZE, make_bundle, refuse_variant
 
+from mmsag_ros.bundle.manifest import load_bundle
+from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
+from mmsag_ros.onnx_session import open_session, uint8_activations
 from mmsag_ros.runtime.backends import create_backend, parse_device
 from mmsag_ros.runtime.postprocess import sigmoid
-from mmsag_ros.runtime.preprocess import preprocess
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -68,6 +71,7 @@ def test_backend_lifecycle_and_input_checks(bundle):
         assert backend.loaded
         assert backend.providers == ("CPUExecutionProvider",)
         assert backend.info()["model_id"] == bundle.model_id
+        assert backend.info()["precision"] == backend.precision == "fp32"
         with pytest.raises(ValueError, match=f"float32 N x 3 x {INPUT_SIZE}"):
             backend.infer(zeros.astype(np.float64))
         with pytest.raises(ValueError, match="N >= 1"):
@@ -89,10 +93,15 @@ def test_create_backend_loads_a_bundle_directory(bundle_dir, tmp_path):
     [
         ("onnx", {}, ConfigError, "unknown backend 'onnx'; did you mean 'onnxruntime'"),
         ("onnxruntime", {"fp16": True}, ConfigError, "bad option for the onnxruntime backend"),
+        # The old boolean switches are gone: precision="int8" / "fp16" replaced them.
+        ("onnxruntime", {"int8": True}, ConfigError, "bad option for the onnxruntime backend"),
+        ("torch", {"fp16": True}, ConfigError, "bad option for the torch backend"),
         ("onnxruntime", {"intra_op_threads": 0}, ConfigError, "intra_op_threads must be"),
-        ("torch", {"fp16": True}, ConfigError, "need device='cuda'"),
-        ("torch", {"cuda_graph_batch": 4}, ConfigError, "need device='cuda'"),
+        ("torch", {"cuda_graph_batch": 4}, ConfigError, "cuda_graph_batch needs device='cuda'"),
+        ("torch", {"num_threads": 0}, ConfigError, "num_threads must be at least 1"),
         ("tensorrt", {}, ConfigError, "runs on cuda, not 'cpu'"),
+        ("onnxruntime", {"precision": "fp8"}, ConfigError, "unknown precision 'fp8'; use one"),
+        ("torch", {"precision": "FP16"}, ConfigError, "unknown precision 'FP16'"),
     ],
 )
 def test_create_backend_rejects_bad_requests(bundle, kind, options, error, message):
@@ -100,9 +109,11 @@ def test_create_backend_rejects_bad_requests(bundle, kind, options, error, messa
         create_backend(kind, bundle, device="cpu", **options)
 
 
-def test_tensorrt_rejects_unknown_precision(bundle):
-    with pytest.raises(ConfigError, match="unknown TensorRT precision 'fp8'"):
+def test_tensorrt_rejects_unknown_precision_and_bad_batches(bundle):
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'; use one of fp32, fp16, int8"):
         create_backend("tensorrt", bundle, device="cuda", precision="fp8")
+    with pytest.raises(ConfigError, match="max_batch must be at least 1"):
+        create_backend("tensorrt", bundle, device="cuda", max_batch=0)
 
 
 @pytest.mark.parametrize(
@@ -118,18 +129,235 @@ def test_parse_device_rejects_unknown_devices(text):
         parse_device(text)
 
 
-def test_int8_without_an_int8_model_is_unavailable(bundle):
-    if bundle.int8_onnx_path is not None:
-        pytest.skip("this bundle has an int8 model")
-    with pytest.raises(BackendUnavailableError, match="has no int8 ONNX model"):
-        create_backend("onnxruntime", bundle, int8=True).load()
+@pytest.mark.parametrize("kind", ["onnxruntime", "tensorrt"])
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_a_variant_that_was_not_exported_is_a_bundle_error(bundle, kind, precision):
+    device = "cuda" if kind == "tensorrt" else "cpu"
+    with pytest.raises(
+        BundleError, match=rf"has no {precision} variant: it was not exported"
+    ) as info:
+        create_backend(kind, bundle, device=device, precision=precision)
+    assert "it has fp32" in str(info.value)
+    assert f"--precision fp32,{precision}" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "tensorrt"])
+def test_a_refused_variant_is_a_bundle_error_with_the_reason(variant_bundle_dir, tmp_path, kind):
+    reason = "int8: mAP drop 3.20 points > bar 1.00"
+    refused = load_bundle(refuse_variant(variant_bundle_dir, tmp_path / "refused", "int8", reason))
+    assert set(refused.variants) == {"fp32", "fp16"} and refused.refused == {"int8": reason}
+    device = "cuda" if kind == "tensorrt" else "cpu"
+    with pytest.raises(BundleError, match="has no int8 variant: it was refused at export") as info:
+        create_backend(kind, refused, device=device, precision="int8")
+    assert f"({reason})" in str(info.value) and "it has fp32, fp16" in str(info.value)
+    # The variants that were kept still run.
+    with create_backend("onnxruntime", refused, precision="fp16", intra_op_threads=1) as backend:
+        assert backend.info()["model"] == "model.fp16.onnx"
+
+
+def _one_thread_outputs(backend, batch):
+    with backend:
+        return backend.infer(batch)
+
+
+@pytest.fixture(scope="module")
+def variant_outputs(variant_bundle, frames):
+    """Outputs of every variant of the variant bundle on ONNX Runtime (one thread, CPU)."""
+    batch = _batch(variant_bundle, frames)
+    outputs = {}
+    for precision in variant_bundle.variants:
+        backend = create_backend(
+            "onnxruntime", variant_bundle, precision=precision, intra_op_threads=1
+        )
+        outputs[precision] = _one_thread_outputs(backend, batch)
+    return batch, outputs
+
+
+#: How far a variant's scores may lie from fp32 on these frames (a random tiny model).
+VARIANT_ATOL = {"fp32": 0.0, "fp16": 5e-3, "int8": 5e-2}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_onnxruntime_runs_every_variant_near_fp32(variant_bundle, variant_outputs, precision):
+    batch, outputs = variant_outputs
+    backend = create_backend("onnxruntime", variant_bundle, precision=precision)
+    assert backend.precision == precision
+    assert backend.variant is variant_bundle.variant(precision)
+    with backend:
+        info = backend.info()
+        assert backend.providers == ("CPUExecutionProvider",)
+    assert info["precision"] == precision
+    assert info["model"] == variant_bundle.variant(precision).path.name
+    assert info["model"] == {"fp32": "model.onnx"}.get(precision, f"model.{precision}.onnx")
+    got, fp32 = outputs[precision], outputs["fp32"]
+    assert got["logits"].dtype == np.float32 and got["logits"].shape == (len(batch), 8)
+    assert got["attention"].shape == (len(batch), 8, 3, 3)
+    np.testing.assert_allclose(got["attention"].sum(axis=(2, 3)), 1.0, rtol=1e-3)
+    diff = np.abs(sigmoid(got["logits"]) - sigmoid(fp32["logits"]))
+    assert diff.max() <= VARIANT_ATOL[precision], diff.max()
+    if precision != "fp32":  # it really ran another graph, not model.onnx again
+        assert diff.max() > 0
+
+
+def _zero_points(model) -> dict[str, np.ndarray]:
+    """Every Q/DQ zero-point initializer of ``model``, by name."""
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    names = {
+        node.input[2]
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2
+    }
+    return {name: numpy_helper.to_array(initializers[name]).copy() for name in names}
+
+
+def test_uint8_activations_rewrites_exactly_the_activation_zero_points(variant_bundle):
+    import onnx
+
+    model = onnx.load(str(variant_bundle.variant("int8").path))
+    activation = {node.input[2] for node in model.graph.node if node.op_type == "QuantizeLinear"}
+    before = _zero_points(model)
+    weights = set(before) - activation
+    assert activation and weights  # the variant quantizes activations and weights
+    assert all(before[name].dtype == np.int8 and not before[name].any() for name in activation)
+
+    assert uint8_activations(model) == len(activation)
+
+    after = _zero_points(model)
+    assert set(after) == set(before)
+    for name in activation:
+        assert after[name].dtype == np.uint8 and (after[name] == 128).all(), name
+        assert after[name].shape == before[name].shape
+    for name in weights:  # weight (and bias) zero points are left alone
+        assert after[name].dtype == before[name].dtype, name
+        np.testing.assert_array_equal(after[name], before[name])
+    assert {after[name].dtype for name in weights} >= {np.dtype(np.int8)}
+    # The file on disk keeps the TensorRT form.
+    on_disk = _zero_points(onnx.load(str(variant_bundle.variant("int8").path)))
+    assert all(on_disk[name].dtype == np.int8 for name in activation)
+
+
+def test_the_int8_cpu_session_is_open_session_with_uint8_activations(
+    variant_bundle, variant_outputs
+):
+    import onnx
+    import onnxruntime as ort
+
+    batch, outputs = variant_outputs
+    path = variant_bundle.variant("int8").path
+    session = open_session(path, precision="int8", intra_op_threads=1)
+    direct = dict(
+        zip(
+            [o.name for o in session.get_outputs()],
+            session.run(None, {"images": batch}),
+            strict=True,
+        )
+    )
+    for name, value in outputs["int8"].items():  # the backend runs exactly that session
+        np.testing.assert_array_equal(value, direct[name])
+
+    # Rewriting by hand and running the bytes gives the same numbers again.
+    model = onnx.load(str(path))
+    uint8_activations(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    rewritten = ort.InferenceSession(
+        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+    ).run(["logits"], {"images": batch})[0]
+    np.testing.assert_array_equal(rewritten, direct["logits"])
+
+    # The same quantization with int8 activations (the file as TensorRT reads it) agrees up to
+    # the kernels' rounding.
+    unrewritten = ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    ).run(["logits", "attention"], {"images": batch})
+    np.testing.assert_allclose(sigmoid(rewritten), sigmoid(unrewritten[0]), atol=2e-2, rtol=0)
+    np.testing.assert_allclose(direct["attention"], unrewritten[1], atol=1e-2, rtol=0)
+
+
+def test_open_session_rewrites_only_for_int8(variant_bundle, frames):
+    import onnxruntime as ort
+
+    # The int8 file opened as anything but int8 runs as written: int8 activations.
+    batch = _batch(variant_bundle, frames[:2])
+    path = variant_bundle.variant("int8").path
+    as_file = open_session(path, precision="fp32", intra_op_threads=1)
+    assert as_file.get_providers() == ["CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    plain = ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_array_equal(
+        as_file.run(["logits"], {"images": batch})[0], plain.run(["logits"], {"images": batch})[0]
+    )
+    with pytest.raises(ConfigError, match="intra_op_threads must be at least 1"):
+        open_session(path, intra_op_threads=0)
+
+
+def test_uint8_activations_refuses_a_zero_point_it_did_not_write(variant_bundle):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(variant_bundle.variant("int8").path))
+    name = next(n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear")
+    tensor = next(t for t in model.graph.initializer if t.name == name)
+    tensor.CopyFrom(numpy_helper.from_array(np.array(5, np.int8), name))  # asymmetric
+    with pytest.raises(
+        BundleError, match=rf"activation zero point '{re.escape(name)}' is not a symmetric"
+    ):
+        uint8_activations(model)
+    tensor.CopyFrom(numpy_helper.from_array(np.array(128, np.uint8), name))  # already uint8
+    with pytest.raises(BundleError, match=r"`mmsag export --precision \.\.\.,int8`"):
+        uint8_activations(model)
+
+
+def test_open_session_refuses_a_tampered_int8_file(variant_bundle, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(variant_bundle.variant("int8").path))
+    name = next(n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear")
+    tensor = next(t for t in model.graph.initializer if t.name == name)
+    tensor.CopyFrom(numpy_helper.from_array(np.array(-3, np.int8), name))
+    tampered = tmp_path / "model.int8.onnx"
+    onnx.save(model, str(tampered))
+    with pytest.raises(BundleError, match="is not a symmetric int8 initializer"):
+        open_session(tampered, precision="int8")
+    with pytest.raises(BackendUnavailableError, match="ONNX Runtime cannot load"):
+        open_session(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "message"),
+    [
+        ("fp16", "cpu", "runs fp32, or fp16 on CUDA, not fp16 on cpu"),
+        ("int8", "cpu", "not int8 on cpu; int8 and CPU fp16 are ONNX variants"),
+    ],
+)
+def test_torch_has_no_cpu_fp16_and_no_int8(variant_bundle, precision, device, message):
+    backend = create_backend("torch", variant_bundle, device=device, precision=precision)
+    assert backend.precision == precision  # created cheaply; refused when loaded
+    with pytest.raises(BackendUnavailableError, match=message):
+        backend.load()
+    assert not backend.loaded
+
+
+def test_torch_int8_is_refused_on_cuda_too(variant_bundle):
+    with pytest.raises(BackendUnavailableError, match="not int8 on cuda:0"):
+        create_backend("torch", variant_bundle, device="cuda", precision="int8").load()
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
-def test_missing_tensorrt_is_one_clear_line(bundle):
-    with pytest.raises(BackendUnavailableError, match=r"^TensorRT is not installed: ") as info:
-        create_backend("tensorrt", bundle, device="cuda").load()
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_missing_tensorrt_is_one_clear_line(variant_bundle, precision):
+    backend = create_backend("tensorrt", variant_bundle, device="cuda", precision=precision)
+    with pytest.raises(BackendUnavailableError, match=r"^TensorRT is not installed here: ") as info:
+        backend.load()
     assert "\n" not in str(info.value)
+    assert not backend.loaded
+    assert not variant_bundle.engines_dir.exists()  # loading never builds
 
 
 def test_cuda_requests_fail_clearly_without_a_gpu(bundle):
@@ -147,8 +375,9 @@ def test_importing_the_runtime_loads_no_inference_sdk():
     code = (
         "import sys, mmsag_ros.runtime as r\n"
         "r.Classifier, r.create_backend, r.attention_peaks\n"
-        "import mmsag_ros.runtime.verify, mmsag_ros.runtime.bench\n"
-        "import mmsag_ros.cli.verify, mmsag_ros.cli.bench\n"
+        "import mmsag_ros.runtime.verify, mmsag_ros.runtime.bench, mmsag_ros.runtime.tensorrt\n"
+        "import mmsag_ros.onnx_session, mmsag_ros.bundle.manifest\n"
+        "import mmsag_ros.cli.verify, mmsag_ros.cli.bench, mmsag_ros.cli.engine\n"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt') if m in sys.modules))\n"
     )
     result = subprocess.run(
@@ -158,7 +387,15 @@ def test_importing_the_runtime_loads_no_inference_sdk():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("options", [{}, {"fp16": True}, {"cuda_graph_batch": 2}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"precision": "fp16"},
+        {"cuda_graph_batch": 2},
+        {"precision": "fp16", "cuda_graph_batch": 2},
+    ],
+)
 def test_torch_cuda_paths_match_the_cpu(bundle, frames, options):
     if not _cuda_available():
         pytest.skip("needs a CUDA GPU")
@@ -169,7 +406,7 @@ def test_torch_cuda_paths_match_the_cpu(bundle, frames, options):
         got = sigmoid(gpu.infer(batch)["logits"])
         again = sigmoid(gpu.infer(batch)["logits"])  # a graph replay reads fresh input
         single = sigmoid(gpu.infer(batch[:1])["logits"])  # other sizes run eagerly
-    tolerance = 5e-3 if options.get("fp16") else 1e-4
+    tolerance = 5e-3 if options.get("precision") == "fp16" else 1e-4
     np.testing.assert_allclose(got, expected, atol=tolerance, rtol=0)
     np.testing.assert_array_equal(again, got)
     np.testing.assert_allclose(single, expected[:1], atol=tolerance, rtol=0)

@@ -34,7 +34,7 @@ def _reference_scores(classifier, rgb):
 
 def test_classifier_from_a_path_reports_scores_decisions_and_peaks(bundle_dir, frames):
     with Classifier(bundle_dir, backend="onnxruntime", backend_options=ORT_ONE_THREAD) as clf:
-        assert clf.model_id == clf.bundle.model_id
+        assert clf.model_id == clf.bundle.model_id and clf.precision == "fp32"
         assert clf.backend_reason == "requested explicitly"
         prediction = clf.classify_one(frames[1])
     assert prediction.source_size == (641, 479)
@@ -208,3 +208,38 @@ def test_candidate_order():
         ("torch", "cpu"),
     ]
     assert candidate_backends("torch", "cuda:1") == [("torch", "cuda:1")]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_the_model_id_names_a_reduced_precision(variant_bundle, frames, precision):
+    with Classifier(
+        variant_bundle, backend="onnxruntime", precision=precision, backend_options=ORT_ONE_THREAD
+    ) as clf:
+        suffix = "" if precision == "fp32" else f"/{precision}"
+        assert clf.model_id == variant_bundle.model_id + suffix
+        assert clf.model_id == variant_bundle.run_id(precision)
+        assert clf.precision == clf.backend.precision == precision
+        assert clf.backend.info()["model"] == variant_bundle.variant(precision).path.name
+        assert repr(clf) == f"<Classifier {clf.model_id} on onnxruntime@cpu>"
+        prediction = clf.classify_one(frames[0])
+    assert prediction.scores.shape == (8,) and prediction.peaks.shape == (8, 3)
+
+
+def test_auto_runs_a_reduced_variant_on_onnxruntime(variant_bundle, frames):
+    with Classifier(variant_bundle, precision="int8") as clf:
+        assert clf.backend.name == "onnxruntime@cpu" and clf.backend.precision == "int8"
+        assert clf.model_id.endswith("/int8")
+
+
+def test_a_classifier_on_a_missing_variant_is_a_bundle_error(bundle):
+    for precision in ("fp16", "int8"):
+        with pytest.raises(BundleError, match=f"has no {precision} variant: it was not exported"):
+            Classifier(bundle, backend="onnxruntime", precision=precision)
+    with pytest.raises(BundleError, match="unknown precision 'bf16'"):
+        Classifier(bundle, precision="bf16")
+
+
+def test_a_torch_classifier_refuses_cpu_fp16_and_int8(variant_bundle):
+    for precision in ("fp16", "int8"):
+        with pytest.raises(BackendUnavailableError, match=f"not {precision} on cpu"):
+            Classifier(variant_bundle, backend="torch", precision=precision)

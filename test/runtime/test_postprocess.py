@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.runtime.postprocess import attention_peaks, check_thresholds, decide, sigmoid
-from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 
 def test_sigmoid_is_stable_and_matches_the_formula():

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.model import create_model
 from mmsag_ros.train.config import load_config
 from mmsag_ros.train.distributed import DistributedContext

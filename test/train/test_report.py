@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mmsag_ros.data.labels import MLKW_LABELS, LabelSet
+from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.metrics import METRIC_KEYS, MultiLabelMeter, calibrate_thresholds
 from mmsag_ros.train.report import format_report_table, plot_latency_histogram, plot_pr_curves

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.cli import main
-from mmsag_ros.data.labels import LabelSet
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
-from mmsag_ros.train.checkpoint import load_checkpoint
+from mmsag_ros.model.checkpoint import load_checkpoint
 from mmsag_ros.train.config import load_config
 from mmsag_ros.train.distributed import DistributedContext
 from mmsag_ros.train.run import prepare_training, run_training

@@ -18,7 +18,7 @@ from mmsag_ros.runtime.backends.tensorrt_ import TensorRTBackend
 from mmsag_ros.runtime.backends.torch_ import TorchBackend
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = [
     "BACKEND_KINDS",
@@ -48,10 +48,10 @@ def create_backend(
     Args:
         kind: ``tensorrt``, ``onnxruntime`` or ``torch``.
         bundle: A loaded bundle, or a bundle directory to load
-            (:func:`mmsag_ros.export.manifest.load_bundle`).
+            (:func:`mmsag_ros.bundle.manifest.load_bundle`).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        **options: Backend-specific keyword options (``intra_op_threads``, ``fp16``,
-            ``cuda_graph_batch``, ``precision``...).
+        **options: ``precision`` (the bundle variant) and backend-specific keyword options
+            (``intra_op_threads``, ``cuda_graph_batch``, ``cache_dir``...).
 
     Raises:
         ConfigError: Unknown kind (with a suggestion), device or option.
@@ -66,7 +66,7 @@ def create_backend(
             f"unknown backend {kind!r}{hint} (known: {', '.join(BACKEND_KINDS)})"
         ) from None
     if isinstance(bundle, (str, Path)):
-        from mmsag_ros.export.manifest import load_bundle
+        from mmsag_ros.bundle.manifest import load_bundle
 
         bundle = load_bundle(Path(bundle))
     try:

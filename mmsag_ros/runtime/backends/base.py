@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = ["InferenceBackend", "parse_device"]
 
@@ -46,6 +47,8 @@ class InferenceBackend(ABC):
         kind: Registry name (``onnxruntime``, ``torch``, ``tensorrt``).
         bundle: The bundle it runs.
         device: ``cpu`` or ``cuda:N``.
+        precision: ``fp32``, ``fp16`` or ``int8``: which of the bundle's variants runs (the
+            torch backend casts its module instead).
         providers: What actually executes the graph once loaded (e.g. ONNX Runtime's
             providers, ``torch-cpu``, the TensorRT engine file); empty before :meth:`load`.
     """
@@ -54,14 +57,19 @@ class InferenceBackend(ABC):
     #: Device types the backend can use.
     device_types: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
-    def __init__(self, bundle: Bundle, *, device: str = "cpu") -> None:
+    def __init__(self, bundle: Bundle, *, device: str = "cpu", precision: str = "fp32") -> None:
         device_type, index = parse_device(device)
         if device_type not in self.device_types:
             raise ConfigError(
                 f"the {self.kind} backend runs on {' or '.join(self.device_types)}, not "
                 f"{device!r}; pick another backend or device"
             )
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}"
+            )
         self.bundle = bundle
+        self.precision = precision
         self.device = "cpu" if device_type == "cpu" else f"cuda:{index}"
         self.providers: tuple[str, ...] = ()
         self._loaded = False
@@ -86,6 +94,7 @@ class InferenceBackend(ABC):
         return {
             "kind": self.kind,
             "device": self.device,
+            "precision": self.precision,
             "providers": list(self.providers),
             "model_id": self.bundle.model_id,
         }

@@ -1,49 +1,38 @@
-"""TensorRT backend: a serialized engine from ``BUNDLE/engines/`` on a CUDA stream.
+"""TensorRT backend: a strongly typed engine of one of the bundle's variants, on a CUDA stream.
 
-Uses the TensorRT 10 tensor-name API (``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``) with torch CUDA tensors as device buffers, so no pycuda is needed. The
-engine is built on the target on first use and reused after (the export helper's cache,
-keyed by GPU, compute capability and TensorRT version). TensorRT is imported in :meth:`load`
-only: without it the package still imports and this backend says so in one line.
+Uses the tensor-name API that TensorRT 10 and 11 share (``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``) with torch CUDA tensors as device buffers, so no
+pycuda is needed. The engine comes from the cache of :mod:`mmsag_ros.runtime.tensorrt`; this
+backend never builds one (minutes that would freeze the caller): a missing engine raises with
+the ``mmsag engine`` command that builds it. TensorRT is imported in :meth:`load` only.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends.base import InferenceBackend
+from mmsag_ros.runtime.tensorrt import BatchProfile, ensure_engine, import_tensorrt
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
-__all__ = ["TENSORRT_PRECISIONS", "TensorRTBackend"]
-
-TENSORRT_PRECISIONS = ("fp16", "fp32", "int8")
-
-
-def _import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as err:
-        raise BackendUnavailableError(
-            f"TensorRT is not installed: {err}; install TensorRT 10 (pip install tensorrt, or "
-            "JetPack on a Jetson) or use the onnxruntime backend"
-        ) from err
-    return tensorrt
+__all__ = ["TensorRTBackend"]
 
 
 class TensorRTBackend(InferenceBackend):
-    """A TensorRT engine for the bundle's ONNX model, run on one CUDA device.
+    """A TensorRT engine of one of the bundle's ONNX variants, run on one CUDA device.
 
     Args:
         bundle: The bundle to run.
         device: ``cuda`` or ``cuda:N`` (TensorRT has no CPU path).
-        precision: Engine precision to load or build: ``fp16`` (default), ``fp32`` or
-            ``int8`` (int8 needs calibration data at export time).
-        rebuild: Build the engine again even if a cached one matches this machine.
+        precision: The variant the engine was built from: ``fp32``, ``fp16`` or ``int8``.
+        cache_dir: Engine cache directory (None: the bundle's ``engines/``, or the user cache
+            when the bundle is read-only).
         max_batch: Largest batch the engine must serve (part of its optimisation profile).
     """
 
@@ -55,20 +44,15 @@ class TensorRTBackend(InferenceBackend):
         bundle: Bundle,
         *,
         device: str = "cuda",
-        precision: str = "fp16",
-        rebuild: bool = False,
+        precision: str = "fp32",
+        cache_dir: Path | str | None = None,
         max_batch: int = 8,
     ) -> None:
-        super().__init__(bundle, device=device)
-        if precision not in TENSORRT_PRECISIONS:
-            raise ConfigError(
-                f"unknown TensorRT precision {precision!r}; use one of "
-                f"{', '.join(TENSORRT_PRECISIONS)}"
-            )
+        super().__init__(bundle, device=device, precision=precision)
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
-        self.precision = precision
-        self.rebuild = rebuild
+        bundle.variant(precision)  # a missing variant is a bundle problem: say so now
+        self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
         self.max_batch = max_batch
         self._torch: Any = None
         self._engine: Any = None
@@ -79,7 +63,7 @@ class TensorRTBackend(InferenceBackend):
         self._dtypes: dict[str, Any] = {}
 
     def _load(self) -> None:
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
         try:
             import torch
         except ImportError as err:
@@ -92,18 +76,20 @@ class TensorRTBackend(InferenceBackend):
                 "TensorRT needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
                 "False); use the onnxruntime backend on the CPU"
             )
-        from mmsag_ros.export.tensorrt import ensure_engine
-
         torch.cuda.set_device(self.device)
         engine_path = ensure_engine(
-            self.bundle, precision=self.precision, rebuild=self.rebuild, max_batch=self.max_batch
+            self.bundle,
+            precision=self.precision,
+            cache_dir=self.cache_dir,
+            profile=BatchProfile(1, 1, self.max_batch),
         )
         logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
             raise BackendUnavailableError(
                 f"TensorRT cannot deserialize {engine_path} (built by another TensorRT version "
-                "or GPU?); delete it or load with rebuild=True"
+                f"or GPU?); rebuild it: `mmsag engine --bundle {self.bundle.root} --precision "
+                f"{self.precision} --rebuild`"
             )
         dtypes = {
             trt.DataType.FLOAT: torch.float32,
@@ -118,7 +104,7 @@ class TensorRTBackend(InferenceBackend):
         if self._inputs != [self.bundle.input_name]:
             raise BackendUnavailableError(
                 f"engine {engine_path} has inputs {self._inputs}, the bundle expects "
-                f"[{self.bundle.input_name!r}]; rebuild it (rebuild=True)"
+                f"[{self.bundle.input_name!r}]; rebuild it with `mmsag engine ... --rebuild`"
             )
         self._dtypes = {n: dtypes[engine.get_tensor_dtype(n)] for n in names}
         self._torch = torch

@@ -15,7 +15,7 @@ from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends.base import InferenceBackend
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = ["TorchBackend"]
 
@@ -28,7 +28,9 @@ class TorchBackend(InferenceBackend):
     Args:
         bundle: The bundle to run (needs ``model.pt``).
         device: ``cpu`` or ``cuda``/``cuda:N``.
-        fp16: Run in half precision (CUDA only); outputs are returned as float32.
+        precision: ``fp32``, or ``fp16`` (the module cast to half precision; CUDA only).
+            Outputs are float32 either way. There is no int8 torch path: int8 is an ONNX
+            variant (onnxruntime, tensorrt).
         cuda_graph_batch: Capture a CUDA graph for this batch size (CUDA only) and replay it
             for batches of exactly that size.
         num_threads: CPU threads for torch (``torch.set_num_threads``, which is process-wide);
@@ -42,21 +44,20 @@ class TorchBackend(InferenceBackend):
         bundle: Bundle,
         *,
         device: str = "cpu",
-        fp16: bool = False,
+        precision: str = "fp32",
         cuda_graph_batch: int | None = None,
         num_threads: int | None = None,
     ) -> None:
-        super().__init__(bundle, device=device)
-        if (fp16 or cuda_graph_batch is not None) and self.device_type != "cuda":
+        super().__init__(bundle, device=device, precision=precision)
+        if cuda_graph_batch is not None and self.device_type != "cuda":
             raise ConfigError(
-                "fp16 and cuda_graph_batch need device='cuda'; on the CPU the torch backend "
-                "runs float32 eagerly"
+                "cuda_graph_batch needs device='cuda'; on the CPU the torch backend runs eagerly"
             )
         if cuda_graph_batch is not None and cuda_graph_batch < 1:
             raise ConfigError(f"cuda_graph_batch must be at least 1, got {cuda_graph_batch}")
         if num_threads is not None and num_threads < 1:
             raise ConfigError(f"num_threads must be at least 1, got {num_threads}")
-        self.fp16 = fp16
+        self.fp16 = precision == "fp16"
         self.cuda_graph_batch = cuda_graph_batch
         self.num_threads = num_threads
         self._torch: Any = None
@@ -73,6 +74,12 @@ class TorchBackend(InferenceBackend):
                 f"PyTorch is not installed ({err}); pip install torch, or use the onnxruntime "
                 "backend"
             ) from err
+        if self.precision == "int8" or (self.fp16 and self.device_type != "cuda"):
+            raise BackendUnavailableError(
+                f"the torch backend runs fp32, or fp16 on CUDA, not {self.precision} on "
+                f"{self.device}; int8 and CPU fp16 are ONNX variants: use the onnxruntime or "
+                "tensorrt backend"
+            )
         if self.bundle.torch_path is None:
             raise BackendUnavailableError(
                 f"bundle {self.bundle.root} has no model.pt for the torch backend; re-export it "
@@ -83,7 +90,7 @@ class TorchBackend(InferenceBackend):
                 f"torch cannot use {self.device}: no CUDA GPU is visible "
                 "(torch.cuda.is_available() is False); use device='cpu'"
             )
-        from mmsag_ros.train.checkpoint import load_checkpoint
+        from mmsag_ros.model.checkpoint import load_checkpoint
 
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
@@ -140,11 +147,10 @@ class TorchBackend(InferenceBackend):
             return {name: value.float().cpu().numpy().copy() for name, value in outputs.items()}
 
     def info(self) -> dict[str, Any]:
-        """Base info plus precision, CUDA graph and the torch thread count in effect."""
+        """Base info plus the CUDA graph and the torch thread count in effect."""
         threads = self._torch.get_num_threads() if self._torch is not None else self.num_threads
         return {
             **super().info(),
-            "fp16": self.fp16,
             "cuda_graph_batch": self.cuda_graph_batch,
             "num_threads": threads,
         }

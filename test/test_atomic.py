@@ -1,7 +1,7 @@
 """Atomic writes and the build lock, with real files and real concurrent writers.
 
 TensorRT cannot be installed here, so the engine, sidecar and cache writes are tested through
-the writer they use (:func:`mmsag_ros.export.atomic.write_atomic`).
+the writer they use (:func:`mmsag_ros.atomic.write_atomic`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mmsag_ros.export import tensorrt
-from mmsag_ros.export.atomic import atomic_target, exclusive_lock, unique_directory, write_atomic
+from mmsag_ros.atomic import atomic_target, exclusive_lock, unique_directory, write_atomic
+from mmsag_ros.bundle import manifest
+from mmsag_ros.export import precision
 from mmsag_ros.export.bundle import _staging_dir
+from mmsag_ros.runtime import tensorrt
 
 _WRITERS = 8
 _ROUNDS = 12
@@ -33,13 +35,21 @@ def _current_umask() -> int:
     return mask
 
 
-def test_the_engine_cache_uses_the_atomic_writer() -> None:
-    # build_engine and the calibrator write engines, sidecars and caches through this name.
+def test_the_engine_cache_uses_the_atomic_writer_and_the_lock() -> None:
+    # build_engine writes engines, sidecars and timing caches through this name, and
+    # ensure_engine holds this lock from the cache check to the last write.
     assert tensorrt.write_atomic is write_atomic
+    assert tensorrt.exclusive_lock is exclusive_lock
+
+
+def test_the_bundle_writers_use_the_atomic_writer() -> None:
+    # The manifest and the precision variants are written through these names.
+    assert manifest.write_atomic is write_atomic
+    assert precision.atomic_target is atomic_target
 
 
 def test_concurrent_writers_leave_exactly_one_whole_payload(tmp_path: Path) -> None:
-    target = tmp_path / "orin_sm87_trt10.3.0_fp16.engine"
+    target = tmp_path / "orin_sm87_trt10.3.0_fp16_0123456789ab.engine"
     start = threading.Barrier(_WRITERS)
     errors: list[BaseException] = []
 
@@ -136,7 +146,7 @@ def _locked_elsewhere(path: Path) -> bool:
 
 
 def test_the_lock_excludes_others_until_released(tmp_path: Path) -> None:
-    lock = tmp_path / "orin_sm87_trt10.3.0_fp16.lock"
+    lock = tmp_path / "orin_sm87_trt10.3.0_fp16_0123456789ab.lock"
     with exclusive_lock(lock) as held:
         assert held
         assert _locked_elsewhere(lock)

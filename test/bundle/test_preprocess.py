@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmsag_ros.data.transforms import EvalTransform, TrainTransform
-from mmsag_ros.errors import ConfigError, ImageConversionError
-from mmsag_ros.runtime.preprocess import (
+from mmsag_ros.bundle.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessSpec,
     input_to_source,
     preprocess,
 )
+from mmsag_ros.data.transforms import EvalTransform, TrainTransform
+from mmsag_ros.errors import ConfigError, ImageConversionError
 
 RNG = np.random.default_rng(0)
 FRAME = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)

@@ -2,21 +2,24 @@
 
 A checkpoint holds only tensors and plain data, so it loads with
 ``torch.load(weights_only=True)``: opening a checkpoint never runs code. Files are written to a
-temporary name and renamed into place, so a crash never leaves a half-written checkpoint.
+unique temporary name and renamed into place (:mod:`mmsag_ros.atomic`), so a crash never leaves a
+half-written checkpoint and two writers never truncate each other's file. The checkpoint format
+sits with the model (not the trainer) because three layers read it: training resumes from it,
+export turns it into a bundle and the torch backend runs a bundle's slim copy.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.atomic import atomic_target
+from mmsag_ros.bundle.labels import LabelSet
+from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
-from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     from mmsag_ros.model import MMSAG
@@ -66,9 +69,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` atomically; adds the format version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, temporary)
-    os.replace(temporary, path)
+    with atomic_target(path) as temporary:
+        torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, temporary)
     return path
 
 

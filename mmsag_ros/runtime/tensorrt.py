@@ -1,27 +1,35 @@
-"""TensorRT engines: build from the bundle's ONNX on the target GPU, cache under ``engines/``.
+"""TensorRT engines from a bundle's ONNX variants: strongly typed, built once per GPU, cached.
 
-Written against the TensorRT 10 Python API, imported lazily: without it every entry point raises
-a one-line BackendUnavailableError. TensorRT could not be installed on the development machines,
-so the build itself is untested there; keys, paths and the cache decision are tested.
+A thin layer, imported lazily: TensorRT is needed only where an engine is built or run, and
+without it every entry point raises a one-line BackendUnavailableError. Precision comes from
+the variant (``model.onnx``, ``model.fp16.onnx`` with its casts, ``model.int8.onnx`` with its
+explicit Q/DQ nodes); the network is parsed strongly typed and no weak-typing API (precision
+builder flags, INT8 calibrators, precision constraints) is used anywhere, so the same code
+builds on TensorRT 10 (JetPack 6 on Jetson Orin) and TensorRT 11 (discrete GPUs), which
+removed those APIs. Older TensorRT is refused in one line.
 
-Engines depend on the GPU model, its compute capability and the TensorRT version, so they are
-built on the target on first use and cached as ``engines/<key>.engine``, key
-``<gpu-slug>_sm<major><minor>_trt<version>_<precision>``, with a JSON sidecar (key fields,
-source ONNX hash, batch profile, build time, engine hash). They are rebuilt only when the key or
-the source model changes, or on request; a broken cache entry (missing engine or sidecar, hash
+Engines depend on the GPU model, its compute capability, the TensorRT version and the exact
+variant file, so the cache key is ``<gpu-slug>_sm<major><minor>_trt<version>_<precision>_<first
+12 hex of the variant's SHA-256>``; a JSON sidecar records the key fields, source hash, batch
+profile and build time. The cache directory defaults to ``BUNDLE/engines``; a bundle on a
+read-only mount is served from an engine shipped in it, and new engines go to the cache
+directory the caller names (the node's ``engine_cache_dir``) or, failing that, to
+``$XDG_CACHE_HOME/mmsag_ros/engines``. A broken cache entry (missing engine or sidecar, hash
 mismatch) is an error, never a silent rebuild. Files are written atomically under unique
-temporary names, and the check-then-build of one key holds a lock file (``<key>.lock``), so
-two nodes starting at once build the engine once and never mix their files. INT8 uses an
-entropy calibrator (``IInt8EntropyCalibrator2``, deprecated but present in TensorRT 10) whose
-device buffer is a torch CUDA tensor (pycuda/cuda-python may be absent); its table is saved
-beside the engines, so later int8 builds need no images.
+temporary names, and the check-then-build of one key holds a lock file (``<key>.lock``), so two
+processes building at once build once and never mix their files.
+
+Building takes minutes, so only :func:`ensure_engine` with ``build=True`` (``mmsag engine``)
+builds; the node and ``mmsag verify`` only load, and say which command builds a missing engine.
+TensorRT cannot be installed on the development machines: keys, paths, the cache decision and
+the absence of removed APIs are tested there, the build itself on a GPU (``bench/gpu_check.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -30,32 +38,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from mmsag_ros.atomic import exclusive_lock, write_atomic
+from mmsag_ros.bundle.manifest import PRECISIONS, sha256_file
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
-from mmsag_ros.export.atomic import exclusive_lock, write_atomic
-from mmsag_ros.export.manifest import sha256_file
 
 if TYPE_CHECKING:
-    from mmsag_ros.export.manifest import Bundle
+    from mmsag_ros.bundle.manifest import Bundle
 
 __all__ = [
-    "PRECISIONS",
+    "MIN_TENSORRT_MAJOR",
     "BatchProfile",
     "build_engine",
     "cached_engine",
     "current_device",
+    "default_cache_dir",
     "engine_key",
-    "engine_path",
     "ensure_engine",
     "import_tensorrt",
     "read_sidecar",
+    "strongly_typed_network",
 ]
 
 _log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-_CALIBRATION_BATCH = 8
+#: Strongly typed networks with explicit Q/DQ and TensorRT 11's API subset start at 10.
+MIN_TENSORRT_MAJOR = 10
+_SHA_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -76,15 +84,22 @@ class BatchProfile:
 
 
 def import_tensorrt() -> Any:
-    """Import ``tensorrt``; BackendUnavailableError (one line) when it is not installed."""
+    """Import ``tensorrt`` (10 or newer); BackendUnavailableError in one line otherwise."""
     try:
         import tensorrt
     except ImportError:
         raise BackendUnavailableError(
-            "TensorRT is not installed here: build engines on the target GPU (Jetson or "
-            "workstation with TensorRT 10): run `mmsag export ... --engine` there, or let the "
-            "runtime build the engine on first use"
+            "TensorRT is not installed here: build and run engines on the target GPU, with "
+            "TensorRT 10 (JetPack 6 on Jetson) or TensorRT 11 (pip install tensorrt on a "
+            "discrete GPU), or use the onnxruntime backend"
         ) from None
+    version = str(getattr(tensorrt, "__version__", "0"))
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    if major < MIN_TENSORRT_MAJOR:
+        raise BackendUnavailableError(
+            f"TensorRT {version} is too old: mmsag_ros builds strongly typed engines, which "
+            f"need TensorRT {MIN_TENSORRT_MAJOR} or newer (JetPack 6, or pip install tensorrt)"
+        )
     return tensorrt
 
 
@@ -93,9 +108,13 @@ def _slug(text: str) -> str:
 
 
 def engine_key(
-    gpu_name: str, compute_capability: tuple[int, int], trt_version: str, precision: str
+    gpu_name: str,
+    compute_capability: tuple[int, int],
+    trt_version: str,
+    precision: str,
+    variant_sha256: str,
 ) -> str:
-    """``<gpu-slug>_sm<major><minor>_trt<version>_<precision>``, the engine cache key."""
+    """``<gpu-slug>_sm<major><minor>_trt<version>_<precision>_<12 hex>``, the cache key."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     major, minor = (int(v) for v in compute_capability)
@@ -104,20 +123,35 @@ def engine_key(
     version = re.sub(r"[^0-9A-Za-z.]+", "-", str(trt_version)).strip("-")
     if not version:
         raise ConfigError("trt_version is empty")
-    return f"{_slug(gpu_name)}_sm{major}{minor}_trt{version}_{precision}"
+    digest = str(variant_sha256).lower()
+    if not re.fullmatch(r"[0-9a-f]{12,64}", digest):
+        raise ConfigError(f"variant_sha256 must be a hex SHA-256, got {variant_sha256!r}")
+    return f"{_slug(gpu_name)}_sm{major}{minor}_trt{version}_{precision}_{digest[:_SHA_DIGITS]}"
 
 
-def engine_path(
-    bundle: Bundle,
-    *,
-    gpu_name: str,
-    compute_capability: tuple[int, int],
-    trt_version: str,
-    precision: str,
-) -> Path:
-    """Where the engine for this GPU, TensorRT version and precision lives in ``bundle``."""
-    key = engine_key(gpu_name, compute_capability, trt_version, precision)
-    return bundle.engines_dir / f"{key}.engine"
+def default_cache_dir() -> Path:
+    """Where engines go when the bundle folder is read-only: ``$XDG_CACHE_HOME/mmsag_ros``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mmsag_ros" / "engines"
+
+
+def _writable(directory: Path) -> bool:
+    """Whether ``directory`` is, or could be created as, a writable folder (creates nothing)."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def _cache_dirs(bundle: Bundle, cache_dir: Path | None) -> tuple[list[Path], Path | None]:
+    """Directories to look in (first hit wins) and the one to build into (None: none writable)."""
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        return [cache_dir, bundle.engines_dir], cache_dir if _writable(cache_dir) else None
+    if _writable(bundle.engines_dir):
+        return [bundle.engines_dir], bundle.engines_dir
+    fallback = default_cache_dir()
+    return [bundle.engines_dir, fallback], fallback if _writable(fallback) else None
 
 
 def current_device() -> tuple[str, tuple[int, int]]:
@@ -160,7 +194,7 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
     """
     engine = Path(engine)
     sidecar = read_sidecar(engine)
-    fix = "rebuild it (rebuild=True, or `mmsag export ... --engine --overwrite`)"
+    fix = "rebuild it: `mmsag engine --bundle BUNDLE --precision PRECISION --rebuild`"
     if sidecar is None:
         if engine.exists():
             raise BundleError(
@@ -173,7 +207,7 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
     if expected != sha256_file(engine):
         raise BundleError(f"engine {engine} does not match its sidecar's SHA-256; {fix}")
     if sidecar.get("onnx_sha256") != onnx_sha256:
-        _log.warning("engine %s was built from another model.onnx: rebuilding it", engine.name)
+        _log.warning("engine %s was built from another ONNX file: it must be rebuilt", engine.name)
         return None
     try:
         built = BatchProfile(**sidecar["batch"])
@@ -181,7 +215,10 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
         raise BundleError(f"engine sidecar of {engine} has no valid batch profile: {fix}") from err
     if not built.covers(profile):
         _log.warning(
-            "engine %s has batch profile %s, %s is needed: rebuilding", engine.name, built, profile
+            "engine %s has batch profile %s, %s is needed: it must be rebuilt",
+            engine.name,
+            built,
+            profile,
         )
         return None
     return engine
@@ -215,40 +252,6 @@ def _progress_monitor(trt: Any) -> Any:
     return _Monitor()
 
 
-def _calibrator(trt: Any, images: np.ndarray | None, cache: Path | None, batch: int) -> Any:
-    import torch
-
-    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        """Feeds preprocessed images through one torch CUDA buffer."""
-
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._next = 0
-            shape = (batch, *images.shape[1:]) if images is not None else (0,)
-            self._device = torch.empty(shape, dtype=torch.float32, device="cuda")
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if images is None or self._next + batch > len(images):
-                return None
-            chunk = np.ascontiguousarray(images[self._next : self._next + batch])
-            self._next += batch
-            self._device.copy_(torch.from_numpy(chunk))
-            torch.cuda.synchronize()  # TensorRT reads the buffer on its own stream
-            return [int(self._device.data_ptr())]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if cache is not None and cache.is_file() else None
-
-        def write_calibration_cache(self, data: Any) -> None:
-            if cache is not None:
-                write_atomic(cache, bytes(data))
-
-    return _EntropyCalibrator()
-
-
 def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -256,58 +259,45 @@ def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
         raise BundleError(f"TensorRT cannot parse {onnx_path}: {errors or 'unknown error'}")
 
 
+def strongly_typed_network(trt: Any, builder: Any) -> Any:
+    """An empty strongly typed network: tensor types come from the ONNX, not from flags."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    # TensorRT 10 needs the flag; in TensorRT 11 every network is strongly typed.
+    return builder.create_network(0 if flag is None else 1 << int(flag))
+
+
 def build_engine(
     onnx_path: Path,
     engine_path: Path,
     *,
-    fp16: bool = False,
-    int8: bool = False,
-    calibration_images: np.ndarray | None = None,
-    calibration_cache: Path | None = None,
     workspace_mb: int = 2048,
     timing_cache: Path | None = None,
-    min_batch: int = 1,
-    opt_batch: int = 1,
-    max_batch: int = 8,
+    profile: BatchProfile | None = None,
     sidecar: dict[str, Any] | None = None,
 ) -> Path:
-    """Build a TensorRT engine from an ONNX file and write it atomically with a JSON sidecar.
+    """Build a strongly typed engine from an ONNX variant; write it and its sidecar atomically.
 
     Args:
-        onnx_path: The model (dynamic batch on its first input).
+        onnx_path: The variant (dynamic batch on its first input).
         engine_path: Where the engine goes; the sidecar is ``.json`` beside it.
-        fp16: Allow fp16 kernels.
-        int8: Allow int8 kernels (and fp16 as their fallback), calibrated by entropy on
-            ``calibration_images`` (N x 3 x S x S float32, preprocessed) or on a previous
-            ``calibration_cache`` (read if present, written after calibrating).
-        calibration_images: See ``int8``.
-        calibration_cache: See ``int8``.
         workspace_mb: Builder workspace limit in MiB.
         timing_cache: Timing cache file to read (if present) and update.
-        min_batch: Smallest batch of the optimization profile.
-        opt_batch: Batch the kernels are tuned for.
-        max_batch: Largest batch of the profile.
+        profile: The dynamic-batch optimization profile (default 1/1/8).
         sidecar: Extra sidecar fields (key parts, source hash).
 
     Raises:
-        BackendUnavailableError: TensorRT (or a CUDA GPU for int8 calibration) is missing.
+        BackendUnavailableError: TensorRT 10+ is missing.
         BundleError: The ONNX cannot be parsed or the build fails.
     """
     trt = import_tensorrt()
-    BatchProfile(min_batch, opt_batch, max_batch)  # validates the batch sizes
+    profile = profile or BatchProfile()
     if workspace_mb < 1:
         raise ConfigError(f"workspace_mb must be positive, got {workspace_mb}")
-    have_cache = calibration_cache is not None and calibration_cache.is_file()
-    if int8 and calibration_images is None and not have_cache:
-        raise ConfigError(
-            "an int8 engine needs calibration images the first time: pass a folder of "
-            "representative frames (`mmsag export ... --engine --int8 --calib-data DIR`)"
-        )
     start = time.perf_counter()
-    engine_path.parent.mkdir(parents=True, exist_ok=True)  # also holds the calibration table
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = strongly_typed_network(trt, builder)
     _parse_onnx(trt, network, logger, onnx_path)
     input_name, dims = network.get_input(0).name, tuple(network.get_input(0).shape)[1:]
     config = builder.create_builder_config()
@@ -315,22 +305,9 @@ def build_engine(
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (min_batch, *dims), (opt_batch, *dims), (max_batch, *dims))
-    config.add_optimization_profile(profile)
-    if fp16 or int8:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if int8:
-        config.set_flag(trt.BuilderFlag.INT8)
-        count = len(calibration_images) if calibration_images is not None else _CALIBRATION_BATCH
-        batch = max(1, min(_CALIBRATION_BATCH, count))
-        calibration_profile = builder.create_optimization_profile()
-        fixed = (batch, *dims)
-        calibration_profile.set_shape(input_name, fixed, fixed, fixed)
-        config.set_calibration_profile(calibration_profile)
-        # Referenced by `calibrator` until the build returns, as TensorRT requires.
-        calibrator = _calibrator(trt, calibration_images, calibration_cache, batch)
-        config.int8_calibrator = calibrator
+    shapes = builder.create_optimization_profile()
+    shapes.set_shape(input_name, (profile.min, *dims), (profile.opt, *dims), (profile.max, *dims))
+    config.add_optimization_profile(shapes)
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
     _log.info("building TensorRT engine %s (this takes minutes, once per GPU)", engine_path.name)
@@ -346,9 +323,9 @@ def build_engine(
         "engine_file": engine_path.name,
         "engine_sha256": sha256_file(engine_path),
         "tensorrt": trt.__version__,
-        "precision": "int8" if int8 else "fp16" if fp16 else "fp32",
+        "strongly_typed": True,
         "input": input_name,
-        "batch": {"min": min_batch, "opt": opt_batch, "max": max_batch},
+        "batch": {"min": profile.min, "opt": profile.opt, "max": profile.max},
         "workspace_mb": workspace_mb,
         "build_s": round(build_s, 2),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -362,69 +339,84 @@ def build_engine(
 def ensure_engine(
     bundle: Bundle,
     *,
-    precision: str = "fp16",
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
+    build: bool = False,
     rebuild: bool = False,
-    calibration_images: np.ndarray | None = None,
-    min_batch: int = 1,
-    opt_batch: int = 1,
-    max_batch: int = 8,
+    profile: BatchProfile | None = None,
     workspace_mb: int = 2048,
 ) -> Path:
-    """The engine for this GPU and TensorRT version: cached if valid, else built now.
+    """The engine of ``bundle``'s ``precision`` variant for this GPU and TensorRT version.
 
     Args:
         bundle: A loaded bundle.
-        precision: ``fp32``, ``fp16`` or ``int8``.
-        rebuild: Build even when a valid cached engine exists.
-        calibration_images: For a first int8 build (later builds reuse the saved table).
-        min_batch: Smallest batch the engine must serve (``opt_batch``, ``max_batch`` alike).
-        opt_batch: Batch to tune for.
-        max_batch: Largest batch.
+        precision: The variant: ``fp32``, ``fp16`` or ``int8`` (the bundle must hold it).
+        cache_dir: Engine cache directory (default: the bundle's ``engines/``, or the user
+            cache when that is read-only); engines shipped in the bundle are found too.
+        build: Build the engine when none is cached (minutes); else a missing engine raises.
+        rebuild: Build even when a valid cached engine exists (implies ``build``).
+        profile: The batch sizes the engine must serve (default 1/1/8).
         workspace_mb: Builder workspace limit in MiB.
 
     Raises:
-        BackendUnavailableError: No TensorRT or no CUDA GPU.
-        BundleError: A broken cache entry (see :func:`cached_engine`) or a failed build.
+        BackendUnavailableError: No TensorRT 10+, no CUDA GPU, no cached engine without
+            ``build`` (naming the command that builds it), or no writable cache directory.
+        BundleError: The bundle lacks the variant, a broken cache entry (see
+            :func:`cached_engine`) or a failed build.
     """
+    variant = bundle.variant(precision)
     trt = import_tensorrt()
     gpu_name, capability = current_device()
-    key = engine_key(gpu_name, capability, trt.__version__, precision)
-    path = bundle.engines_dir / f"{key}.engine"
-    profile = BatchProfile(min_batch, opt_batch, max_batch)
-    onnx_sha = bundle.manifest["onnx"]["sha256"]
-    with contextlib.suppress(OSError):  # a read-only bundle may still hold a valid engine
-        bundle.engines_dir.mkdir(parents=True, exist_ok=True)
-    # Two nodes starting together would otherwise both spend minutes building, and could pair
-    # one's engine with the other's sidecar. Holding the lock from the cache check to the last
-    # write makes the second one wait and then reuse the first one's engine.
+    key = engine_key(gpu_name, capability, trt.__version__, precision, variant.sha256)
+    profile = profile or BatchProfile()
+    search, target = _cache_dirs(bundle, cache_dir)
+    if not rebuild:
+        for directory in search:
+            cached = cached_engine(
+                directory / f"{key}.engine", onnx_sha256=variant.sha256, profile=profile
+            )
+            if cached is not None:
+                _log.info("using cached TensorRT engine %s", cached)
+                return cached
+    if not (build or rebuild):
+        raise BackendUnavailableError(
+            f"no TensorRT engine {key}.engine for {bundle.model_id} ({precision}) in "
+            f"{', '.join(map(str, search))}; build it once on this machine (minutes): "
+            f"`mmsag engine --bundle {bundle.root} --precision {precision}"
+            + (f" --cache-dir {cache_dir}`" if cache_dir is not None else "`")
+        )
+    if target is None:
+        raise BackendUnavailableError(
+            f"no writable engine cache for {bundle.model_id}: {', '.join(map(str, search))} "
+            "are read-only; name a writable one (--cache-dir, or the node's engine_cache_dir)"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{key}.engine"
+    # Two processes building together would otherwise both spend minutes, and could pair one's
+    # engine with the other's sidecar. Holding the lock from the cache check to the last write
+    # makes the second one wait and then reuse the first one's engine.
     with exclusive_lock(
         path.with_suffix(".lock"),
         on_wait=lambda: _log.info("waiting for another process building %s", path.name),
-        optional=True,
     ):
         if not rebuild:
-            cached = cached_engine(path, onnx_sha256=onnx_sha, profile=profile)
+            cached = cached_engine(path, onnx_sha256=variant.sha256, profile=profile)
             if cached is not None:
-                _log.info("using cached TensorRT engine %s", cached.name)
                 return cached
-        base = key.rsplit("_", 1)[0]  # GPU + TensorRT version: shared by all precisions
+        base = key.split(f"_{precision}_")[0]  # GPU + TensorRT version: shared by variants
         return build_engine(
-            bundle.onnx_path,
+            variant.path,
             path,
-            fp16=precision == "fp16",
-            int8=precision == "int8",
-            calibration_images=calibration_images,
-            calibration_cache=bundle.engines_dir / f"{base}_calibration.cache",
             workspace_mb=workspace_mb,
-            timing_cache=bundle.engines_dir / f"{base}_timing.cache",
-            min_batch=min_batch,
-            opt_batch=opt_batch,
-            max_batch=max_batch,
+            timing_cache=target / f"{base}_timing.cache",
+            profile=profile,
             sidecar={
                 "key": key,
                 "gpu_name": gpu_name,
                 "compute_capability": list(capability),
                 "model_id": bundle.model_id,
-                "onnx_sha256": onnx_sha,
+                "precision": precision,
+                "onnx_file": variant.path.name,
+                "onnx_sha256": variant.sha256,
             },
         )

@@ -1,19 +1,26 @@
 """The bundle manifest: what a deployable model directory holds, and loading it safely.
 
-A bundle is a directory with ``manifest.json``, ``model.onnx``, optionally ``model.pt`` (slim
-torch checkpoint), ``model.int8.onnx`` (static int8 for CPUs) and ``engines/`` (TensorRT engines
-built on the target). :func:`load_bundle` checks everything a backend relies on and raises one
+A bundle is a directory with ``manifest.json``, ``model.onnx`` (the fp32 graph), optional
+reduced-precision copies of it (``model.fp16.onnx``, ``model.int8.onnx``: precision is a
+property of the ONNX, so the same file serves ONNX Runtime and strongly typed TensorRT), an
+optional ``model.pt`` (slim torch checkpoint) and optionally ``engines/`` (TensorRT engines
+built on the target). Each variant's manifest entry records its file, hash, how it was made and
+how it scored against fp32; a variant refused at export stays in the manifest with its numbers
+and no file.
+
+:func:`load_bundle` checks everything a backend relies on and raises one
 :class:`~mmsag_ros.errors.BundleError` naming the problem: a missing directory or file, bad
 JSON, an unknown format version, missing preprocessing fields, inconsistent class counts
 (names, display names, thresholds, ONNX outputs), a file whose SHA-256 differs from the
 manifest's (swapped or truncated), or a file name that is not a plain name of a regular file in
 the bundle directory (``../x``, an absolute path, a symlink leading out, a directory).
 
-The model id is ``<name>@<first 12 hex digits of the SHA-256 of the ONNX graph>``: the graph
-(structure and weights) rather than the whole file, because the file itself carries the id in
-its metadata. Re-exporting the same checkpoint gives the same id.
+The model id is ``<name>@<first 12 hex digits of the SHA-256 of the fp32 ONNX graph>``: the
+graph (structure and weights) rather than the whole file, because the file itself carries the
+id in its metadata. Re-exporting the same checkpoint gives the same id. A run on a reduced
+precision variant reports ``<model id>/<precision>`` (:meth:`Bundle.run_id`).
 
-Nothing here imports torch or ONNX Runtime; ``onnx`` is imported only to check the graph.
+Nothing here imports torch or ONNX Runtime; ``onnx`` is imported only to check the graphs.
 """
 
 from __future__ import annotations
@@ -29,17 +36,20 @@ from typing import Any
 
 import numpy as np
 
-from mmsag_ros.data.labels import LabelSet
+from mmsag_ros.atomic import write_atomic
+from mmsag_ros.bundle.labels import LabelSet
+from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import BundleError, DatasetError, MmsagError
-from mmsag_ros.export.atomic import write_atomic
-from mmsag_ros.runtime.preprocess import PreprocessSpec
 
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "ONNX_METADATA_KEYS",
+    "PRECISIONS",
+    "PRECISION_METADATA_KEY",
     "PREPROCESS_FIELDS",
     "Bundle",
+    "Variant",
     "check_onnx_metadata",
     "load_bundle",
     "onnx_metadata",
@@ -51,7 +61,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+#: Formats this version reads: 1 had no precision variants (its ``int8_onnx``, a CPU-only
+#: static-int8 model with uint8 activations, is ignored: export again to get an int8 variant).
+READABLE_FORMATS = (1, 2)
+#: Precision variants a bundle can hold, fp32 first (always present: ``model.onnx``).
+PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST_NAME = "manifest.json"
 PREPROCESS_FIELDS = ("input_size", "mean", "std", "resize", "color_order", "layout", "dtype")
 ONNX_METADATA_KEYS = (
@@ -62,6 +77,8 @@ ONNX_METADATA_KEYS = (
     "mmsag.preprocess",
     "mmsag.version",
 )
+#: ``metadata_props`` key naming a reduced-precision variant's precision (absent in fp32).
+PRECISION_METADATA_KEY = "mmsag.precision"
 _REQUIRED_FIELDS = ("name", "model_id", "classes", "preprocess", "thresholds", "onnx")
 # What this version writes and reads for the model input.
 _INPUT_FORMAT = {"color_order": "rgb", "layout": "NCHW", "dtype": "float32"}
@@ -82,7 +99,8 @@ class Bundle:
         thresholds: Per-class decision thresholds on sigmoid scores, float32 (C,).
         onnx_path: The fp32 ONNX model.
         torch_path: The slim torch checkpoint, or None if the bundle has none.
-        int8_onnx_path: The static-int8 ONNX model, or None.
+        variants: The ONNX variants present, by precision; ``fp32`` is always there.
+        refused: Variants refused at export, precision -> the reason with its numbers.
         input_name: Name of the image input (``images``).
         output_names: ``("logits",)`` or ``("logits", "attention")``.
         has_attention: Whether the models output per-class attention maps.
@@ -99,7 +117,8 @@ class Bundle:
     thresholds: np.ndarray
     onnx_path: Path
     torch_path: Path | None
-    int8_onnx_path: Path | None
+    variants: Mapping[str, Variant]
+    refused: Mapping[str, str]
     input_name: str
     output_names: tuple[str, ...]
     has_attention: bool
@@ -110,6 +129,47 @@ class Bundle:
     def num_classes(self) -> int:
         """Number of classes C."""
         return len(self.labels)
+
+    def variant(self, precision: str) -> Variant:
+        """The ONNX variant of ``precision``; BundleError saying why when the bundle lacks it."""
+        if precision not in PRECISIONS:
+            raise BundleError(
+                f"unknown precision {precision!r}; a variant is one of {', '.join(PRECISIONS)}"
+            )
+        found = self.variants.get(precision)
+        if found is not None:
+            return found
+        have = ", ".join(self.variants)
+        if precision in self.refused:
+            why = f"it was refused at export ({self.refused[precision]})"
+        else:
+            why = "it was not exported"
+        raise BundleError(
+            f"bundle {self.root} has no {precision} variant: {why}; it has {have}. Export one "
+            f"with `mmsag export ... --precision fp32,{precision}` or run another precision"
+        )
+
+    def run_id(self, precision: str) -> str:
+        """The id a run on ``precision`` reports: the model id, plus ``/<precision>`` if reduced."""
+        return self.model_id if precision == "fp32" else f"{self.model_id}/{precision}"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One precision of the bundle's network as an ONNX file.
+
+    Attributes:
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        path: The ONNX file in the bundle.
+        sha256: Hex SHA-256 of the file (engine caches key on it).
+        entry: The manifest's record of it (conversion tool, accuracy against fp32); empty
+            for fp32.
+    """
+
+    precision: str
+    path: Path
+    sha256: str
+    entry: Mapping[str, Any]
 
 
 def sha256_file(path: Path) -> str:
@@ -192,8 +252,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{path} has format_version {version}; this mmsag_ros reads up to "
             f"{MANIFEST_FORMAT}: upgrade mmsag_ros"
         )
-    if version != MANIFEST_FORMAT:
-        raise BundleError(f"{path} has unknown format_version {version}; known: {MANIFEST_FORMAT}")
+    if version not in READABLE_FORMATS:
+        known = ", ".join(map(str, READABLE_FORMATS))
+        raise BundleError(f"{path} has unknown format_version {version}; known: {known}")
     return manifest
 
 
@@ -328,14 +389,14 @@ def _dims(value_info: Any) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
-def _check_onnx_graph(bundle: Bundle) -> None:
-    """Cross-check the ONNX file against the manifest: names, shapes, class count, metadata."""
+def _check_onnx_graph(bundle: Bundle, variant: Variant) -> None:
+    """Cross-check one ONNX variant against the manifest: names, shapes, classes, metadata."""
     try:
         import onnx
     except ImportError:
-        _log.debug("onnx is not installed: skipping the graph check of %s", bundle.onnx_path)
+        _log.debug("onnx is not installed: skipping the graph check of %s", variant.path)
         return
-    source = str(bundle.onnx_path)
+    source = str(variant.path)
     try:
         model = onnx.load(source, load_external_data=False)
     except Exception as err:  # protobuf raises several types for a corrupt file
@@ -348,6 +409,15 @@ def _check_onnx_graph(bundle: Bundle) -> None:
             f"{source}: input {bundle.input_name!r} should be N x 3 x {size} x {size}; the "
             f"model has inputs {inputs}"
         )
+    # Every variant keeps float32 inputs and outputs, so backends feed and read them alike.
+    float32 = onnx.TensorProto.FLOAT
+    wrong = [
+        v.name
+        for v in (*model.graph.input, *model.graph.output)
+        if v.type.tensor_type.elem_type != float32
+    ]
+    if wrong:
+        raise BundleError(f"{source}: {', '.join(wrong)} must be float32 tensors")
     if tuple(outputs) != bundle.output_names:
         raise BundleError(
             f"{source} has outputs {list(outputs)}, the manifest says {list(bundle.output_names)}"
@@ -364,13 +434,53 @@ def _check_onnx_graph(bundle: Bundle) -> None:
                 f"{source}: attention has shape {outputs['attention']}; expected N x "
                 f"{' x '.join(map(str, expected))} from the manifest"
             )
-    meta = check_onnx_metadata({p.key: p.value for p in model.metadata_props}, source=source)
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = check_onnx_metadata(props, source=source)
     if meta["mmsag.model_id"] != bundle.model_id or meta["mmsag.labels"] != bundle.labels.to_dict():
         raise BundleError(
             f"{source} belongs to model {meta['mmsag.model_id']} with classes "
             f"{meta['mmsag.labels'].get('names')}, the manifest describes {bundle.model_id}: the "
             "file was swapped; export the bundle again"
         )
+    precision = props.get(PRECISION_METADATA_KEY, "fp32")
+    if precision != variant.precision:
+        raise BundleError(
+            f"{source} holds the {precision} variant, the manifest lists it as "
+            f"{variant.precision}: the files were swapped; export the bundle again"
+        )
+
+
+def _parse_variants(
+    manifest: dict[str, Any], root: Path, where: Path, *, verify: bool
+) -> tuple[dict[str, Variant], dict[str, str]]:
+    """The reduced-precision variants present, and the refused ones with their reasons."""
+    if manifest["format_version"] == 1:
+        if manifest.get("int8_onnx") is not None:
+            _log.warning(
+                "%s is a format-1 bundle: its int8_onnx (CPU-only, uint8 activations) is "
+                "ignored; export again with --precision fp32,int8 for an int8 variant",
+                where,
+            )
+        return {}, {}
+    section = manifest.get("variants", {})
+    if not isinstance(section, dict):
+        raise BundleError(f"{where}: 'variants' must be a JSON object, got {section!r}")
+    unknown = sorted(set(section) - set(PRECISIONS[1:]))
+    if unknown:
+        raise BundleError(
+            f"{where}: unknown variant(s) {', '.join(unknown)}; known: {', '.join(PRECISIONS[1:])}"
+        )
+    variants, refused = {}, {}
+    for precision in PRECISIONS[1:]:
+        if precision not in section:
+            continue
+        entry = _section(section, precision, where)
+        if entry.get("accepted") is False:
+            refused[precision] = str(entry.get("reason", "no reason recorded"))
+            continue
+        path = _checked_file(root, entry, f"variants.{precision}", where, verify=verify)
+        variants[precision] = Variant(precision, path, str(entry["sha256"]), entry)
+    return variants, refused
 
 
 def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
@@ -410,13 +520,12 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{where}: unknown or repeated onnx outputs {outputs!r}")
     output_names = tuple(str(o) for o in outputs)
     onnx_path = _checked_file(root, onnx_section, "onnx", where, verify=verify)
-    torch_path = int8_path = None
+    torch_path = None
     if manifest.get("torch") is not None:
         torch_section = _section(manifest, "torch", where)
         torch_path = _checked_file(root, torch_section, "torch", where, verify=verify)
-    int8 = manifest.get("int8_onnx")
-    if int8 is not None and _section(manifest, "int8_onnx", where).get("file") is not None:
-        int8_path = _checked_file(root, int8, "int8_onnx", where, verify=verify)
+    fp32 = Variant("fp32", onnx_path, str(onnx_section["sha256"]), {})
+    reduced, refused = _parse_variants(manifest, root, where, verify=verify)
     bundle = Bundle(
         root=root,
         manifest=manifest,
@@ -427,7 +536,8 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
         thresholds=thresholds,
         onnx_path=onnx_path,
         torch_path=torch_path,
-        int8_onnx_path=int8_path,
+        variants={"fp32": fp32, **reduced},
+        refused=refused,
         input_name=str(onnx_section.get("input", "images")),
         output_names=output_names,
         has_attention="attention" in output_names,
@@ -435,5 +545,6 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
         engines_dir=root / "engines",
     )
     if verify:
-        _check_onnx_graph(bundle)
+        for variant in bundle.variants.values():
+            _check_onnx_graph(bundle, variant)
     return bundle

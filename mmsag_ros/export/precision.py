@@ -1,0 +1,456 @@
+"""Reduced-precision variants of the fp32 ONNX graph, made and scored on the CPU.
+
+Precision is a property of the ONNX file, not of a TensorRT builder flag (TensorRT 11 removed
+those): the fp16 and int8 variants carry their casts and Q/DQ nodes, ONNX Runtime runs them
+here, and strongly typed TensorRT engines on the robot build from the very same files.
+
+- **fp16**: ``onnxruntime.transformers.float16`` (the converter ONNX Runtime ships and keeps in
+  step with its own releases; the same code as ``onnxconverter-common`` without a second
+  dependency, and small enough to read, unlike ModelOpt's AutoCast, which pulls in the whole
+  ModelOpt stack). Inputs and outputs stay float32 and the ops in :data:`FP32_OPS` stay fp32
+  behind casts: the softmax of the semantic attention and the fusion block, the layer norms and
+  their reductions, the sigmoid of the dynamic graph, exponentials and GELU's erf.
+- **int8**: ONNX Runtime's static quantizer in QDQ form, calibrated on training images:
+  per-channel symmetric int8 weights and symmetric int8 activations (zero point 0), the form
+  TensorRT accepts for explicit quantization. By default only the backbone's convolutions are
+  quantized, except its first (the stem) and last; the semantic attention, fusion and graph
+  head stays fp32 (``--int8-head`` quantizes its matrix products too).
+
+Each variant is then scored with ONNX Runtime against fp32 on the validation split (never the
+test split): mAP difference, how often the per-class decisions agree at the bundle's
+thresholds, and the largest score difference. A variant is accepted within its bar
+(:data:`DEFAULT_BARS`, in mAP points) and otherwise refused with those numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mmsag_ros.atomic import atomic_target
+from mmsag_ros.bundle.manifest import PRECISION_METADATA_KEY, PRECISIONS
+from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
+from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset
+from mmsag_ros.data.transforms import EvalTransform
+from mmsag_ros.data.voc import find_voc_dir, read_voc
+from mmsag_ros.errors import BundleError, ConfigError, DatasetError, MmsagError
+from mmsag_ros.metrics import mean_average_precision
+from mmsag_ros.onnx_session import open_session
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "DEFAULT_BARS",
+    "DEFAULT_CALIBRATION_IMAGES",
+    "FP32_OPS",
+    "VariantScore",
+    "check_validation_split",
+    "convert_fp16",
+    "load_calibration_images",
+    "onnx_scores",
+    "quantize_int8",
+    "score_variant",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Largest accepted mAP drop against fp32, in points (1.0 = 0.01 mAP).
+DEFAULT_BARS: Mapping[str, float] = {"fp16": 0.5, "int8": 1.0}
+#: Ops kept in fp32 inside the fp16 variant (on top of the converter's own block list).
+FP32_OPS = (
+    "Softmax",
+    "LayerNormalization",
+    "ReduceMean",
+    "ReduceSum",
+    "Pow",
+    "Sqrt",
+    "Div",
+    "Sigmoid",
+    "Exp",
+    "Log",
+    "Erf",
+    "Tanh",
+)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_CALIBRATION_IMAGES = 300
+_BACKBONE_PREFIX = "/model/backbone/"
+_HEAD_OPS = ("MatMul", "Gemm")
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+_CALIBRATION_SPLITS = ("train", "trainval")
+
+
+def _voc_image_paths(root: Path, split: str | None) -> list[Path] | None:
+    try:
+        voc_dir = find_voc_dir(root)
+    except DatasetError:
+        return None
+    main = voc_dir / "ImageSets" / "Main"
+    candidates = [split] if split else list(_CALIBRATION_SPLITS)
+    for name in candidates:
+        if (main / f"{name}.txt").is_file() or any(main.glob(f"*_{name}.txt")):
+            return [s.image_path for s in read_voc(voc_dir, name).samples]
+    raise DatasetError(
+        f"{voc_dir} has no calibration split {' or '.join(candidates)}; name one that holds "
+        "training images (never the split used for validation or testing)"
+    )
+
+
+def load_calibration_images(
+    source: Path, spec: PreprocessSpec, *, limit: int = 64, split: str | None = None
+) -> np.ndarray:
+    """Preprocessed calibration images, N x 3 x S x S float32.
+
+    Args:
+        source: A VOC-layout dataset (its ``train`` split, else ``trainval``, or ``split``) or
+            any folder of images (searched recursively, sorted by path).
+        spec: The model's preprocessing.
+        limit: At most this many images, spread evenly over the sorted list.
+        split: VOC split to calibrate on.
+
+    Raises:
+        DatasetError: No images, or an image that cannot be decoded.
+    """
+    source = Path(source)
+    if limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {limit}")
+    if not source.is_dir():
+        raise DatasetError(f"calibration folder {source} does not exist")
+    paths = _voc_image_paths(source, split)
+    if paths is None:
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not paths:
+        raise DatasetError(f"no images (.jpg, .png, .bmp) under {source} to calibrate with")
+    if len(paths) > limit:
+        paths = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, limit).round()]
+    size = spec.input_size
+    batch = np.empty((len(paths), 3, size, size), np.float32)
+    for slot, path in enumerate(paths):
+        data = np.fromfile(path, dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if image is None:
+            raise DatasetError(f"calibration image {path} cannot be decoded; remove or replace it")
+        preprocess(image, spec, color_order="bgr", out=batch[slot])
+    return batch
+
+
+def _tag_precision(model: Any, source: Any, precision: str) -> None:
+    """Copy the fp32 file's metadata onto ``model`` and name its precision."""
+    del model.metadata_props[:]
+    for prop in source.metadata_props:
+        if prop.key != PRECISION_METADATA_KEY:
+            model.metadata_props.add(key=prop.key, value=prop.value)
+    model.metadata_props.add(key=PRECISION_METADATA_KEY, value=precision)
+
+
+def _save(model: Any, out_path: Path) -> None:
+    import onnx
+
+    with atomic_target(out_path) as temporary:
+        onnx.save(model, str(temporary))
+
+
+def convert_fp16(onnx_path: Path, out_path: Path) -> dict[str, Any]:
+    """Write the fp16 variant of ``onnx_path``; return its manifest ``conversion`` record."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    source = onnx.load(str(onnx_path))
+    blocked = sorted({*DEFAULT_OP_BLOCK_LIST, *FP32_OPS})
+    try:
+        converted = convert_float_to_float16(
+            onnx.load(str(onnx_path)), keep_io_types=True, op_block_list=blocked
+        )
+    except Exception as err:  # the converter raises bare exceptions on graphs it cannot handle
+        raise BundleError(f"fp16 conversion of {onnx_path} failed: {err}") from err
+    _tag_precision(converted, source, "fp16")
+    _save(converted, Path(out_path))
+    kept = sorted({n.op_type for n in source.graph.node} & set(FP32_OPS))
+    return {
+        "tool": f"onnxruntime.transformers.float16 {onnxruntime.__version__}",
+        "io": "float32",
+        "fp32_ops": kept,
+    }
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over preprocessed images, in equal batches.
+
+    The histogram calibrators (percentile, entropy) stack every batch's activations and fail
+    on a shorter last batch, so the images are trimmed to a whole number of batches.
+    """
+
+    def __init__(self, images: np.ndarray, input_name: str, batch_size: int) -> None:
+        batch_size = max(1, min(batch_size, len(images)))
+        self.used = len(images) - len(images) % batch_size
+        self._batches = (
+            np.ascontiguousarray(images[i : i + batch_size])
+            for i in range(0, self.used, batch_size)
+        )
+        self._input_name = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self._input_name: batch}
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # ONNX Runtime's quantizer logs one INFO line per copied bias through the root logger.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(
+    onnx_path: Path,
+    out_path: Path,
+    *,
+    calibration: np.ndarray,
+    method: str = "minmax",
+    head: bool = False,
+    input_name: str = "images",
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Write the explicit Q/DQ int8 variant of ``onnx_path`` calibrated on ``calibration``.
+
+    Args:
+        onnx_path: The fp32 model.
+        out_path: Where the int8 model goes.
+        calibration: Preprocessed training images (:func:`load_calibration_images`).
+        method: Activation range estimate: ``minmax``, ``percentile`` or ``entropy``.
+        head: Also quantize the head's MatMul/Gemm (else only the backbone's convolutions).
+            Either way the backbone's first and last convolutions stay fp32.
+        input_name: The image input of the graph.
+        batch_size: Images per calibration batch.
+
+    Returns:
+        The manifest ``conversion`` record.
+
+    Raises:
+        ConfigError: Bad calibration images or method.
+        BundleError: Quantization failed.
+    """
+    import onnx
+    import onnxruntime
+    from onnxruntime import quantization
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise ConfigError(f"calibration must be N x 3 x S x S, got {calibration.shape}")
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(
+            f"unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    out_path = Path(out_path)
+    calibrate = {
+        "minmax": quantization.CalibrationMethod.MinMax,
+        "percentile": quantization.CalibrationMethod.Percentile,
+        "entropy": quantization.CalibrationMethod.Entropy,
+    }[method]
+    source = onnx.load(str(onnx_path))
+    try:
+        # Unique scratch names: two quantizations beside each other must not share files.
+        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.stem}.") as work:
+            prepared, quantized = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
+            # Symbolic shape inference cannot read this graph's Reshape shapes; ONNX's own
+            # inference and the graph optimisation are what quantization needs.
+            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+            graph = onnx.load(str(prepared)).graph
+            op_types = ["Conv", *(_HEAD_OPS if head else ())]
+            convs = [
+                n.name
+                for n in graph.node
+                if n.op_type == "Conv" and n.name.startswith(_BACKBONE_PREFIX)
+            ]
+            # The stem sees the normalised pixels and the last convolution feeds the attention
+            # head; in int8 they cost 6 mAP points on the demo model, in fp32 none (and little
+            # time: both are small).
+            kept_fp32 = {convs[0], convs[-1]} if len(convs) > 2 else set()
+            nodes = [
+                n.name
+                for n in graph.node
+                if n.op_type in op_types
+                and n.name not in kept_fp32
+                and (n.name.startswith(_BACKBONE_PREFIX) or (head and n.op_type in _HEAD_OPS))
+            ]
+            reader = _Calibration(calibration, input_name, batch_size)
+            with _quiet_root_logger():
+                quantization.quantize_static(
+                    str(prepared),
+                    str(quantized),
+                    reader,
+                    quant_format=quantization.QuantFormat.QDQ,
+                    activation_type=quantization.QuantType.QInt8,
+                    weight_type=quantization.QuantType.QInt8,
+                    per_channel=True,
+                    op_types_to_quantize=op_types,
+                    nodes_to_quantize=nodes,
+                    calibrate_method=calibrate,
+                    # Biases stay float: TensorRT parses only int8/fp8 DequantizeLinear inputs.
+                    extra_options={
+                        "ActivationSymmetric": True,
+                        "WeightSymmetric": True,
+                        "QuantizeBias": False,
+                    },
+                )
+            model = onnx.load(str(quantized))
+    except MmsagError:
+        raise
+    except Exception as err:
+        raise BundleError(f"int8 quantization of {onnx_path} failed: {err}") from err
+    _tag_precision(model, source, "int8")
+    _save(model, out_path)
+    return {
+        "tool": f"onnxruntime.quantization {onnxruntime.__version__}",
+        "format": "QDQ",
+        "weights": "int8 symmetric, per channel; biases float32",
+        "activations": "int8 symmetric (zero point 0)",
+        "quantized": f"{len(nodes)} {'/'.join(op_types)} nodes"
+        + ("" if head else " of the backbone; head in fp32"),
+        "fp32_convs": sorted(kept_fp32),
+        "calibration": {"images": reader.used, "method": method},
+    }
+
+
+def onnx_scores(
+    onnx_path: Path,
+    split: AnnotatedSplit,
+    spec: PreprocessSpec,
+    *,
+    precision: str = "fp32",
+    input_name: str = "images",
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """Sigmoid scores (N x C) of an ONNX variant over ``split``, preprocessed as at inference.
+
+    The session is opened as the node opens it (:func:`mmsag_ros.onnx_session.open_session`).
+    """
+    session = open_session(onnx_path, precision=precision)
+    dataset = MultiLabelImageDataset(split, EvalTransform(spec))
+    logits = []
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc=f"score {precision}", unit="batch", disable=not progress):
+        batch = np.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(split)))])
+        logits.append(session.run(["logits"], {input_name: batch})[0])
+    stacked = np.concatenate(logits).astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-stacked))
+
+
+def check_validation_split(split: AnnotatedSplit) -> None:
+    """DatasetError unless ``split`` can judge a variant (images with positive labels)."""
+    if len(split) == 0 or not (split.targets() == 1).any():
+        raise DatasetError(
+            f"validation split {split.name!r} has no positive labels, so a variant and fp32 "
+            "cannot be compared; validate on a split with positives"
+        )
+
+
+@dataclass(frozen=True)
+class VariantScore:
+    """How a reduced-precision variant scored against fp32 on the validation split.
+
+    Attributes:
+        precision: ``fp16`` or ``int8``.
+        fp32_map: mAP of the fp32 model, in [0, 1].
+        variant_map: mAP of the variant on the same images.
+        map_drop_points: ``100 * (fp32_map - variant_map)``; negative when the variant scored
+            higher.
+        decision_agreement: Fraction of (image, class) decisions, at the bundle's thresholds,
+            that equal fp32's.
+        max_score_diff: Largest |variant score - fp32 score| over all images and classes.
+        bar_points: The accepted drop, in mAP points.
+        split: Name of the validation split.
+        images: Images scored.
+    """
+
+    precision: str
+    fp32_map: float
+    variant_map: float
+    map_drop_points: float
+    decision_agreement: float
+    max_score_diff: float
+    bar_points: float
+    split: str
+    images: int
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the mAP drop is within the bar."""
+        # The epsilon keeps a drop of exactly the bar (0.80 -> 0.79) on the accepted side.
+        return self.map_drop_points <= self.bar_points + 1e-9
+
+    def summary(self) -> str:
+        """One line with every number, for logs, the export table and refusals."""
+        sign = "<=" if self.accepted else ">"
+        return (
+            f"mAP {100 * self.variant_map:.2f} vs fp32 {100 * self.fp32_map:.2f} (drop "
+            f"{self.map_drop_points:.2f} {sign} {self.bar_points:.2f} points), decisions agree "
+            f"{100 * self.decision_agreement:.2f}%, max score diff {self.max_score_diff:.4f} "
+            f"on {self.images} images of {self.split!r}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``accuracy`` record."""
+        return asdict(self)
+
+
+def score_variant(
+    precision: str,
+    fp32_scores: np.ndarray,
+    variant_scores: np.ndarray,
+    split: AnnotatedSplit,
+    thresholds: np.ndarray,
+    *,
+    bar_points: float,
+) -> VariantScore:
+    """Compare a variant's validation scores with fp32's (see :class:`VariantScore`).
+
+    Raises:
+        ConfigError: An unknown precision, a negative bar, or score arrays of other shapes.
+        DatasetError: The split has no positive labels.
+    """
+    if precision not in PRECISIONS[1:]:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS[1:])}: {precision!r}")
+    if not (math.isfinite(bar_points) and bar_points >= 0):
+        raise ConfigError(f"the {precision} bar must be >= 0 mAP points, got {bar_points}")
+    if fp32_scores.shape != variant_scores.shape or fp32_scores.shape[0] != len(split):
+        raise ConfigError(
+            f"score shapes {fp32_scores.shape} and {variant_scores.shape} do not match the "
+            f"{len(split)} images of {split.name!r}"
+        )
+    check_validation_split(split)
+    limits = np.asarray(thresholds, dtype=np.float64)
+    if limits.shape != (fp32_scores.shape[1],):
+        raise ConfigError(
+            f"{limits.size} thresholds for {fp32_scores.shape[1]} classes; give one per class"
+        )
+    targets = split.targets()
+    fp32_map = mean_average_precision(fp32_scores, targets)
+    variant_map = mean_average_precision(variant_scores, targets)
+    agree = (fp32_scores >= limits) == (variant_scores >= limits)
+    return VariantScore(
+        precision=precision,
+        fp32_map=float(fp32_map),
+        variant_map=float(variant_map),
+        map_drop_points=float(100.0 * (fp32_map - variant_map)),
+        decision_agreement=float(agree.mean()),
+        max_score_diff=float(np.abs(variant_scores - fp32_scores).max()),
+        bar_points=float(bar_points),
+        split=split.name,
+        images=len(split),
+    )

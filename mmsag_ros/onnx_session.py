@@ -1,0 +1,176 @@
+"""ONNX Runtime sessions over a bundle's ONNX variants, opened one way everywhere.
+
+Export scores each precision variant against fp32 and the runtime serves the same files; both
+open them here, so the accuracy the exporter records is the accuracy of the session the node
+runs.
+
+The int8 variant is written for TensorRT: explicit Q/DQ with symmetric int8 activations (zero
+point 0), the only activation quantization TensorRT accepts. ONNX Runtime's x86 kernels are
+fast for uint8 activations times int8 weights (the u8s8 VNNI path) and several times slower
+for int8 activations on the development CPU. ``uint8 = int8 + 128`` with zero point 128 is
+the same quantization (every value, scale and rounding maps one to one), so on the CPU the
+activation zero points are rewritten in memory from int8 0 to uint8 128 before the session is
+built. Likewise its convolution biases stay float32 in the file (TensorRT's parser takes only
+int8/fp8 into DequantizeLinear), while ONNX Runtime fuses a Q/DQ convolution into its int8
+kernel only with an int32 bias at scale ``input scale x weight scale``: on the CPU each such
+bias is quantized that way in memory too (the rounding is half a unit of that product scale,
+as ONNX Runtime's own quantizer would do). The file on disk stays the TensorRT form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
+
+__all__ = ["CPU_PROVIDER", "int32_conv_biases", "open_session", "uint8_activations"]
+
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"ONNX Runtime is not installed ({err}); pip install onnxruntime "
+            "(or onnxruntime-gpu for CUDA)"
+        ) from err
+    return onnxruntime
+
+
+def uint8_activations(model: Any) -> int:
+    """Rewrite the activation Q/DQ zero points of ``model`` (onnx ModelProto) to uint8 128.
+
+    Only zero points named by a ``QuantizeLinear`` are touched (activations); weight
+    ``DequantizeLinear`` zero points stay int8. Returns how many were rewritten.
+
+    Raises:
+        BundleError: An activation zero point that is not a symmetric int8 initializer (the
+            file was not written by ``mmsag export``, or was edited).
+    """
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    names = {
+        node.input[2]
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2
+    }
+    for name in sorted(names):
+        tensor = initializers.get(name)
+        values = None if tensor is None else numpy_helper.to_array(tensor)
+        if values is None or values.dtype != np.int8 or values.any():
+            raise BundleError(
+                f"activation zero point {name!r} is not a symmetric int8 initializer; the int8 "
+                "variant must be exported by `mmsag export --precision ...,int8`"
+            )
+        shifted = (values.astype(np.int16) + 128).astype(np.uint8)
+        tensor.CopyFrom(numpy_helper.from_array(shifted, name))
+    return len(names)
+
+
+def int32_conv_biases(model: Any) -> int:
+    """Give each Q/DQ convolution of ``model`` with a float bias an int32 DequantizeLinear bias.
+
+    A convolution qualifies when its input and its weight come from DequantizeLinear nodes
+    with scale initializers and its bias is a float initializer. Returns how many were
+    rewritten; the model is changed in place.
+    """
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rewritten = 0
+    added = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        source, weight = producers.get(node.input[0]), producers.get(node.input[1])
+        if source is None or weight is None:
+            continue
+        if source.op_type != "DequantizeLinear" or weight.op_type != "DequantizeLinear":
+            continue
+        if source.input[1] not in initializers or weight.input[1] not in initializers:
+            continue
+        bias = numpy_helper.to_array(initializers[node.input[2]])
+        if bias.dtype != np.float32:
+            continue
+        input_scale = numpy_helper.to_array(initializers[source.input[1]]).astype(np.float64)
+        weight_scale = numpy_helper.to_array(initializers[weight.input[1]]).astype(np.float64)
+        scale = np.broadcast_to(input_scale * weight_scale, bias.shape).astype(np.float32)
+        if not (scale > 0).all():
+            continue
+        quantized = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        name = f"{node.input[2]}_int32_for_{node.name or rewritten}"
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, f"{name}_quantized"),
+                numpy_helper.from_array(scale, f"{name}_scale"),
+                numpy_helper.from_array(np.zeros(bias.shape, np.int32), f"{name}_zero_point"),
+            ]
+        )
+        added.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+                [name],
+                name=f"{name}_DequantizeLinear",
+                axis=0,
+            )
+        )
+        node.input[2] = name
+        rewritten += 1
+    # Constant inputs first keeps the graph topologically sorted.
+    nodes = added + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return rewritten
+
+
+def open_session(
+    path: Path,
+    *,
+    precision: str = "fp32",
+    providers: Sequence[Any] = (CPU_PROVIDER,),
+    intra_op_threads: int | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` over a variant file, set up as the node runs it.
+
+    Args:
+        path: The variant's ONNX file.
+        precision: Its precision; ``int8`` on the CPU provider alone gets uint8 activations.
+        providers: ONNX Runtime providers, in order (names or ``(name, options)`` pairs).
+        intra_op_threads: Threads for one operator; None keeps ONNX Runtime's default.
+
+    Raises:
+        BackendUnavailableError: ONNX Runtime is missing or cannot load the file.
+        ConfigError: ``intra_op_threads`` below 1.
+    """
+    ort = _import_ort()
+    if intra_op_threads is not None and intra_op_threads < 1:
+        raise ConfigError(f"intra_op_threads must be at least 1, got {intra_op_threads}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    options.log_severity_level = 3  # provider fallbacks are reported by the caller, once
+    source: Any = str(path)
+    cpu_only = [p if isinstance(p, str) else p[0] for p in providers] == [CPU_PROVIDER]
+    try:
+        if precision == "int8" and cpu_only:
+            import onnx
+
+            model = onnx.load(str(path))
+            uint8_activations(model)
+            int32_conv_biases(model)
+            source = model.SerializeToString()
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    except BundleError:
+        raise
+    except Exception as err:  # onnx and onnxruntime raise their own untyped exceptions
+        raise BackendUnavailableError(f"ONNX Runtime cannot load {path}: {err}") from err

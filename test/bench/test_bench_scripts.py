@@ -1,0 +1,84 @@
+"""The prepared benchmark scripts run end to end on this machine (their CPU parts, --quick)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from export.conftest import write_synthetic_voc, write_tiny_checkpoint, write_variant_bundle
+
+from mmsag_ros.export.bundle import export_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_gpu_check_runs_its_cpu_parts_and_says_why_cuda_is_skipped(tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "gpu_check.json"
+    result = _run("gpu_check.py", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".txt").read_text().splitlines()[0].startswith("GPU check on ")
+    (model,) = report["models"]
+    reference, *cuda = model["cases"]
+    assert (reference["backend"], reference["status"]) == ("onnxruntime@cpu", "reference")
+    assert [row["batch_size"] for row in reference["latency"]] == [1, 2]
+    assert all(row["ms_per_image"] > 0 for row in reference["latency"])
+    assert [(c["backend"], c["precision"]) for c in cuda] == [
+        ("torch@cuda", "fp32"),
+        ("torch@cuda", "fp16"),
+    ]
+    for case in cuda:
+        if torch.cuda.is_available():
+            assert case["status"] == "ok" and case["max_abs_diff"] >= 0.0
+        else:
+            assert case["status"] == "skipped" and "CUDA" in case["skipped"]
+
+
+def test_precision_latency_times_fp32_against_the_int8_variant(tmp_path: Path) -> None:
+    voc = write_synthetic_voc(tmp_path / "voc", num_trainval=24)
+    bundle = write_variant_bundle(
+        tmp_path / "bundle", voc=voc, precisions="fp32,int8", calib_images=8
+    )
+    assert "int8" in bundle.variants
+    out = tmp_path / "precision.json"
+    result = _run(
+        "precision_latency.py", "--bundle", str(bundle.root), "--quick", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (model,) = json.loads(out.read_text())["models"]
+    assert model["model_id"] == bundle.model_id
+    assert model["int8_accuracy"] == bundle.variant("int8").entry["accuracy"]
+    for row in model["rows"]:
+        assert row["speedup"] == pytest.approx(row["fp32_ms_per_image"] / row["int8_ms_per_image"])
+    assert "speed-up" in out.with_suffix(".txt").read_text()
+
+
+def test_precision_latency_refuses_a_bundle_without_int8(tmp_path: Path) -> None:
+    bundle = export_bundle(
+        write_tiny_checkpoint(tmp_path / "best.pt"), tmp_path / "b", progress=False
+    )
+    result = _run(
+        "precision_latency.py",
+        "--bundle",
+        str(bundle.root),
+        "--quick",
+        "--out",
+        str(tmp_path / "x.json"),
+    )
+    assert result.returncode != 0
+    assert "has no int8 variant: it was not exported" in result.stderr
