@@ -108,9 +108,10 @@ def main() -> int:
     )
     table = "\n".join(lines)
     print(table)
-    (out_dir / "node_precision.txt").write_text(table + "\n")
-    (out_dir / "node_precision.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out_dir}/node_precision.{{txt,json}}")
+    stem = out_dir / f"node_precision_{bundle.name}"
+    stem.with_suffix(".txt").write_text(table + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {stem}.{{txt,json}}")
     return 0
 
 

@@ -14,7 +14,14 @@ built. Likewise its convolution biases stay float32 in the file (TensorRT's pars
 int8/fp8 into DequantizeLinear), while ONNX Runtime fuses a Q/DQ convolution into its int8
 kernel only with an int32 bias at scale ``input scale x weight scale``: on the CPU each such
 bias is quantized that way in memory too (the rounding is half a unit of that product scale,
-as ONNX Runtime's own quantizer would do). The file on disk stays the TensorRT form.
+as ONNX Runtime's own quantizer would do). And a ReLU between two quantizations
+(``x -> Q -> DQ -> Relu -> Q``) becomes one quantization to uint8 with zero point 0, whose
+saturation at 0 is the ReLU (:func:`fold_relu_quantize`), so ONNX Runtime keeps the block in
+int8 instead of leaving to float for the ReLU. That one is not bit-identical to the file:
+one rounding instead of two, and values above the calibrated range saturate at 255 steps
+instead of 127 (half a step and rare outliers; TensorRT fuses the same pattern its own way).
+Export scores the variant through this function, so its recorded accuracy is the CPU's. The
+file on disk stays the TensorRT form.
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 
-__all__ = ["CPU_PROVIDER", "int32_conv_biases", "open_session", "uint8_activations"]
+__all__ = [
+    "CPU_PROVIDER",
+    "fold_relu_quantize",
+    "int32_conv_biases",
+    "open_session",
+    "uint8_activations",
+]
 
 CPU_PROVIDER = "CPUExecutionProvider"
 
@@ -72,6 +85,59 @@ def uint8_activations(model: Any) -> int:
         shifted = (values.astype(np.int16) + 128).astype(np.uint8)
         tensor.CopyFrom(numpy_helper.from_array(shifted, name))
     return len(names)
+
+
+def fold_relu_quantize(model: Any) -> int:
+    """Turn each ``x -> Q -> DQ -> Relu -> Q'`` chain into ``x -> Q'`` with uint8 zero point 0.
+
+    Applies where every link has a single consumer, after :func:`uint8_activations`. ``Q'``
+    and the DequantizeLinear nodes reading it get a fresh zero-point initializer of 0.
+    Returns how many chains were folded; the model is changed in place.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def only(name: str, op_type: str) -> Any:
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    dropped: set[int] = set()
+    for relu in graph.node:
+        if relu.op_type != "Relu":
+            continue
+        dequantize = producers.get(relu.input[0])
+        quantize = producers.get(dequantize.input[0]) if dequantize is not None else None
+        requantize = only(relu.output[0], "QuantizeLinear")
+        if (
+            dequantize is None
+            or dequantize.op_type != "DequantizeLinear"
+            or quantize is None
+            or quantize.op_type != "QuantizeLinear"
+            or requantize is None
+            or len(requantize.input) < 3
+            or only(quantize.output[0], "DequantizeLinear") is not dequantize
+            or only(dequantize.output[0], "Relu") is not relu
+            or len(consumers.get(quantize.input[0], [])) != 1
+        ):
+            continue
+        zero = f"{requantize.output[0]}_zero_point_relu"
+        graph.initializer.append(numpy_helper.from_array(np.zeros((), np.uint8), zero))
+        for reader in consumers.get(requantize.output[0], []):
+            if reader.op_type == "DequantizeLinear" and len(reader.input) > 2:
+                reader.input[2] = zero
+        requantize.input[2] = zero
+        requantize.input[0] = quantize.input[0]
+        dropped |= {id(quantize), id(dequantize), id(relu)}
+    kept = [node for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(dropped) // 3
 
 
 def int32_conv_biases(model: Any) -> int:
@@ -167,6 +233,7 @@ def open_session(
 
             model = onnx.load(str(path))
             uint8_activations(model)
+            fold_relu_quantize(model)
             int32_conv_biases(model)
             source = model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=list(providers))

@@ -371,26 +371,27 @@ def backbone_convs(tiny_bundle: Bundle) -> list[str]:
     return convs
 
 
+_KINDS = {"backbone": {}, "head": {"head": True}, "ends": {"ends_fp32": True}}
+
+
 @pytest.fixture(scope="module")
 def int8_paths(
     tiny_bundle: Bundle, calibration: np.ndarray, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
-    """The backbone-only (default) and the head-too int8 variants, with their records checked."""
+    """The default (whole backbone), head-too and ends-in-fp32 variants, records checked."""
     folder = tmp_path_factory.mktemp("int8")
-    paths = {"backbone": folder / "model.int8.onnx", "head": folder / "head.int8.onnx"}
+    paths = {kind: folder / f"{kind}.int8.onnx" for kind in _KINDS}
     for kind, path in paths.items():
-        record = quantize_int8(
-            tiny_bundle.onnx_path, path, calibration=calibration, head=kind == "head"
-        )
+        record = quantize_int8(tiny_bundle.onnx_path, path, calibration=calibration, **_KINDS[kind])
         assert record["tool"].startswith("onnxruntime.quantization ")
         assert record["format"] == "QDQ"
         assert record["activations"] == "int8 symmetric (zero point 0)"
         assert record["calibration"] == {"images": CALIB_IMAGES, "method": "minmax"}
-        assert record["fp32_convs"] == sorted([_STEM, _LAST])
-        assert record["quantized"].endswith("of the backbone; head in fp32") is (kind != "head")
-        if kind == "backbone":
-            assert record["quantized"].startswith("18 Conv nodes")
-    assert sorted(p.name for p in folder.iterdir()) == ["head.int8.onnx", "model.int8.onnx"]
+        ends = kind == "ends"
+        assert record["fp32_convs"] == (sorted([_STEM, _LAST]) if ends else [])
+        assert ("head in fp32" in record["quantized"]) is (kind != "head")
+        assert ("stem and last convolution in fp32" in record["quantized"]) is ends
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths.values())
     return paths
 
 
@@ -409,7 +410,7 @@ def _int8_consumers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["backbone", "head"])
+@pytest.mark.parametrize("kind", list(_KINDS))
 def test_int8_activations_are_symmetric_int8(int8_paths: dict[str, Path], kind: str) -> None:
     model = onnx.load(str(int8_paths[kind]))
     inits = _initializers(model)
@@ -431,7 +432,7 @@ def test_int8_activations_are_symmetric_int8(int8_paths: dict[str, Path], kind: 
         assert inits[node.input[2]].dtype == np.int8
 
 
-@pytest.mark.parametrize("kind", ["backbone", "head"])
+@pytest.mark.parametrize("kind", list(_KINDS))
 def test_int8_weights_are_per_channel_symmetric_int8(
     int8_paths: dict[str, Path], kind: str
 ) -> None:
@@ -439,7 +440,7 @@ def test_int8_weights_are_per_channel_symmetric_int8(
     inits = _initializers(model)
     dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in _int8_consumers(model) if n.op_type == "Conv"]
-    assert len(convs) == 18
+    assert len(convs) == (18 if kind == "ends" else 20)
     for conv in convs:
         weight = dequantize[conv.input[1]]
         values, scale = inits[weight.input[0]], inits[weight.input[1]]
@@ -455,11 +456,23 @@ def test_int8_weights_are_per_channel_symmetric_int8(
             assert inits[conv.input[2]].dtype == np.float32, f"{conv.name}: bias quantized"
 
 
-@pytest.mark.parametrize("kind", ["backbone", "head"])
-def test_int8_keeps_the_stem_and_the_last_convolution_in_fp32(
-    int8_paths: dict[str, Path], backbone_convs: list[str], kind: str
+def test_int8_quantizes_whole_backbone_blocks_by_default(
+    int8_paths: dict[str, Path], backbone_convs: list[str]
 ) -> None:
-    model = onnx.load(str(int8_paths[kind]))
+    model = onnx.load(str(int8_paths["backbone"]))
+    consumers = _int8_consumers(model)
+    assert {n.name for n in consumers if n.op_type == "Conv"} == set(backbone_convs)
+    # Residual additions take int8 inputs too, so blocks stay in int8.
+    backbone = [n for n in model.graph.node if n.name.startswith(_BACKBONE)]
+    for op_type in ("Add",):
+        ops = {n.name for n in backbone if n.op_type == op_type}
+        assert ops and ops <= {n.name for n in consumers}, op_type
+
+
+def test_int8_can_keep_the_stem_and_the_last_convolution_in_fp32(
+    int8_paths: dict[str, Path], backbone_convs: list[str]
+) -> None:
+    model = onnx.load(str(int8_paths["ends"]))
     inits = _initializers(model)
     quantized = {n.name for n in _int8_consumers(model) if n.op_type == "Conv"}
     assert quantized == set(backbone_convs) - {_STEM, _LAST}

@@ -7,12 +7,18 @@ import sys
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 from runtime_helpers import INPUT_SIZE, make_bundle, refuse_variant
 
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
-from mmsag_ros.onnx_session import open_session, uint8_activations
+from mmsag_ros.onnx_session import (
+    fold_relu_quantize,
+    int32_conv_biases,
+    open_session,
+    uint8_activations,
+)
 from mmsag_ros.runtime.backends import create_backend, parse_device
 from mmsag_ros.runtime.postprocess import sigmoid
 
@@ -260,6 +266,8 @@ def test_the_int8_cpu_session_is_open_session_with_uint8_activations(
     # Rewriting by hand and running the bytes gives the same numbers again.
     model = onnx.load(str(path))
     uint8_activations(model)
+    fold_relu_quantize(model)
+    int32_conv_biases(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     rewritten = ort.InferenceSession(
@@ -274,6 +282,73 @@ def test_the_int8_cpu_session_is_open_session_with_uint8_activations(
     ).run(["logits", "attention"], {"images": batch})
     np.testing.assert_allclose(sigmoid(rewritten), sigmoid(unrewritten[0]), atol=2e-2, rtol=0)
     np.testing.assert_allclose(direct["attention"], unrewritten[1], atol=1e-2, rtol=0)
+
+
+def test_relu_folding_keeps_the_graph_valid_and_its_scores(variant_bundle, variant_outputs):
+    import onnx
+    import onnxruntime as ort
+
+    batch, _ = variant_outputs
+    model = onnx.load(str(variant_bundle.variant("int8").path))
+    uint8_activations(model)
+    plain = model.SerializeToString()
+    relus = sum(n.op_type == "Relu" for n in model.graph.node)
+    folded = fold_relu_quantize(model)
+    assert 0 < folded <= relus
+    assert sum(n.op_type == "Relu" for n in model.graph.node) == relus - folded
+    onnx.checker.check_model(model)
+    # What the folded quantizations now read: a producer's output directly, at zero point 0.
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_at_0 = [
+        n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[2].endswith("_zero_point_relu")
+    ]
+    assert len(zero_at_0) == folded
+    for node in zero_at_0:
+        zero = initializers[node.input[2]]
+        assert zero.dtype == np.uint8 and zero == 0
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+
+    def scores(data: bytes) -> np.ndarray:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return sigmoid(session.run(["logits"], {"images": batch})[0])
+
+    np.testing.assert_allclose(scores(model.SerializeToString()), scores(plain), atol=2e-2)
+
+
+def test_int32_biases_sit_on_the_product_scale(variant_bundle):
+    import onnx
+
+    model = onnx.load(str(variant_bundle.variant("int8").path))
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    float_biases = {
+        n.name: initializers[n.input[2]]
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        and len(n.input) > 2
+        and n.input[2] in initializers
+        and getattr(producers.get(n.input[0]), "op_type", "") == "DequantizeLinear"
+    }
+    assert float_biases
+    assert int32_conv_biases(model) == len(float_biases)
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name not in float_biases:
+            continue
+        dequantize = producers[node.input[2]]
+        assert dequantize.op_type == "DequantizeLinear"
+        quantized, scale = (initializers[i] for i in dequantize.input[:2])
+        assert quantized.dtype == np.int32
+        source, weight = producers[node.input[0]], producers[node.input[1]]
+        expected = initializers[source.input[1]] * initializers[weight.input[1]]
+        np.testing.assert_allclose(scale, expected, rtol=1e-6)
+        error = np.abs(quantized * scale - float_biases[node.name])
+        assert (error <= scale / 2 + 1e-12).all(), node.name
+    onnx.checker.check_model(model)
 
 
 def test_open_session_rewrites_only_for_int8(variant_bundle, frames):
