@@ -29,7 +29,7 @@ def test_demo_script_runs_the_whole_pipeline_through_a_live_node(tmp_path, ros_e
     assert [line for line in stdout.splitlines() if line.startswith("== ")] == [
         f"== 1. synthetic conveyor dataset -> {out / 'data'}",
         f"== 2. fine-tune mmsag_effl0_224 -> {out / 'train'}",
-        f"== 3. export the bundle -> {out / 'bundle'}",
+        f"== 3. export the bundle, fp32 + fp16 + int8 -> {out / 'bundle'}",
         f"== 4. the held-out test split as a rosbag of JPEG frames -> {out / 'test_bag'}",
         "== 5. start the sorter node and replay the bag through it",
     ]
@@ -46,7 +46,16 @@ def test_demo_script_runs_the_whole_pipeline_through_a_live_node(tmp_path, ros_e
     assert f"On {TEST_IMAGES} held-out SYNTHETIC frames" in stdout
     assert summary["frames_labelled"] == labelled
     assert summary["live_map"] == pytest.approx(report["metrics"]["map"])
-    assert load_bundle(out / "bundle").name == "mmsag_effl0_224"
+    bundle = load_bundle(out / "bundle")
+    assert bundle.name == "mmsag_effl0_224"
+    # Both variants were scored against fp32, and the demo says how each one did.
+    for precision in ("fp16", "int8"):
+        entry = bundle.manifest["variants"][precision]
+        assert (precision in bundle.variants) is entry["accepted"]
+        verdict = "accepted" if entry["accepted"] else "REFUSED"
+        assert any(
+            line.startswith(f"   {precision} {verdict}: mAP ") for line in stdout.splitlines()
+        )
     for name in ("pr_curves.png", "latency_histogram.png"):
         assert (out / "live_eval" / name).stat().st_size > 10_000
     assert (out / "labels_bag" / "metadata.yaml").is_file()

@@ -23,7 +23,7 @@ __all__ = ["add_arguments", "format_summary", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``mmsag export``."""
-    from mmsag_ros.export.precision import (
+    from mmsag_ros.export.settings import (
         CALIBRATION_METHODS,
         DEFAULT_BARS,
         DEFAULT_CALIBRATION_IMAGES,

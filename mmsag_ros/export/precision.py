@@ -12,11 +12,12 @@ here, and strongly typed TensorRT engines on the robot build from the very same 
   their reductions, the sigmoid of the dynamic graph, exponentials and GELU's erf.
 - **int8**: ONNX Runtime's static quantizer in QDQ form, calibrated on training images:
   per-channel symmetric int8 weights and symmetric int8 activations (zero point 0), the form
-  TensorRT accepts for explicit quantization. The backbone's convolutions, residual additions
-  and max pooling are quantized; the semantic attention, fusion and graph head stays fp32
-  (``--int8-head`` quantizes its matrix products too). Export tries the whole backbone first
-  and, if that misses the bar, again with the stem and the last convolution in fp32 (on the
-  demo's EfficientNet-Lite0 they cost 6 mAP points in int8, and little time in fp32).
+  TensorRT accepts for explicit quantization. The backbone's convolutions and residual
+  additions (and max pooling where its input is quantized) are quantized; the semantic
+  attention, fusion and graph head stays fp32 (``--int8-head`` quantizes its matrix products
+  too). Export tries the whole backbone first and, if that misses the bar, again with the stem
+  and the last convolution in fp32 (on the demo's EfficientNet-Lite0 they cost 6 mAP points in
+  int8, and little time in fp32).
 
 Each variant is then scored with ONNX Runtime against fp32 on the validation split (never the
 test split): mAP difference, how often the per-class decisions agree at the bundle's
@@ -29,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,11 @@ from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset
 from mmsag_ros.data.transforms import EvalTransform
 from mmsag_ros.data.voc import find_voc_dir, read_voc
 from mmsag_ros.errors import BundleError, ConfigError, DatasetError, MmsagError
+from mmsag_ros.export.settings import (
+    CALIBRATION_METHODS,
+    DEFAULT_BARS,
+    DEFAULT_CALIBRATION_IMAGES,
+)
 from mmsag_ros.metrics import mean_average_precision
 from mmsag_ros.onnx_session import open_session
 
@@ -65,8 +71,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Largest accepted mAP drop against fp32, in points (1.0 = 0.01 mAP).
-DEFAULT_BARS: Mapping[str, float] = {"fp16": 0.5, "int8": 1.0}
 #: Ops kept in fp32 inside the fp16 variant (on top of the converter's own block list).
 FP32_OPS = (
     "Softmax",
@@ -82,8 +86,6 @@ FP32_OPS = (
     "Erf",
     "Tanh",
 )
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_CALIBRATION_IMAGES = 300
 _BACKBONE_PREFIX = "/model/backbone/"
 _BACKBONE_OPS = ("Conv", "Add", "MaxPool")
 _HEAD_OPS = ("MatMul", "Gemm")

@@ -75,22 +75,23 @@ def write_synthetic_voc(root: Path, *, num_trainval: int = 30, seed: int = 0) ->
 
 
 def int8_inversion_split(
-    fp32_onnx: Path, int8_onnx: Path, pool: AnnotatedSplit, spec: Any
+    fp32_onnx: Path, int8_onnx: Path | list[Path], pool: AnnotatedSplit, spec: Any
 ) -> AnnotatedSplit:
-    """Two images of ``pool`` on which the int8 model loses 50 mAP points against fp32.
+    """Two images of ``pool`` on which every given int8 model loses 50 mAP points against fp32.
 
-    Picks the class and image pair (i, j) that fp32 ranks i above j and int8 ranks j above i,
-    with the widest margin on both sides; labels i positive for that class and everything else
-    negative. fp32 then scores AP 1 and int8 AP 1/2: a refusal at any bar under 50 points that
-    does not hang on rounding (the margin is asserted to be far above it).
+    Picks the class and image pair (i, j) that fp32 ranks i above j and each int8 model ranks
+    j above i, with the widest margin on all sides; labels i positive for that class and
+    everything else negative. fp32 then scores AP 1 and int8 AP 1/2: a refusal at any bar under
+    50 points that does not hang on rounding (the margin is asserted to be far above it).
     """
     fp32 = onnx_scores(fp32_onnx, pool, spec)
-    int8 = onnx_scores(int8_onnx, pool, spec, precision="int8")
+    paths = int8_onnx if isinstance(int8_onnx, list) else [int8_onnx]
+    int8s = [onnx_scores(path, pool, spec, precision="int8") for path in paths]
     best: tuple[float, int, int, int] | None = None
     for c in range(fp32.shape[1]):
-        fp32_gap = fp32[:, c, None] - fp32[None, :, c]  # [i, j]: fp32_i - fp32_j
-        int8_gap = int8[None, :, c] - int8[:, c, None]  # [i, j]: int8_j - int8_i
-        margin = np.minimum(fp32_gap, int8_gap)
+        margin = fp32[:, c, None] - fp32[None, :, c]  # [i, j]: fp32_i - fp32_j
+        for int8 in int8s:
+            margin = np.minimum(margin, int8[None, :, c] - int8[:, c, None])  # int8_j - int8_i
         i, j = np.unravel_index(int(np.argmax(margin)), margin.shape)
         if best is None or margin[i, j] > best[0]:
             best = (float(margin[i, j]), c, int(i), int(j))
@@ -192,8 +193,14 @@ def int8_losing_split(
     export of ``tiny_checkpoint`` calibrated on ``synthetic_voc`` with ``CALIB_IMAGES``
     refuses int8 on this split at any bar below 50 points, deterministically.
     """
-    int8 = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    folder = tmp_path_factory.mktemp("int8")
     calibration = load_calibration_images(synthetic_voc, tiny_bundle.spec, limit=CALIB_IMAGES)
-    quantize_int8(tiny_bundle.onnx_path, int8, calibration=calibration)
+    # Both attempts export makes: the whole backbone, then the stem and last conv in fp32.
+    attempts = []
+    for ends_fp32 in (False, True):
+        attempts.append(folder / f"model.{ends_fp32}.int8.onnx")
+        quantize_int8(
+            tiny_bundle.onnx_path, attempts[-1], calibration=calibration, ends_fp32=ends_fp32
+        )
     pool = read_voc(synthetic_voc, "trainval")
-    return int8_inversion_split(tiny_bundle.onnx_path, int8, pool, tiny_bundle.spec)
+    return int8_inversion_split(tiny_bundle.onnx_path, attempts, pool, tiny_bundle.spec)
