@@ -116,7 +116,8 @@ class Classifier:
         BackendUnavailableError: No requested backend can run here (the message lists why each
             candidate failed).
         ConfigError: Unknown backend or device, bad thresholds or max_batch.
-        BundleError: The bundle has no variant of ``precision`` (the message says why).
+        BundleError: The bundle has no ONNX variant of ``precision`` (the message says why;
+            the torch backend casts its own module and needs none).
 
     Not thread-safe: the input buffer is shared by all calls.
     """
@@ -138,7 +139,8 @@ class Classifier:
         self.bundle = _open_bundle(bundle)
         self.labels = self.bundle.labels
         self.spec = self.bundle.spec
-        self.bundle.variant(precision)  # a missing variant fails here, with the reason
+        if backend != "torch":  # torch casts its module; the others run the variant's file
+            self.bundle.variant(precision)  # a missing variant fails here, with the reason
         self.precision = precision
         self.model_id = self.bundle.run_id(precision)
         self.max_batch = max_batch

@@ -239,7 +239,10 @@ def test_a_classifier_on_a_missing_variant_is_a_bundle_error(bundle):
         Classifier(bundle, precision="bf16")
 
 
-def test_a_torch_classifier_refuses_cpu_fp16_and_int8(variant_bundle):
+def test_a_torch_classifier_refuses_cpu_fp16_and_int8(variant_bundle, bundle):
     for precision in ("fp16", "int8"):
         with pytest.raises(BackendUnavailableError, match=f"not {precision} on cpu"):
             Classifier(variant_bundle, backend="torch", precision=precision)
+    # torch casts its own module: an fp32-only bundle is refused for the device, not the file.
+    with pytest.raises(BackendUnavailableError, match="not fp16 on cpu"):
+        Classifier(bundle, backend="torch", precision="fp16")
