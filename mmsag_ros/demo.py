@@ -123,7 +123,7 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import load_config
     from mmsag_ros.train.run import run_training
-    from mmsag_ros.train.splits import load_split
+    from mmsag_ros.train.splits import trainer_splits
 
     out = Path(options.out).absolute()
     _prepare_out(out)
@@ -168,14 +168,15 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
         say(f"   best validation mAP {training.best_val_map:.3f} ({training.best_checkpoint})")
 
     with _step(f"export the bundle, fp32 + fp16 + int8 -> {bundle_dir}", timings, say):
-        labels = load_checkpoint(training.best_checkpoint).labels
-        validation = load_split(config.data, "val", labels=labels)
+        # Judged on the training run's own validation split, calibrated on its training split.
+        checkpoint = load_checkpoint(training.best_checkpoint)
+        trained, held_out = trainer_splits(checkpoint.train_config, labels=checkpoint.labels)
         bundle = export_bundle(
             training.best_checkpoint,
             bundle_dir,
             precisions=PRECISIONS,
-            calib_dir=data,
-            validation=validation,
+            calib_dir=trained,
+            validation=held_out,
         )
         say(f"   {bundle.model_id}: {len(bundle.labels)} classes")
         for precision, entry in bundle.manifest["variants"].items():

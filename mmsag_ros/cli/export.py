@@ -1,22 +1,26 @@
 """``mmsag export``: turn a checkpoint into a deployable bundle and print what was written.
 
 ``--precision fp32,fp16,int8`` writes one ONNX per variant; each reduced variant is scored
-against fp32 on ``--val-data`` and refused (file not kept, numbers in the manifest) when it
-misses its bar. A refusal prints its numbers and makes the command exit 1, after the bundle
-with the accepted variants has been written. TensorRT engines are built on the target with
-``mmsag engine``.
+against fp32 on a validation split and refused (file not kept, numbers in the manifest) when it
+misses its bar. By default that split is the training run's own validation split and int8 is
+calibrated on its training split, both rebuilt from the config the checkpoint records; a
+``--val-data`` split that holds images the checkpoint was trained on is refused. A refused
+variant prints its numbers and makes the command exit 1, after the bundle with the accepted
+variants has been written. TensorRT engines are built on the target with ``mmsag engine``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.data.dataset import AnnotatedSplit
 
 __all__ = ["add_arguments", "format_summary", "run"]
 
@@ -45,7 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="comma-separated ONNX variants: fp32 (always written), fp16, int8 (default: fp32)",
     )
-    variants.add_argument("--val-data", type=Path, help="dataset holding the validation split")
+    variants.add_argument(
+        "--val-data",
+        type=Path,
+        help="dataset holding a held-out validation split (default: the training run's own)",
+    )
     variants.add_argument("--val-format", choices=["voc", "coco", "csv"], default="voc")
     variants.add_argument("--val-split", default="val", help="validation split (default: val)")
     variants.add_argument("--val-image-root", type=Path, help="image folder of COCO/CSV data")
@@ -65,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     int8.add_argument(
         "--calib-data",
         type=Path,
-        help="training images: a VOC dataset (its train split) or a folder; never test data",
+        help="training images: a VOC dataset (its train split) or a folder; never test data "
+        "(default: the training run's own training split)",
     )
     int8.add_argument("--calib-split", help="VOC split of --calib-data (default: train)")
     int8.add_argument(
@@ -130,31 +139,63 @@ def format_summary(bundle: Bundle, *, total_s: float) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Export the bundle and print its summary; 1 when a requested variant was refused."""
-    from mmsag_ros.export.bundle import export_bundle, parse_precisions
+def _overlap(validation: AnnotatedSplit, train: AnnotatedSplit) -> list[str]:
+    trained = {sample.image_path.resolve() for sample in train.samples}
+    return [s.image_id for s in validation.samples if s.image_path.resolve() in trained]
 
-    precisions = parse_precisions(args.precision)
-    validation = None
-    if len(precisions) > 1 and args.val_data is not None:
-        from mmsag_ros.model.checkpoint import load_checkpoint
-        from mmsag_ros.train.config import DataConfig
-        from mmsag_ros.train.splits import load_split
 
+def _splits(args: argparse.Namespace, *, calibrate: bool) -> tuple[Any, Any]:
+    """The validation split and calibration source the variants are made and judged with."""
+    from mmsag_ros.errors import ConfigError, MmsagError
+    from mmsag_ros.model.checkpoint import load_checkpoint
+    from mmsag_ros.train.config import DataConfig
+    from mmsag_ros.train.splits import load_split, trainer_splits
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    try:
+        trained, held_out = trainer_splits(checkpoint.train_config, labels=checkpoint.labels)
+    except MmsagError as err:
+        if args.val_data is None or (calibrate and args.calib_data is None):
+            raise
+        logging.getLogger(__name__).warning(
+            "the validation split is not checked against the training run: %s", err
+        )
+        trained = held_out = None
+    validation = held_out
+    if args.val_data is not None:
         data = DataConfig(
             format=args.val_format,
             path=str(args.val_data),
             image_root=str(args.val_image_root) if args.val_image_root else None,
         )
-        labels = load_checkpoint(args.checkpoint).labels
-        validation = load_split(data, args.val_split, labels=labels)
+        validation = load_split(data, args.val_split, labels=checkpoint.labels)
+        seen = _overlap(validation, trained) if trained is not None else []
+        if seen:
+            raise ConfigError(
+                f"{len(seen)} of the {len(validation)} images of validation split "
+                f"{args.val_split!r} (e.g. {seen[0]}) trained this checkpoint; leave out "
+                "--val-data to use the training run's own validation split, or name a held-out "
+                "split"
+            )
+    calibration = args.calib_data if args.calib_data is not None else trained
+    return validation, calibration
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the bundle and print its summary; 1 when a requested variant was refused."""
+    from mmsag_ros.export.bundle import export_bundle, parse_precisions
+
+    precisions = parse_precisions(args.precision)
+    validation = calibration = None
+    if len(precisions) > 1:
+        validation, calibration = _splits(args, calibrate="int8" in precisions)
     start = time.perf_counter()
     bundle = export_bundle(
         args.checkpoint,
         args.out,
         attention=args.attention,
         precisions=precisions,
-        calib_dir=args.calib_data,
+        calib_dir=calibration,
         calib_split=args.calib_split,
         calib_images=args.calib_images,
         calib_method=args.calib_method,

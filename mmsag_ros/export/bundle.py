@@ -72,7 +72,7 @@ def parity_frames(
     spec: PreprocessSpec,
     *,
     count: int = 4,
-    source: Path | None = None,
+    source: Path | AnnotatedSplit | None = None,
     split: str | None = None,
     seed: int = 0,
 ) -> np.ndarray:
@@ -154,6 +154,14 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     staging.rmdir()
 
 
+def _describe(source: Path | AnnotatedSplit | None) -> str:
+    if source is None:
+        return "synthetic conveyor scenes"
+    if isinstance(source, AnnotatedSplit):
+        return f"{len(source)} images of split {source.name!r} of {source.source}"
+    return str(source)
+
+
 def parse_precisions(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"fp32,int8"`` (or a sequence) -> the precisions in canonical order, fp32 always first.
 
@@ -173,7 +181,7 @@ def parse_precisions(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
 def _check_options(
     precisions: tuple[str, ...],
     *,
-    calib_dir: Path | None,
+    calib_dir: Path | AnnotatedSplit | None,
     validation: AnnotatedSplit | None,
     bars: Mapping[str, float],
 ) -> None:
@@ -220,7 +228,7 @@ def export_bundle(
     *,
     attention: bool = True,
     precisions: tuple[str, ...] | str = ("fp32",),
-    calib_dir: Path | None = None,
+    calib_dir: Path | AnnotatedSplit | None = None,
     calib_split: str | None = None,
     calib_images: int = DEFAULT_CALIBRATION_IMAGES,
     calib_method: str = "minmax",
@@ -242,8 +250,8 @@ def export_bundle(
             written. Each reduced variant is scored against fp32 on ``validation`` and kept
             only within its bar; a refused one is recorded in the manifest (with its numbers,
             see :attr:`Bundle.refused`) and its file is not kept.
-        calib_dir: Calibration images for int8 (and parity frames): a folder, or a VOC
-            dataset's training split.
+        calib_dir: Calibration images for int8 (and parity frames): an annotated split (the
+            training run's own), a folder, or a VOC dataset's training split.
         calib_split: VOC split of ``calib_dir`` (default ``train``, else ``trainval``).
         calib_images: At most this many calibration images, spread over the split.
         calib_method: ``minmax``, ``percentile`` or ``entropy`` activation ranges.
@@ -396,7 +404,7 @@ def export_bundle(
                     "max_error": result.max_errors,
                     "batch_sizes": list(result.batch_sizes),
                     "rtol": rtol,
-                    "frames": str(calib_dir) if calib_dir else "synthetic conveyor scenes",
+                    "frames": _describe(calib_dir),
                 },
             },
             "variants": _json_safe(variants),

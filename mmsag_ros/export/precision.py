@@ -110,13 +110,18 @@ def _voc_image_paths(root: Path, split: str | None) -> list[Path] | None:
 
 
 def load_calibration_images(
-    source: Path, spec: PreprocessSpec, *, limit: int = 64, split: str | None = None
+    source: Path | AnnotatedSplit,
+    spec: PreprocessSpec,
+    *,
+    limit: int = 64,
+    split: str | None = None,
 ) -> np.ndarray:
     """Preprocessed calibration images, N x 3 x S x S float32.
 
     Args:
-        source: A VOC-layout dataset (its ``train`` split, else ``trainval``, or ``split``) or
-            any folder of images (searched recursively, sorted by path).
+        source: An annotated split (its images), a VOC-layout dataset (its ``train`` split,
+            else ``trainval``, or ``split``) or any folder of images (searched recursively,
+            sorted by path).
         spec: The model's preprocessing.
         limit: At most this many images, spread evenly over the sorted list.
         split: VOC split to calibrate on.
@@ -124,14 +129,17 @@ def load_calibration_images(
     Raises:
         DatasetError: No images, or an image that cannot be decoded.
     """
-    source = Path(source)
     if limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
-    if not source.is_dir():
-        raise DatasetError(f"calibration folder {source} does not exist")
-    paths = _voc_image_paths(source, split)
-    if paths is None:
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if isinstance(source, AnnotatedSplit):
+        paths = [sample.image_path for sample in source.samples]
+    else:
+        source = Path(source)
+        if not source.is_dir():
+            raise DatasetError(f"calibration folder {source} does not exist")
+        paths = _voc_image_paths(source, split)
+        if paths is None:
+            paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not paths:
         raise DatasetError(f"no images (.jpg, .png, .bmp) under {source} to calibrate with")
     if len(paths) > limit:

@@ -7,7 +7,10 @@ training, checkpoint selection or threshold calibration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.coco import read_coco
@@ -18,7 +21,7 @@ from mmsag_ros.data.voc import read_voc
 from mmsag_ros.errors import ConfigError, DatasetError
 from mmsag_ros.train.config import DataConfig
 
-__all__ = ["FORMATS", "load_split", "load_train_val"]
+__all__ = ["FORMATS", "load_split", "load_train_val", "trainer_splits"]
 
 FORMATS = ("voc", "coco", "csv")
 
@@ -56,3 +59,33 @@ def load_train_val(data: DataConfig, *, seed: int) -> tuple[AnnotatedSplit, Anno
     if data.val_split:
         return train, load_split(data, data.val_split, labels=train.labels)
     return split_validation(train, fraction=data.val_fraction, seed=seed)
+
+
+def trainer_splits(
+    train_config: Mapping[str, Any], *, labels: LabelSet
+) -> tuple[AnnotatedSplit, AnnotatedSplit]:
+    """The training and validation splits of the run that wrote a checkpoint, rebuilt.
+
+    Args:
+        train_config: The checkpoint's recorded training config (its ``data`` and ``seed``).
+        labels: The checkpoint's classes (the rebuilt splits must have them, in this order).
+
+    Raises:
+        ConfigError: The config records no data, or its classes differ from ``labels``.
+        DatasetError: The recorded data cannot be read (moved, deleted).
+    """
+    recorded = train_config.get("data")
+    if not isinstance(recorded, Mapping) or not recorded.get("path"):
+        raise ConfigError(
+            "the checkpoint does not record its training data, so its validation split cannot "
+            "be rebuilt: name a held-out split with --val-data"
+        )
+    known = {f.name for f in fields(DataConfig)}
+    data = DataConfig(**{k: v for k, v in recorded.items() if k in known})
+    train, val = load_train_val(data, seed=int(train_config.get("seed", 0)))
+    if train.labels.names != labels.names:
+        raise ConfigError(
+            f"the checkpoint's training data {data.path} now has classes {list(train.labels.names)}"
+            f", the checkpoint {list(labels.names)}: name a held-out split with --val-data"
+        )
+    return train, val

@@ -156,7 +156,46 @@ def test_reduced_precision_without_validation_data_exits_1(
         "fp32,fp16",
     ]
     assert main(args) == 1
-    assert "add --val-data DIR" in _one_error_line(capsys.readouterr().err)
+    # The tiny checkpoint records no training data, so there is no run's split to fall back on.
+    line = _one_error_line(capsys.readouterr().err)
+    assert "does not record its training data" in line and "--val-data" in line
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_on_voc(tiny_checkpoint: Path, synthetic_voc: Path, tmp_path_factory) -> Path:
+    """The tiny checkpoint, recording that it trained on synthetic_voc's trainval (carved val)."""
+    from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    raw = dict(load_checkpoint(tiny_checkpoint).raw)
+    raw["train_config"] = {"seed": 0, "data": {"format": "voc", "path": str(synthetic_voc)}}
+    raw.pop("format_version")
+    return save_checkpoint(tmp_path_factory.mktemp("trained") / "best.pt", raw)
+
+
+def test_variants_default_to_the_training_runs_own_splits(
+    trained_on_voc: Path, synthetic_voc: Path, tmp_path: Path
+) -> None:
+    from mmsag_ros.bundle.labels import MLKW_LABELS
+    from mmsag_ros.train.splits import trainer_splits
+
+    out = tmp_path / "b"
+    args = ["export", "--checkpoint", str(trained_on_voc), "--out", str(out)]
+    assert main([*args, "--precision", "fp32,fp16", "--fp16-bar", "100"]) == 0
+    record = {"seed": 0, "data": {"format": "voc", "path": str(synthetic_voc)}}
+    _, held_out = trainer_splits(record, labels=MLKW_LABELS)
+    accuracy = load_bundle(out).manifest["variants"]["fp16"]["accuracy"]
+    assert (accuracy["split"], accuracy["images"]) == (held_out.name, len(held_out))
+
+
+def test_a_validation_split_the_checkpoint_trained_on_is_refused(
+    trained_on_voc: Path, synthetic_voc: Path, tmp_path: Path, capsys
+) -> None:
+    args = ["export", "--checkpoint", str(trained_on_voc), "--out", str(tmp_path / "b")]
+    args += ["--precision", "fp32,fp16", "--val-data", str(synthetic_voc), "--val-split", "val"]
+    assert main(args) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "images of validation split 'val'" in line and "trained this checkpoint" in line
     assert not (tmp_path / "b").exists()
 
 
