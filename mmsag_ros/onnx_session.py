@@ -37,6 +37,7 @@ from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 __all__ = [
     "CPU_PROVIDER",
     "fold_relu_quantize",
+    "import_onnxruntime",
     "int32_conv_biases",
     "open_session",
     "uint8_activations",
@@ -45,7 +46,8 @@ __all__ = [
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def _import_ort() -> Any:
+def import_onnxruntime() -> Any:
+    """Import ``onnxruntime``; BackendUnavailableError (one line) when it is missing."""
     try:
         import onnxruntime
     except ImportError as err:
@@ -217,7 +219,7 @@ def open_session(
         BackendUnavailableError: ONNX Runtime is missing or cannot load the file.
         ConfigError: ``intra_op_threads`` below 1.
     """
-    ort = _import_ort()
+    ort = import_onnxruntime()
     if intra_op_threads is not None and intra_op_threads < 1:
         raise ConfigError(f"intra_op_threads must be at least 1, got {intra_op_threads}")
     options = ort.SessionOptions()

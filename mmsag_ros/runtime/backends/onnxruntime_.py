@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
-from mmsag_ros.onnx_session import CPU_PROVIDER, open_session
+from mmsag_ros.onnx_session import CPU_PROVIDER, import_onnxruntime, open_session
 from mmsag_ros.runtime.backends.base import InferenceBackend
 
 if TYPE_CHECKING:
@@ -76,13 +76,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         return requested
 
     def _load(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise BackendUnavailableError(
-                f"ONNX Runtime is not installed ({err}); pip install onnxruntime "
-                "(or onnxruntime-gpu for CUDA)"
-            ) from err
+        ort = import_onnxruntime()
         requested = self._requested_providers(ort.get_available_providers())
         session = open_session(
             self.variant.path,
