@@ -14,18 +14,19 @@ built. Likewise its convolution biases stay float32 in the file (TensorRT's pars
 int8/fp8 into DequantizeLinear), while ONNX Runtime fuses a Q/DQ convolution into its int8
 kernel only with an int32 bias at scale ``input scale x weight scale``: on the CPU each such
 bias is quantized that way in memory too (the rounding is half a unit of that product scale,
-as ONNX Runtime's own quantizer would do). And a ReLU between two quantizations
+as ONNX Runtime's own quantizer would do). And a ReLU or ReLU6 between two quantizations
 (``x -> Q -> DQ -> Relu -> Q``) becomes one quantization to uint8 with zero point 0, whose
-saturation at 0 is the ReLU (:func:`fold_relu_quantize`), so ONNX Runtime keeps the block in
-int8 instead of leaving to float for the ReLU. That one is not bit-identical to the file:
-one rounding instead of two, and values above the calibrated range saturate at 255 steps
-instead of 127 (half a step and rare outliers; TensorRT fuses the same pattern its own way).
+saturations at 0 and 255 are the activation's clamps (:func:`fold_relu_quantize`), so ONNX
+Runtime keeps the block in int8 instead of leaving to float for the activation. That one is
+not bit-identical to the file: one rounding instead of two, on a grid half as coarse (half a
+step of difference at most; TensorRT fuses the same pattern its own way).
 Export scores the variant through this function, so its recorded accuracy is the CPU's. The
 file on disk stays the TensorRT form.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,16 +90,48 @@ def uint8_activations(model: Any) -> int:
     return len(names)
 
 
-def fold_relu_quantize(model: Any) -> int:
-    """Turn each ``x -> Q -> DQ -> Relu -> Q'`` chain into ``x -> Q'`` with uint8 zero point 0.
+def _constant(model: Any, name: str, initializers: dict[str, Any]) -> np.ndarray | None:
+    from onnx import numpy_helper
 
-    Applies where every link has a single consumer, after :func:`uint8_activations`. ``Q'``
-    and the DequantizeLinear nodes reading it get a fresh zero-point initializer of 0.
-    Returns how many chains were folded; the model is changed in place.
+    if name in initializers:
+        return numpy_helper.to_array(initializers[name])
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _activation_ceiling(model: Any, node: Any, initializers: dict[str, Any]) -> float | None:
+    """The upper clamp of a ReLU-like node (``inf`` for Relu), None if it is not one."""
+    if node.op_type == "Relu":
+        return math.inf
+    if node.op_type != "Clip" or len(node.input) < 2 or not node.input[1]:
+        return None
+    low = _constant(model, node.input[1], initializers)
+    high = _constant(model, node.input[2], initializers) if len(node.input) > 2 else None
+    if low is None or low.size != 1 or float(low) != 0.0:
+        return None
+    if len(node.input) > 2 and node.input[2] and high is None:
+        return None
+    return math.inf if high is None else float(high)
+
+
+def fold_relu_quantize(model: Any) -> int:
+    """Turn ``[Q -> DQ ->] Relu/Clip(0, c) -> Q'`` into one quantization ``Q'`` to uint8.
+
+    The new ``Q'`` has zero point 0, whose saturation at 0 is the lower clamp, and a scale of
+    ``min(c, 127 s') / 255`` (``s'`` the old scale), whose saturation at 255 is the upper one
+    (the old int8 saturation at ``127 s'``, or ReLU6's 6): the same clamps as before, in half
+    as large steps and one rounding instead of two. ``Q'`` and the DequantizeLinear nodes
+    reading it get the new scale and zero point. Applies where every link has a single
+    consumer and ``Q'`` is read only by DequantizeLinear nodes, after
+    :func:`uint8_activations`. Returns how many activations were folded; the model is changed
+    in place.
     """
     from onnx import numpy_helper
 
     graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -110,36 +143,53 @@ def fold_relu_quantize(model: Any) -> int:
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
     dropped: set[int] = set()
-    for relu in graph.node:
-        if relu.op_type != "Relu":
+    folded = 0
+    for activation in graph.node:
+        ceiling = _activation_ceiling(model, activation, initializers)
+        requantize = only(activation.output[0], "QuantizeLinear")
+        if ceiling is None or requantize is None or len(requantize.input) < 3:
             continue
-        dequantize = producers.get(relu.input[0])
-        quantize = producers.get(dequantize.input[0]) if dequantize is not None else None
-        requantize = only(relu.output[0], "QuantizeLinear")
+        readers = consumers.get(requantize.output[0], [])
+        scale = _constant(model, requantize.input[1], initializers)
         if (
-            dequantize is None
-            or dequantize.op_type != "DequantizeLinear"
-            or quantize is None
-            or quantize.op_type != "QuantizeLinear"
-            or requantize is None
-            or len(requantize.input) < 3
-            or only(quantize.output[0], "DequantizeLinear") is not dequantize
-            or only(dequantize.output[0], "Relu") is not relu
-            or len(consumers.get(quantize.input[0], [])) != 1
+            scale is None
+            or scale.size != 1
+            or not readers
+            or any(r.op_type != "DequantizeLinear" or len(r.input) < 3 for r in readers)
+            or any(r.input[1:3] != requantize.input[1:3] for r in readers)
         ):
             continue
-        zero = f"{requantize.output[0]}_zero_point_relu"
-        graph.initializer.append(numpy_helper.from_array(np.zeros((), np.uint8), zero))
-        for reader in consumers.get(requantize.output[0], []):
-            if reader.op_type == "DequantizeLinear" and len(reader.input) > 2:
-                reader.input[2] = zero
-        requantize.input[2] = zero
-        requantize.input[0] = quantize.input[0]
-        dropped |= {id(quantize), id(dequantize), id(relu)}
+        source = activation.input[0]
+        dequantize = producers.get(source)
+        quantize = producers.get(dequantize.input[0]) if dequantize is not None else None
+        if (
+            dequantize is not None
+            and dequantize.op_type == "DequantizeLinear"
+            and quantize is not None
+            and quantize.op_type == "QuantizeLinear"
+            and only(quantize.output[0], "DequantizeLinear") is dequantize
+            and only(dequantize.output[0], activation.op_type) is activation
+            and len(consumers.get(quantize.input[0], [])) == 1
+        ):
+            source = quantize.input[0]
+            dropped |= {id(quantize), id(dequantize)}
+        top = min(ceiling, 127.0 * float(scale))
+        name = f"{requantize.output[0]}_uint8"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(top / 255.0, np.float32), f"{name}_scale"),
+                numpy_helper.from_array(np.zeros((), np.uint8), f"{name}_zero_point"),
+            ]
+        )
+        for node in (requantize, *readers):
+            node.input[1], node.input[2] = f"{name}_scale", f"{name}_zero_point"
+        requantize.input[0] = source
+        dropped.add(id(activation))
+        folded += 1
     kept = [node for node in graph.node if id(node) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
-    return len(dropped) // 3
+    return folded
 
 
 def int32_conv_biases(model: Any) -> int:
@@ -173,7 +223,8 @@ def int32_conv_biases(model: Any) -> int:
         scale = np.broadcast_to(input_scale * weight_scale, bias.shape).astype(np.float32)
         if not (scale > 0).all():
             continue
-        quantized = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        exact = np.rint(bias.astype(np.float64) / scale)  # float64 holds the int32 limits
+        quantized = np.clip(exact, -(2**31), 2**31 - 1).astype(np.int32)
         name = f"{node.input[2]}_int32_for_{node.name or rewritten}"
         model.graph.initializer.extend(
             [

@@ -6,6 +6,9 @@ softmax over h*w per class). The batch axis is dynamic. Label embeddings and the
 are buffers of the model, so they are folded into the graph as constants: no text model runs
 on the robot.
 
+Constant paddings are folded into the convolutions that read them
+(:func:`~mmsag_ros.export.graph.fold_pads_into_convs`), before the parity check.
+
 Parity: ONNX Runtime (CPU) and torch run the same realistic inputs, at the example's batch size
 and at batch 1. For every output the error is ``max|onnx - torch| / max(1, max|torch|)``: a
 relative error on the logit scale for logits (absolute below 1), and an absolute error for the
@@ -31,6 +34,7 @@ from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.bundle.manifest import check_onnx_metadata, onnx_metadata
 from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
+from mmsag_ros.export.graph import fold_pads_into_convs
 
 if TYPE_CHECKING:
     import torch
@@ -289,6 +293,8 @@ def export_onnx(
     finally:
         model.train(was_training)
     proto = onnx.load(str(path))
+    folded = fold_pads_into_convs(proto)
+    _log.debug("folded %d constant Pad nodes into their convolutions", folded)
     _fix_output_dims(proto, dict(zip(names[1:], (r.shape for r in references[0]), strict=True)))
     digest = graph_sha256(proto)
     model_id = f"{name}@{digest[:12]}"

@@ -12,7 +12,11 @@ from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model import create_backbone, list_backbones, register_backbone
 from mmsag_ros.model.backbones import load_state_dict_file
-from mmsag_ros.model.backbones.efficientnet import lukemelas_to_timm, packaged_lite0_weights
+from mmsag_ros.model.backbones.efficientnet import (
+    StaticSameConv2d,
+    lukemelas_to_timm,
+    packaged_lite0_weights,
+)
 
 EXPECTED_CHANNELS = {
     "resnet18": 512,
@@ -191,3 +195,22 @@ def test_packaged_trunk_classifies_sample_photos(lite0_file) -> None:
     assert set(cat_top5) & set(range(281, 286)), cat_top5  # tabby .. Egyptian cat
     coffee_top5 = _imagenet_top5(backbone, weight, bias, skimage_data.coffee())
     assert {967, 968} & set(coffee_top5), coffee_top5  # espresso, cup
+
+
+@pytest.mark.parametrize("size", [224, 97])
+def test_static_same_padding_computes_what_timm_does(size: int) -> None:
+    """Integer-sized TF "same" padding gives timm's numbers, at even and odd input sizes."""
+    torch.manual_seed(3)
+    reference = timm.create_model(
+        "tf_efficientnet_lite0", pretrained=False, num_classes=0, global_pool=""
+    ).eval()
+    backbone = create_backbone("efficientnet_lite0").eval()
+    backbone.trunk.load_state_dict(reference.state_dict())
+    strided = [m for m in backbone.trunk.modules() if isinstance(m, StaticSameConv2d)]
+    assert len(strided) == 5  # the stem and the four strided depthwise convolutions
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = reference.forward_features(images)
+        actual = backbone(images)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)

@@ -6,6 +6,13 @@ lukemelas ``efficientnet_pytorch`` project (``_conv_stem``, ``_bn0``, ``_blocks.
 "same" padding, BatchNorm eps 1e-3, ReLU6, no squeeze-excitation) with its tensors registered
 in the same order, so the keys map one to one by position; every shape and tensor kind is
 checked on the way.
+
+TF "same" padding of a strided convolution depends on the input size. timm computes it from
+the tensor's shape at every call, which a trace records as some forty shape operations and a
+Pad fed by them: in the int8 variant each such Pad left the integer path. Our convolutions
+read the input's height and width as plain integers instead (:class:`StaticSameConv2d`), so
+the exported graph, made for the bundle's one input size, carries constant paddings that ONNX
+Runtime and TensorRT fold into the convolution. The arithmetic is timm's own.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import Conv2dSame
+from timm.layers.padding import pad_same_arg
+from torch.nn import functional
 
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model.backbones.base import Backbone, load_state_dict_file
@@ -22,6 +32,7 @@ from mmsag_ros.model.registry import register_backbone
 
 __all__ = [
     "EfficientNetBackbone",
+    "StaticSameConv2d",
     "efficientnet_lite0",
     "lukemelas_to_timm",
     "packaged_lite0_weights",
@@ -82,6 +93,28 @@ def lukemelas_to_timm(
     return mapped
 
 
+class StaticSameConv2d(Conv2dSame):
+    """timm's TF "same" convolution with its padding computed from integer sizes.
+
+    Same parameters and results as ``Conv2dSame``; only the trace differs (constant paddings
+    at the traced input size, see the module docstring).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad as TensorFlow's "same" does for this input size, then convolve."""
+        size = [int(v) for v in x.shape[-2:]]
+        pad = pad_same_arg(size, list(self.weight.shape[-2:]), self.stride, self.dilation)
+        return functional.conv2d(
+            functional.pad(x, pad),
+            self.weight,
+            self.bias,
+            self.stride,
+            0,
+            self.dilation,
+            self.groups,
+        )
+
+
 class EfficientNetBackbone(Backbone):
     """timm EfficientNet without pooling and classifier (output of ``conv_head``/``bn2``)."""
 
@@ -90,6 +123,9 @@ class EfficientNetBackbone(Backbone):
     def __init__(self, name: str, arch: str) -> None:
         # num_classes=0 and no pooling: the trunk owns no classifier tensors.
         network = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        for module in network.modules():
+            if type(module) is Conv2dSame:
+                module.__class__ = StaticSameConv2d  # same tensors, integer padding
         super().__init__(name, network, network.num_features)
         self.weights_origin = f"timm {arch} (or the lukemelas efficientnet_pytorch layout)"
 
