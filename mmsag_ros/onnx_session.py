@@ -18,7 +18,7 @@ as ONNX Runtime's own quantizer would do). And a ReLU or ReLU6 between two quant
 (``x -> Q -> DQ -> Relu -> Q``) becomes one quantization to uint8 with zero point 0, whose
 saturations at 0 and 255 are the activation's clamps (:func:`fold_relu_quantize`), so ONNX
 Runtime keeps the block in int8 instead of leaving to float for the activation. That one is
-not bit-identical to the file: one rounding instead of two, on a grid half as coarse (half a
+not bit-identical to the file: one rounding instead of two, on a grid twice as fine (half a
 step of difference at most; TensorRT fuses the same pattern its own way).
 Export scores the variant through this function, so its recorded accuracy is the CPU's. The
 file on disk stays the TensorRT form.
@@ -157,6 +157,7 @@ def fold_relu_quantize(model: Any) -> int:
             or not readers
             or any(r.op_type != "DequantizeLinear" or len(r.input) < 3 for r in readers)
             or any(r.input[1:3] != requantize.input[1:3] for r in readers)
+            or not min(ceiling, float(scale)) > 0
         ):
             continue
         source = activation.input[0]
