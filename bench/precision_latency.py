@@ -8,6 +8,8 @@ two in rounds so that load from other processes hits both alike, and reports the
     mmsag export --checkpoint runs/demo/train/best.pt --out /tmp/effl0 \
         --precision fp32,fp16,int8 --val-data runs/demo/data --calib-data runs/demo/data
     .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 /tmp/r50
+    # the same checkpoint exported again with --int8-head gets a row of its own:
+    .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 /tmp/effl0_head /tmp/r50
     .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 --quick --out /tmp/x.json
 """
 
@@ -91,6 +93,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _label(model: dict[str, Any]) -> str:
+    """The model's name, and whether its int8 variant has the head in int8 too."""
+    head = model["int8_conversion"].get("head") == "int8"
+    return f"{model['model']} (int8 head)" if head else model["model"]
+
+
 def format_table(result: dict[str, Any]) -> str:
     machine = result["machine"]
     lines = [
@@ -98,14 +106,14 @@ def format_table(result: dict[str, Any]) -> str:
         f"({machine['cpu']}, {machine['usable_cpus']} usable CPUs, threads "
         f"{result['settings']['threads'] or 'default'}, {result['settings']['rounds']} "
         "alternating rounds)",
-        f"{'model':<18}{'batch':>6}{'fp32':>9}{'int8':>9}{'speed-up':>10}  "
+        f"{'model':<30}{'batch':>6}{'fp32':>9}{'int8':>9}{'speed-up':>10}  "
         f">= {result['target_speedup']:g}x",
     ]
     for model in result["models"]:
         for row in model["rows"]:
             met = "yes" if row["speedup"] >= result["target_speedup"] else "NO"
             lines.append(
-                f"{model['model']:<18}{row['batch_size']:>6}{row['fp32_ms_per_image']:>9.2f}"
+                f"{_label(model):<30}{row['batch_size']:>6}{row['fp32_ms_per_image']:>9.2f}"
                 f"{row['int8_ms_per_image']:>9.2f}{row['speedup']:>9.2f}x  {met}"
             )
     lines.append("")
@@ -113,7 +121,7 @@ def format_table(result: dict[str, Any]) -> str:
     for model in result["models"]:
         acc = model["int8_accuracy"]
         lines.append(
-            f"  {model['model']}: mAP {100 * acc['variant_map']:.2f} vs {100 * acc['fp32_map']:.2f}"
+            f"  {_label(model)}: mAP {100 * acc['variant_map']:.2f} vs {100 * acc['fp32_map']:.2f}"
             f" (drop {acc['map_drop_points']:.2f} <= {acc['bar_points']:.2f} points), decisions "
             f"agree {100 * acc['decision_agreement']:.2f}%, max score diff "
             f"{acc['max_score_diff']:.4f}, {acc['images']} images; "

@@ -390,6 +390,7 @@ def int8_paths(
         ends = kind == "ends"
         assert record["fp32_convs"] == (sorted([_STEM, _LAST]) if ends else [])
         assert ("head in fp32" in record["quantized"]) is (kind != "head")
+        assert record["head"] == ("int8" if kind == "head" else "fp32")
         assert ("stem and last convolution in fp32" in record["quantized"]) is ends
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths.values())
     return paths
@@ -502,15 +503,21 @@ def test_int8_default_quantizes_nothing_outside_the_backbone(
     assert len(head_weights) >= 5 and all(w.dtype == np.float32 for w in head_weights)
 
 
-def test_int8_head_also_quantizes_the_matrix_products(int8_paths: dict[str, Path]) -> None:
+def test_int8_head_also_quantizes_the_matrix_products_and_projections(
+    int8_paths: dict[str, Path],
+) -> None:
     default = {n.name for n in _int8_consumers(onnx.load(str(int8_paths["backbone"])))}
     consumers = _int8_consumers(onnx.load(str(int8_paths["head"])))
     outside = [n for n in consumers if not n.name.startswith(_BACKBONE)]
     products = {n.name for n in outside if n.op_type in ("MatMul", "Gemm")}
     assert len(products) >= 5, "int8 head=True left the head's MatMul/Gemm in fp32"
     assert {"/model/fusion/ffn/ffn.0/MatMul", "/model/graph/global_proj/Gemm"} <= products
-    # Only matrix products are added: the head's 1x1 convolutions stay fp32.
-    assert not [n.name for n in outside if n.op_type == "Conv"]
+    # And the head's 1x1 projections of the feature map.
+    projections = {n.name for n in outside if n.op_type == "Conv"}
+    assert {
+        "/model/semantic_attention/visual/Conv",
+        "/model/fusion/visual_proj/Conv",
+    } <= projections
     assert default < {n.name for n in consumers}
 
 
