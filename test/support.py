@@ -42,10 +42,10 @@ def start_sorter(
 
 
 def stop_process(process: subprocess.Popen[str]) -> str:
-    """Ctrl-C a node (killing it after 15 s) and return its stderr."""
+    """Ctrl-C a node (killing it if it has not exited after 120 s) and return its stderr."""
     process.send_signal(signal.SIGINT)
     try:
-        _, err = process.communicate(timeout=15)
+        _, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()
         _, err = process.communicate()
