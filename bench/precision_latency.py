@@ -8,8 +8,8 @@ two in rounds so that load from other processes hits both alike, and reports the
     mmsag export --checkpoint runs/demo/train/best.pt --out /tmp/effl0 \
         --precision fp32,fp16,int8 --val-data runs/demo/data --calib-data runs/demo/data
     .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 /tmp/r50
-    # the same checkpoint exported again with --int8-head gets a row of its own:
-    .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 /tmp/effl0_head /tmp/r50
+    # the same checkpoint exported again with --fp32-head gets a row of its own:
+    .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 /tmp/effl0_fp32head /tmp/r50
     .venv/bin/python bench/precision_latency.py --bundle /tmp/effl0 --quick --out /tmp/x.json
 """
 
@@ -94,9 +94,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _label(model: dict[str, Any]) -> str:
-    """The model's name, and whether its int8 variant has the head in int8 too."""
-    head = model["int8_conversion"].get("head") == "int8"
-    return f"{model['model']} (int8 head)" if head else model["model"]
+    """The model's name, marked when its int8 variant keeps the head in fp32."""
+    fp32_head = model["int8_conversion"].get("head", "fp32") == "fp32"
+    return f"{model['model']} (fp32 head)" if fp32_head else model["model"]
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -90,9 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="activation range estimate (default minmax)",
     )
     int8.add_argument(
-        "--int8-head",
+        "--fp32-head",
         action="store_true",
-        help="quantize the attention/fusion/graph head too (default: backbone only)",
+        help="keep the attention/fusion/graph head in fp32 (default: try it in int8 first, "
+        "then in fp32 if that misses the bar)",
     )
 
 
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         calib_split=args.calib_split,
         calib_images=args.calib_images,
         calib_method=args.calib_method,
-        int8_head=args.int8_head,
+        int8_head=not args.fp32_head,
         validation=validation,
         bars={"fp16": args.fp16_bar, "int8": args.int8_bar},
         rtol=args.rtol,

@@ -13,13 +13,10 @@ here, and strongly typed TensorRT engines on the robot build from the very same 
 - **int8**: ONNX Runtime's static quantizer in QDQ form, calibrated on training images:
   per-channel symmetric int8 weights and symmetric int8 activations (zero point 0), the form
   TensorRT accepts for explicit quantization. The backbone's convolutions and residual
-  additions (and max pooling where its input is quantized) are quantized; the semantic
-  attention, fusion and graph head stays fp32 (``--int8-head`` quantizes its matrix products
-  and 1x1 feature-map projections too: on the demo's EfficientNet-Lite0 that took the CPU
-  speed-up from about 1.3x to 1.7x at batch 1 at a similar accuracy). Export tries the whole
-  backbone first and, if that misses the bar, again with the stem and the last convolution in
-  fp32 (on one demo EfficientNet-Lite0 they cost 4 mAP points in int8, and little time in
-  fp32; on another the whole backbone passed).
+  additions (and max pooling where its input is quantized) are quantized; with ``head`` the
+  attention, fusion and graph head's matrix products and 1x1 feature-map projections too
+  (export tries that first, see :func:`mmsag_ros.export.bundle.export_bundle`); with
+  ``ends_fp32`` the stem and the last convolution stay fp32.
 
 Each variant is then scored with ONNX Runtime against fp32 on the validation split (never the
 test split): mAP difference, how often the per-class decisions agree at the bundle's

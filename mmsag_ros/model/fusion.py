@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 __all__ = ["AttentionFusion"]
 
@@ -67,6 +68,29 @@ class AttentionFusion(nn.Module):
     ) -> torch.Tensor:
         """Fuse class features V (B x C x d) with image and labels into H (B x C x d)."""
         keys = self.tokens(features, label_embeddings)
-        attended, _ = self.attention(queries, keys, keys, need_weights=False)
+        attended = self.cross_attention(queries, keys)
         hidden = self.norm1(queries + attended)
         return self.norm2(hidden + self.ffn(hidden))
+
+    def cross_attention(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``self.attention(queries, keys, keys)``, written out over the module's parameters.
+
+        ``nn.MultiheadAttention`` splits its packed input projection at run time by sizes it
+        reads off the inputs, so the exported graph slices and transposes the projection
+        weights on every call, and an int8 quantizer sees those weights as activations. Split
+        by the known width here, the slices fold into constant weights at export.
+        """
+        mha, dim = self.attention, self.attention.embed_dim
+        weight, bias = mha.in_proj_weight, mha.in_proj_bias
+        query = functional.linear(queries, weight[:dim], bias[:dim])
+        key = functional.linear(keys, weight[dim : 2 * dim], bias[dim : 2 * dim])
+        value = functional.linear(keys, weight[2 * dim :], bias[2 * dim :])
+        # B x tokens x d -> B x heads x tokens x d/heads
+        query, key, value = (
+            t.unflatten(-1, (mha.num_heads, mha.head_dim)).transpose(1, 2)
+            for t in (query, key, value)
+        )
+        weights = ((query * mha.head_dim**-0.5) @ key.transpose(-2, -1)).softmax(dim=-1)
+        weights = functional.dropout(weights, p=mha.dropout, training=self.training)
+        attended = (weights @ value).transpose(1, 2).flatten(2)
+        return mha.out_proj(attended)

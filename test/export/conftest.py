@@ -195,12 +195,16 @@ def int8_losing_split(
     """
     folder = tmp_path_factory.mktemp("int8")
     calibration = load_calibration_images(synthetic_voc, tiny_bundle.spec, limit=CALIB_IMAGES)
-    # Both attempts export makes: the whole backbone, then the stem and last conv in fp32.
+    # Every attempt export makes: all in int8, the head in fp32, also the stem and last conv.
     attempts = []
-    for ends_fp32 in (False, True):
-        attempts.append(folder / f"model.{ends_fp32}.int8.onnx")
+    for head, ends_fp32 in ((True, False), (False, False), (False, True)):
+        attempts.append(folder / f"model.{head}.{ends_fp32}.int8.onnx")
         quantize_int8(
-            tiny_bundle.onnx_path, attempts[-1], calibration=calibration, ends_fp32=ends_fp32
+            tiny_bundle.onnx_path,
+            attempts[-1],
+            calibration=calibration,
+            head=head,
+            ends_fp32=ends_fp32,
         )
     pool = read_voc(synthetic_voc, "trainval")
     return int8_inversion_split(tiny_bundle.onnx_path, attempts, pool, tiny_bundle.spec)

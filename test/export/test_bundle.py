@@ -285,7 +285,7 @@ def test_variants_are_kept_exactly_when_they_pass_their_bar(
     assert {"Softmax", "LayerNormalization", "Sigmoid"} <= set(fp16["fp32_ops"])
     assert int8["calibration"] == {"images": CALIB_IMAGES, "method": "minmax"}
     assert int8["activations"] == "int8 symmetric (zero point 0)"
-    assert {"fp16 variant", "score fp16 on validation", "int8 variant"} <= set(
+    assert {"fp16 variant", "score fp16 on validation", "int8 (head int8) variant"} <= set(
         manifest["exporter"]["timings_s"]
     )
     assert variant_bundle.run_id("fp16") == f"{variant_bundle.model_id}/fp16"
@@ -317,6 +317,11 @@ def test_a_refused_variant_is_recorded_without_its_file(
     assert accuracy["map_drop_points"] == pytest.approx(50.0)
     assert accuracy["bar_points"] == 0.0 and accuracy["images"] == 2
     assert entry["conversion"]["calibration"]["images"] == CALIB_IMAGES
+    # Each attempt is recorded: all in int8, then the head in fp32, then the ends too.
+    conversions = [attempt["conversion"] for attempt in entry["attempts"]]
+    assert [c["head"] for c in conversions] == ["int8", "fp32", "fp32"]
+    assert [len(c["fp32_convs"]) for c in conversions] == [0, 0, 2]
+    assert all(a["accuracy"]["map_drop_points"] > 0 for a in entry["attempts"])
     reason = entry["reason"]
     assert "mAP 50.00 vs fp32 100.00 (drop 50.00 > 0.00 points)" in reason
     assert "on 2 images of 'val'" in reason

@@ -60,8 +60,14 @@ def _int8_args(checkpoint: Path, out: Path, calib: Path) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize(("flags", "head"), [([], "int8"), (["--fp32-head"], "fp32")])
 def test_export_with_int8_prints_the_variant_rows(
-    tiny_checkpoint: Path, synthetic_voc: Path, tmp_path: Path, capsys
+    tiny_checkpoint: Path,
+    synthetic_voc: Path,
+    tmp_path: Path,
+    capsys,
+    flags: list[str],
+    head: str,
 ) -> None:
     out = tmp_path / "bundle"
     args = [
@@ -70,6 +76,7 @@ def test_export_with_int8_prints_the_variant_rows(
         str(synthetic_voc),
         "--int8-bar",
         "100",  # a drop every int8 model stays within: this test is about the plumbing
+        *flags,
     ]
     assert main(args) == 0
     captured = capsys.readouterr()
@@ -89,6 +96,8 @@ def test_export_with_int8_prints_the_variant_rows(
     assert entry["accepted"] is True and entry["accuracy"]["bar_points"] == 100.0
     assert entry["accuracy"]["split"] == "val" and entry["accuracy"]["images"] == 6
     assert entry["conversion"]["calibration"] == {"images": CALIB_IMAGES, "method": "minmax"}
+    # The first attempt passed a bar of 100 points: where the head runs is the flag's choice.
+    assert entry["conversion"]["head"] == head and "attempts" not in entry
     assert "fp16" not in bundle.manifest["variants"]
     assert bundle.manifest["onnx"]["parity"]["frames"] == str(synthetic_voc)
 

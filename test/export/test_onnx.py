@@ -79,6 +79,24 @@ def test_parity_on_synthetic_frames_at_batch_1_and_3(
     assert meta["mmsag.model_id"] == result.model_id
 
 
+def test_weights_are_constants_of_the_graph(tiny_bundle: Bundle) -> None:
+    # No weight is sliced, split or transposed at run time: the fusion block's packed
+    # attention projection once was, which also hid it from the int8 quantizer.
+    graph = onnx.load(str(tiny_bundle.onnx_path)).graph
+    weights = {t.name for t in graph.initializer if len(t.dims) >= 2}
+    reshaping = [
+        n.name
+        for n in graph.node
+        if n.op_type in ("Slice", "Split", "Transpose", "Gather") and set(n.input) & weights
+    ]
+    assert not reshaping, f"weights reshaped at run time by {reshaping}"
+    projections = [
+        n for n in graph.node if n.name.startswith("/model/fusion/") and n.op_type == "MatMul"
+    ]
+    # query, key, value, the two feed-forward layers and the output projection
+    assert sum(1 for n in projections if n.input[1] in weights) >= 5
+
+
 def test_no_attention_export_has_logits_only(
     model_and_spec: tuple[torch.nn.Module, object], tmp_path: Path
 ) -> None:

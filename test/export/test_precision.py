@@ -513,6 +513,22 @@ def test_int8_head_also_quantizes_the_matrix_products_and_projections(
     products = {n.name for n in outside if n.op_type in ("MatMul", "Gemm")}
     assert len(products) >= 5, "int8 head=True left the head's MatMul/Gemm in fp32"
     assert {"/model/fusion/ffn/ffn.0/MatMul", "/model/graph/global_proj/Gemm"} <= products
+    # The fusion block's query/key/value, output and feed-forward projections take constant
+    # int8 weights (per output channel), not weights quantized as activations at run time.
+    model = onnx.load(str(int8_paths["head"]))
+    inits = _initializers(model)
+    dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    fusion_weights = [
+        dequantize[n.input[1]]
+        for n in outside
+        if n.name.startswith("/model/fusion/")
+        and n.op_type == "MatMul"
+        and n.input[1] in dequantize
+        and dequantize[n.input[1]].input[0] in inits
+    ]
+    assert len(fusion_weights) == 6
+    for weight in fusion_weights:
+        assert inits[weight.input[0]].dtype == np.int8 and inits[weight.input[1]].size > 1
     # And the head's 1x1 projections of the feature map.
     projections = {n.name for n in outside if n.op_type == "Conv"}
     assert {

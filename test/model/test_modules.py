@@ -62,6 +62,19 @@ def test_fusion_shapes_and_tokens() -> None:
     torch.testing.assert_close(fused.mean(-1), torch.zeros(3, LABELS), atol=1e-5, rtol=0)
 
 
+def test_fusion_cross_attention_is_the_multihead_attention_modules_own() -> None:
+    torch.manual_seed(0)
+    fusion = AttentionFusion(WIDTH, in_channels=CHANNELS, embed_dim=EMBED, num_heads=4).eval()
+    queries = torch.randn(2, LABELS, WIDTH)
+    keys = fusion.tokens(torch.randn(2, CHANNELS, 3, 3), torch.randn(LABELS, EMBED))
+    expected, _ = fusion.attention(queries, keys, keys, need_weights=False)
+    torch.testing.assert_close(fusion.cross_attention(queries, keys), expected)
+    # Training reaches the module's packed projection through the written-out path.
+    fusion.cross_attention(queries, keys).sum().backward()
+    grad = fusion.attention.in_proj_weight.grad
+    assert grad is not None and grad.abs().sum(dim=1).gt(0).all()
+
+
 def test_fusion_reads_both_modalities() -> None:
     torch.manual_seed(0)
     fusion = AttentionFusion(WIDTH, in_channels=CHANNELS, embed_dim=EMBED, num_heads=4).eval()
