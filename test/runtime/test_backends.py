@@ -199,7 +199,9 @@ def test_onnxruntime_runs_every_variant_near_fp32(variant_bundle, variant_output
     got, fp32 = outputs[precision], outputs["fp32"]
     assert got["logits"].dtype == np.float32 and got["logits"].shape == (len(batch), 8)
     assert got["attention"].shape == (len(batch), 8, 3, 3)
-    np.testing.assert_allclose(got["attention"].sum(axis=(2, 3)), 1.0, rtol=1e-3)
+    # int8 quantizes the attention maps themselves (the head is in int8): sums move by 1e-3s.
+    atol = 1e-2 if precision == "int8" else 1e-3
+    np.testing.assert_allclose(got["attention"].sum(axis=(2, 3)), 1.0, rtol=0, atol=atol)
     diff = np.abs(sigmoid(got["logits"]) - sigmoid(fp32["logits"]))
     assert diff.max() <= VARIANT_ATOL[precision], diff.max()
     if precision != "fp32":  # it really ran another graph, not model.onnx again
