@@ -193,8 +193,8 @@ def _trace(
 
     dynamic_axes = {name: {0: "batch"} for name in names}
     with warnings.catch_warnings():
-        # Shape assertions inside nn.MultiheadAttention become constants in the trace; the
-        # parity check at a second batch size is what proves the graph generalises.
+        # Shape checks in traced code become constants of the trace; the parity check at a
+        # second batch size is what proves the graph generalises.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")
