@@ -250,6 +250,7 @@ class _Collector:
         self._on_label = on_label
         self.lock = threading.Lock()
         self.data = _Collected()
+        self._camera_publishers = 0
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("mmsag_bag_eval", context=self.context)
@@ -316,13 +317,20 @@ class _Collector:
             values = {item.key: item.value for item in status.values}
             try:
                 counts = NodeCounts.from_values(values)
+                camera_publishers = int(values.get("camera_publishers") or 0)
             except (KeyError, ValueError):
                 continue
             with self.lock:
                 self.data.counts = counts
                 self.data.counts_stamp_ns = stamp_to_ns(msg.header.stamp)
+                self._camera_publishers = camera_publishers
                 self.data.backend = values.get("backend", "")
                 self.data.model_id = values.get("model_id", "")
+
+    def cameras_matched(self) -> bool:
+        """Whether the node's last report has a matched publisher on every camera topic."""
+        with self.lock:
+            return self._camera_publishers > 0
 
     def close(self) -> None:
         self.context.try_shutdown()
@@ -606,6 +614,9 @@ def replay_through_sorter(
                 node_name="mmsag_bag_eval_play",
                 on_publish=collector.frame_sent,
                 restamp=True,
+                # Best-effort frames sent before the node's subscription has matched the
+                # player are lost: wait for the node to report the match.
+                subscribers_matched=collector.cameras_matched,
             )
             replay_s = time.monotonic() - started
             settled = _wait_until_settled(

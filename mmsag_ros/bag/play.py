@@ -57,14 +57,23 @@ class PlaySummary:
         return sum(self.published.values())
 
 
-def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float, stop: Any) -> None:
+def _wait_for_subscribers(
+    publishers: dict[str, Any],
+    timeout_s: float,
+    stop: Any,
+    matched: Callable[[], bool] | None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
         if all(p.get_subscription_count() > 0 for p in publishers.values()):
-            # Our side has matched; give the subscriber's side a moment to match us too, or
-            # the first best-effort frames can still be dropped.
-            stop.wait(_SETTLE_S)
-            return
+            if matched is not None:
+                if matched():
+                    return
+            else:
+                # Our side has matched; give the subscriber's side a moment to match us too,
+                # or the first best-effort frames can still be dropped.
+                stop.wait(_SETTLE_S)
+                return
         stop.wait(0.05)
 
 
@@ -134,6 +143,7 @@ def play_bag(
     node_name: str = "mmsag_bag_play",
     on_publish: Callable[[str, bytes, bytes], None] | None = None,
     restamp: bool = False,
+    subscribers_matched: Callable[[], bool] | None = None,
 ) -> PlaySummary:
     """Publish a bag's Image/CompressedImage topics with the recorded timing.
 
@@ -152,6 +162,10 @@ def play_bag(
             each message is published (a live evaluation takes its send time there).
         restamp: Replace each message's ``header.stamp`` with the current time of the
             publishing node's clock (strictly increasing within the replay).
+        subscribers_matched: Within ``wait_for_subscribers_s``, also wait until this returns
+            True: the subscribers' own word that they have matched our publishers (e.g. from
+            their diagnostics). Without it, a short pause after our side matches stands in
+            for theirs, which a loaded machine can outlast.
 
     Raises:
         ConfigError: A non-positive rate or negative wait.
@@ -181,7 +195,7 @@ def play_bag(
                 topic: node.create_publisher(classes[msgtype], topic, image_qos(depth=10))
                 for topic, msgtype in types.items()
             }
-            _wait_for_subscribers(publishers, wait_for_subscribers_s, stop)
+            _wait_for_subscribers(publishers, wait_for_subscribers_s, stop, subscribers_matched)
             _log.info("playing %s at %.2fx: %s", bag, rate, ", ".join(sorted(types)))
             stamper = _Restamper(node.get_clock()) if restamp else None
             while _one_pass(bag, topics, publishers, rate, stop, summary, on_publish, stamper):

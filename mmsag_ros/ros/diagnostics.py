@@ -182,6 +182,8 @@ class NodeState:
     # Matched subscribers of the outputs: is anyone listening (and drawing debug images)?
     labels_subscribers: int = 0
     debug_image_subscribers: int = 0
+    # Matched publishers of the camera topic with the fewest (0: some camera has no source).
+    camera_publishers: int = 0
 
 
 def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tuple[bytes, str]:
@@ -249,6 +251,7 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
         "type_mismatches": ",".join(state.type_mismatches),
         "labels_subscribers": str(state.labels_subscribers),
         "debug_image_subscribers": str(state.debug_image_subscribers),
+        "camera_publishers": str(state.camera_publishers),
         "backend": state.backend,
         "model_id": state.model_id,
     }

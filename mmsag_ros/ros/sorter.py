@@ -368,6 +368,9 @@ class SorterNode(LifecycleNode):
             type_mismatches=mismatches,
             labels_subscribers=self._subscriber_count(self._labels_pub),
             debug_image_subscribers=self._subscriber_count(self._debug_pub),
+            camera_publishers=min(
+                (s.get_publisher_count() for s in self._subscriptions), default=0
+            ),
         )
         snapshot = self._stats.snapshot(stale_after_s=stale_after_s)
         status = sorter_status(node_state, snapshot, stale_after_s)

@@ -46,7 +46,7 @@ class _Subscriber:
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("bag_play_test", context=self.context)
         self.received: list[CompressedImage] = []
-        self.node.create_subscription(
+        self.subscription = self.node.create_subscription(
             CompressedImage, TOPIC, self.received.append, image_qos(depth=10)
         )
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -121,6 +121,35 @@ def test_play_once_publishes_every_frame_and_returns(ros_env):
     assert [_fields(m) for m in subscriber.received] == [
         _fields(deserialize_message(raw, CompressedImage)) for raw in recorded
     ]
+
+
+def test_play_waits_for_the_subscribers_own_match_before_the_first_frame(ros_env, monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env["ROS_DOMAIN_ID"])  # play_bag runs in-process
+    bag = REAL_BAGS[0]
+    recorded = _recorded(bag)
+    subscriber = _Subscriber(int(ros_env["ROS_DOMAIN_ID"]))
+    answers: list[bool] = []
+    published_after: list[int] = []
+
+    def matched() -> bool:  # the subscriber's side of the match, as a node would report it
+        answers.append(subscriber.subscription.get_publisher_count() > 0)
+        return answers[-1]
+
+    try:
+        summary = play_bag(
+            bag,
+            rate=10.0,
+            topics=[TOPIC],
+            wait_for_subscribers_s=120.0,
+            subscribers_matched=matched,
+            on_publish=lambda *_: published_after.append(len(answers)),
+        )
+        subscriber.wait_for(len(recorded), timeout_s=60.0)
+    finally:
+        subscriber.close()
+    assert answers and answers[-1] is True and answers.count(True) == 1
+    assert published_after and min(published_after) == len(answers)  # only after the match
+    assert summary.total == len(recorded) == len(subscriber.received)
 
 
 def test_play_restamp_stamps_frames_at_publication_and_keeps_the_rest(ros_env):

@@ -116,6 +116,8 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
     assert {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "oldest_in_flight_age_s"} <= set(
         last
     )
+    # The camera topic with the fewest publishers is cam_idle, which has none.
+    assert last["camera_publishers"] == "0"
     # Subscribed, but nothing ever arrived: stale once stale_after_s has passed.
     assert "cam_idle" in result["stale"]["stale_cameras"].split(","), reports
     assert result["stale"]["level"] == WARN and "stale" in result["stale"]["message"]

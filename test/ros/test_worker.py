@@ -309,3 +309,6 @@ def test_status_levels_and_values_in_every_state():
     status, values = _status(mismatch, stats)
     assert status.level == DiagnosticStatus.ERROR and "/cam" in status.message
     assert values["type_mismatches"] == "/cam"
+    assert values["camera_publishers"] == "0"
+    matched = NodeState(lifecycle_state="active", camera_publishers=2, **base)
+    assert _status(matched, stats)[1]["camera_publishers"] == "2"
