@@ -232,6 +232,7 @@ class _Collected:
     stray: int = 0
     counts: NodeCounts | None = None
     counts_stamp_ns: int = 0
+    camera_publishers: int = 0
     backend: str = ""
     model_id: str = ""
 
@@ -250,7 +251,6 @@ class _Collector:
         self._on_label = on_label
         self.lock = threading.Lock()
         self.data = _Collected()
-        self._camera_publishers = 0
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("mmsag_bag_eval", context=self.context)
@@ -323,14 +323,14 @@ class _Collector:
             with self.lock:
                 self.data.counts = counts
                 self.data.counts_stamp_ns = stamp_to_ns(msg.header.stamp)
-                self._camera_publishers = camera_publishers
+                self.data.camera_publishers = camera_publishers
                 self.data.backend = values.get("backend", "")
                 self.data.model_id = values.get("model_id", "")
 
     def cameras_matched(self) -> bool:
         """Whether the node's last report has a matched publisher on every camera topic."""
         with self.lock:
-            return self._camera_publishers > 0
+            return self.data.camera_publishers > 0
 
     def close(self) -> None:
         self.context.try_shutdown()

@@ -66,13 +66,12 @@ def _wait_for_subscribers(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
         if all(p.get_subscription_count() > 0 for p in publishers.values()):
-            if matched is not None:
-                if matched():
-                    return
-            else:
+            if matched is None:
                 # Our side has matched; give the subscriber's side a moment to match us too,
                 # or the first best-effort frames can still be dropped.
                 stop.wait(_SETTLE_S)
+                return
+            if matched():
                 return
         stop.wait(0.05)
 

@@ -508,14 +508,14 @@ def test_int8_head_also_quantizes_the_matrix_products_and_projections(
     int8_paths: dict[str, Path],
 ) -> None:
     default = {n.name for n in _int8_consumers(onnx.load(str(int8_paths["backbone"])))}
-    consumers = _int8_consumers(onnx.load(str(int8_paths["head"])))
+    model = onnx.load(str(int8_paths["head"]))
+    consumers = _int8_consumers(model)
     outside = [n for n in consumers if not n.name.startswith(_BACKBONE)]
     products = {n.name for n in outside if n.op_type in ("MatMul", "Gemm")}
     assert len(products) >= 5, "int8 head=True left the head's MatMul/Gemm in fp32"
     assert {"/model/fusion/ffn/ffn.0/MatMul", "/model/graph/global_proj/Gemm"} <= products
     # The fusion block's query/key/value, output and feed-forward projections take constant
     # int8 weights (per output channel), not weights quantized as activations at run time.
-    model = onnx.load(str(int8_paths["head"]))
     inits = _initializers(model)
     dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     fusion_weights = [
