@@ -11,6 +11,9 @@ from support import FASTDDS_PROFILE, REPO, VENV
 # Every process these tests start stays on this machine.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("AMENT_PREFIX_PATH", str(VENV))
+# Like every process of a cell, this one carries the shipped DDS profile from its first
+# participant on (Fast DDS reads the file once per process).
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
 
 
 @pytest.fixture

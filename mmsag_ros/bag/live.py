@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsag_ros._share import share_candidates
+from mmsag_ros._share import default_dds_profile
 from mmsag_ros.bag.frames import (
     COMPRESSED_TYPE,
     MULTILABEL_TYPE,
@@ -383,14 +383,9 @@ def _bag_topics(bag: Path, topics: Sequence[str] | None) -> tuple[list[str], str
 
 
 def _child_environment() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:
-        # Raw camera frames need the large shared-memory segment (see README).
-        profile = next((p for p in share_candidates("config/fastdds_shm.xml") if p.is_file()), None)
-        if profile is not None:
-            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
-            os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
-    return env
+    # The node and this process's own participants (player, label collector) alike.
+    default_dds_profile(os.environ)
+    return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def _sorter_command(

@@ -12,6 +12,7 @@ instead of the bag's age.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsag_ros._share import default_dds_profile
 from mmsag_ros.bag.frames import (
     image_connections,
     open_bag,
@@ -146,7 +148,9 @@ def play_bag(
 ) -> PlaySummary:
     """Publish a bag's Image/CompressedImage topics with the recorded timing.
 
-    Creates its own rclpy context, node and publishers and tears them down on return.
+    Creates its own rclpy context, node and publishers and tears them down on return. A
+    process without ``FASTDDS_DEFAULT_PROFILES_FILE`` gets the shipped shared-memory profile
+    (camera frames need it), unless a participant created earlier already fixed its profile.
 
     Args:
         bag: rosbag2 folder or storage file.
@@ -185,6 +189,7 @@ def play_bag(
         types = {c.topic: c.msgtype for c in image_connections(reader, bag, topics)}
     classes = ros_image_classes()
     summary = PlaySummary()
+    default_dds_profile(os.environ)
     context = Context()
     rclpy.init(context=context)
     try:

@@ -312,6 +312,40 @@ def test_real_camera_bags_give_one_label_per_frame_with_its_header(bundle, tmp_p
             np.testing.assert_allclose(label.scores, expected, atol=1e-5)
 
 
+_PLAY_THEN_REPLAY = """
+import json, sys
+from pathlib import Path
+from mmsag_ros.bag.live import replay_through_sorter
+from mmsag_ros.bag.play import play_bag
+
+bag, bundle = Path(sys.argv[1]), Path(sys.argv[2])
+play_bag(bag)  # nobody listens: only this process's first participant matters
+run = replay_through_sorter(bag, bundle, backend="onnxruntime")
+print(json.dumps({"sent": run.sent, "labels": len(run.labels), "received": run.node.received}))
+"""
+
+
+@pytest.mark.skipif(not REAL_BAGS, reason="shared camera bags not present")
+def test_a_process_without_the_dds_profile_still_delivers_camera_frames(bundle, ros_env):
+    # Fast DDS reads its profile at a process's first participant. A player created before the
+    # live replay must already carry the shipped profile, or the camera frame, too large for
+    # the default shared-memory segment, is lost on its way to the node.
+    bag = min(REAL_BAGS, key=lambda path: sum(1 for _ in iter_frames(path)))
+    env = {k: v for k, v in ros_env.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PLAY_THEN_REPLAY, str(bag), str(bundle)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    frames = sum(1 for _ in iter_frames(bag))
+    assert counts == {"sent": frames, "labels": frames, "received": frames}
+
+
 def _db3_copy(bag: Path, copy: Path) -> Path:
     store = mmsag_typestore()
     with (
