@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
-from mmsag_ros.data.synth_scene import SceneObject, check_synth_labels, render_scene
+from mmsag_ros.data.synth_scene import check_synth_labels, render_scene
+from mmsag_ros.data.voc_writer import (
+    annotation_xml,
+    image_label,
+    prepare_voc_dir,
+    write_jpeg,
+    write_split_lists,
+)
 from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = ["SPLITS", "SynthSummary", "generate_dataset"]
@@ -33,7 +37,11 @@ SPLITS = ("trainval", "train", "val", "test")
 """Splits written under ImageSets/Main; trainval is train + val."""
 _SPLIT_CODES = {"trainval": 1, "test": 2}
 _VAL_EVERY = 5  # every fifth trainval image goes to ``val``, the rest to ``train``
-_JPEG_QUALITY = 92
+_SOURCE = {
+    "database": "mmsag synthetic conveyor scenes (SYNTHETIC, not real data)",
+    "tool": "mmsag_ros.data.synth",
+    "image_kind": "synthetic",
+}
 _MIN_SIDE_PX = 32
 
 
@@ -66,67 +74,6 @@ class SynthSummary:
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODES[split], index]))
-
-
-def _xml(image_id: str, size: tuple[int, int], objects: list[SceneObject]) -> str:
-    width, height = size
-    parts = [
-        "<annotation>",
-        "  <folder>VOC2007</folder>",
-        f"  <filename>{image_id}.jpg</filename>",
-        "  <source>",
-        "    <database>mmsag synthetic conveyor scenes (SYNTHETIC, not real data)</database>",
-        "    <annotation>mmsag_ros.data.synth</annotation>",
-        "    <image>synthetic</image>",
-        "  </source>",
-        f"  <size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
-        "  <segmented>0</segmented>",
-    ]
-    for obj in objects:
-        xmin, ymin, xmax, ymax = obj.bbox
-        parts += [
-            "  <object>",
-            f"    <name>{escape(obj.name)}</name>",
-            "    <pose>Unspecified</pose>",
-            f"    <truncated>{int(obj.truncated)}</truncated>",
-            f"    <difficult>{int(obj.difficult)}</difficult>",
-            f"    <bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
-            f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>",
-            "  </object>",
-        ]
-    parts.append("</annotation>")
-    return "\n".join(parts) + "\n"
-
-
-def _image_label(name: str, objects: list[SceneObject]) -> int:
-    flags = [o.difficult for o in objects if o.name == name]
-    if not flags:
-        return -1
-    return 0 if all(flags) else 1
-
-
-def _prepare(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"output path {out_dir} is a file; choose a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"output directory {out_dir} is not empty; choose a new or empty directory, or "
-                "pass --overwrite (overwrite=True) to replace a previous synthetic dataset there"
-            )
-        voc = out_dir / "VOCdevkit"
-        if voc.exists() and not (out_dir / "synthetic.json").is_file():
-            raise ConfigError(
-                f"{voc} exists but {out_dir} holds no synthetic.json, so it is not a dataset this "
-                "generator wrote; refusing to replace it: choose another output directory"
-            )
-        for sub in ("JPEGImages", "Annotations", "ImageSets"):
-            shutil.rmtree(voc / "VOC2007" / sub, ignore_errors=True)
-    try:
-        for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-            (out_dir / "VOCdevkit" / "VOC2007" / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DatasetError(f"cannot create the dataset folders under {out_dir}: {err}") from err
 
 
 def _progress(total: int, enabled: bool) -> tqdm | None:
@@ -182,8 +129,7 @@ def generate_dataset(
     if seed < 0:
         raise ConfigError(f"seed must be >= 0, got {seed}")
     names = check_synth_labels(labels)
-    _prepare(out_dir, overwrite)
-    voc = out_dir / "VOCdevkit" / "VOC2007"
+    voc = prepare_voc_dir(out_dir, overwrite, "synthetic.json")
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     image_labels: dict[str, dict[str, int]] = {}
     objects: dict[str, dict[str, int]] = {s: dict.fromkeys(names, 0) for s in splits}
@@ -196,11 +142,11 @@ def generate_dataset(
                 image, scene = render_scene(
                     _image_rng(seed, split, index), image_size=(width, height), labels=labels
                 )
-                _write_image(voc / "JPEGImages" / f"{image_id}.jpg", image)
+                write_jpeg(voc / "JPEGImages" / f"{image_id}.jpg", image)
                 (voc / "Annotations" / f"{image_id}.xml").write_text(
-                    _xml(image_id, (width, height), scene), encoding="utf-8"
+                    annotation_xml(image_id, (width, height), scene, **_SOURCE), encoding="utf-8"
                 )
-                image_labels[image_id] = {n: _image_label(n, scene) for n in names}
+                image_labels[image_id] = {n: image_label(n, scene) for n in names}
                 groups = [split]
                 if split == "trainval":
                     groups.append("val" if index % _VAL_EVERY == _VAL_EVERY - 1 else "train")
@@ -231,31 +177,10 @@ def generate_dataset(
         objects=objects,
         empty_images=empty,
     )
-    _write_lists(voc / "ImageSets" / "Main", splits, image_labels, names)
+    write_split_lists(voc / "ImageSets" / "Main", splits, image_labels, names)
     _write_metadata(out_dir, summary, labels)
     _log.debug("wrote %d synthetic images to %s", num_trainval + num_test, voc)
     return summary
-
-
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]):
-        raise DatasetError(f"OpenCV could not write {path}; check the disk and permissions")
-
-
-def _write_lists(
-    main: Path,
-    splits: dict[str, list[str]],
-    image_labels: dict[str, dict[str, int]],
-    names: tuple[str, ...],
-) -> None:
-    for split, ids in splits.items():
-        if not ids:  # an empty list would be a malformed split; leave it out
-            continue
-        (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-        for name in names:
-            lines = "".join(f"{i} {image_labels[i][name]:2d}\n" for i in ids)
-            (main / f"{name}_{split}.txt").write_text(lines, encoding="utf-8")
 
 
 def _write_metadata(out_dir: Path, summary: SynthSummary, labels: LabelSet) -> None:

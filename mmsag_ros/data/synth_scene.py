@@ -20,7 +20,17 @@ from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.synth_objects import SYNTH_CLASSES, object_radius_range, render_object
 from mmsag_ros.errors import ConfigError
 
-__all__ = ["SceneObject", "check_synth_labels", "render_scene"]
+__all__ = [
+    "Layer",
+    "SceneObject",
+    "annotate",
+    "camera_effects",
+    "check_synth_labels",
+    "composite",
+    "draw_belt",
+    "frame_mask",
+    "render_scene",
+]
 
 # How many objects a frame holds (0..5).
 _COUNT_P = (0.06, 0.24, 0.28, 0.22, 0.13, 0.07)
@@ -66,7 +76,9 @@ class SceneObject:
 
 
 @dataclass(frozen=True)
-class _Layer:
+class Layer:
+    """One placed object before annotation: its footprint and what it hides below it."""
+
     name: str
     frame: np.ndarray  # in-frame footprint
     cover: np.ndarray  # pixels it hides from the layers below
@@ -88,7 +100,8 @@ def _sample_classes(rng: np.random.Generator, names: tuple[str, ...]) -> list[st
     return chosen
 
 
-def _draw_belt(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def draw_belt(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A rubber belt seen from above: float32 RGB, height x width x 3, values near 40-120."""
     shade = rng.uniform(42, 112)
     tint = rng.uniform(-4, 4, 3)
     coarse = rng.normal(0, 1, (height // 24 + 2, width // 24 + 2)).astype(np.float32)
@@ -121,9 +134,10 @@ def _draw_guards(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _composite(
+def composite(
     image: np.ndarray, patch_rgb: np.ndarray, alpha: np.ndarray, x0: int, y0: int
 ) -> None:
+    """Blend a square patch (uint8 ``alpha``) into float ``image`` at ``(x0, y0)``, clipped."""
     h, w = image.shape[:2]
     side = alpha.shape[0]
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
@@ -135,7 +149,8 @@ def _composite(
     region += a * patch_rgb[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
 
 
-def _frame_mask(shape: tuple[int, int], patch_mask: np.ndarray, x0: int, y0: int) -> np.ndarray:
+def frame_mask(shape: tuple[int, int], patch_mask: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """A square patch's boolean mask placed at ``(x0, y0)`` in a frame of ``shape``."""
     h, w = shape
     side = patch_mask.shape[0]
     out = np.zeros(shape, bool)
@@ -145,7 +160,8 @@ def _frame_mask(shape: tuple[int, int], patch_mask: np.ndarray, x0: int, y0: int
     return out
 
 
-def _camera_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def camera_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Lighting gradient, white balance, blur and sensor noise; returns uint8 RGB."""
     h, w = image.shape[:2]
     xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
     ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
@@ -184,7 +200,7 @@ def render_scene(
     width, height = image_size
     names = check_synth_labels(labels)
     short = min(width, height)
-    image = _draw_belt(rng, width, height)
+    image = draw_belt(rng, width, height)
     shadow_dir = rng.uniform(0, 2 * math.pi)
     shadow_strength = rng.uniform(0.2, 0.45)
     placed = []
@@ -193,7 +209,7 @@ def render_scene(
         radius = short * rng.uniform(low, high)
         placed.append((radius * rng.uniform(0.7, 1.3), name, radius))
     placed.sort(key=lambda item: -item[0])  # larger items mostly lie underneath
-    layers: list[_Layer] = []
+    layers: list[Layer] = []
     for _, name, radius in placed:
         center = (rng.uniform(-0.02, 1.02) * width, rng.uniform(0.02, 0.98) * height)
         patch = render_object(
@@ -209,18 +225,19 @@ def render_scene(
         side = patch.alpha.shape[0]
         shadow = cv2.warpAffine(patch.alpha, shift, (side, side)).astype(np.float32)
         shadow = cv2.GaussianBlur(shadow, (0, 0), 0.06 * radius + 0.8)
-        _composite(image, np.zeros_like(patch.color), shadow * shadow_strength, patch.x0, patch.y0)
-        _composite(image, patch.color.astype(np.float32), patch.alpha, patch.x0, patch.y0)
+        composite(image, np.zeros_like(patch.color), shadow * shadow_strength, patch.x0, patch.y0)
+        composite(image, patch.color.astype(np.float32), patch.alpha, patch.x0, patch.y0)
         footprint = patch.alpha >= 24
-        frame = _frame_mask((height, width), footprint, patch.x0, patch.y0)
-        cover = _frame_mask((height, width), patch.alpha >= _OPAQUE, patch.x0, patch.y0)
-        layers.append(_Layer(name, frame, cover, int(footprint.sum())))
+        frame = frame_mask((height, width), footprint, patch.x0, patch.y0)
+        cover = frame_mask((height, width), patch.alpha >= _OPAQUE, patch.x0, patch.y0)
+        layers.append(Layer(name, frame, cover, int(footprint.sum())))
     guards = _draw_guards(rng, image)
-    objects = _annotate(layers, guards)
-    return _camera_effects(rng, image), objects
+    objects = annotate(layers, guards)
+    return camera_effects(rng, image), objects
 
 
-def _annotate(layers: list[_Layer], guards: np.ndarray) -> list[SceneObject]:
+def annotate(layers: list[Layer], guards: np.ndarray) -> list[SceneObject]:
+    """Visible boxes of ``layers`` (bottom to top) under ``guards``; hidden ones are dropped."""
     objects = []
     hidden = guards.copy()
     # Walk from the top layer down, accumulating what covers each object.
