@@ -6,12 +6,13 @@ import json
 import subprocess
 
 import pytest
-from support import REPO
+from support import REPO, SHARED_DATA
 
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import ConfigError
 
 TEST_IMAGES = 8
+TRASHNET = SHARED_DATA / "trashnet"
 
 
 @pytest.mark.slow
@@ -32,6 +33,7 @@ def test_demo_script_runs_the_whole_pipeline_through_a_live_node(tmp_path, ros_e
         f"== 3. export the bundle, fp32 + fp16 + int8 -> {out / 'bundle'}",
         f"== 4. the held-out test split as a rosbag of JPEG frames -> {out / 'test_bag'}",
         "== 5. start the sorter node and replay the bag through it",
+        "== 6. where the attention peaks point, on the test images' boxes",
     ]
     summary = json.loads((out / "demo.json").read_text())
     report = json.loads((out / "live_eval" / "report.json").read_text())
@@ -56,13 +58,35 @@ def test_demo_script_runs_the_whole_pipeline_through_a_live_node(tmp_path, ros_e
         assert any(
             line.startswith(f"   {precision} {verdict}: mAP ") for line in stdout.splitlines()
         )
-    for name in ("pr_curves.png", "latency_histogram.png"):
+    for name in ("pr_curves.png", "latency_histogram.png", "pointing_examples.png"):
         assert (out / "live_eval" / name).stat().st_size > 10_000
     assert (out / "labels_bag" / "metadata.yaml").is_file()
+    # The test boxes score the peaks; the number printed at the end is the one recorded.
+    pointing = json.loads((out / "live_eval" / "pointing.json").read_text())
+    assert pointing["images"] == TEST_IMAGES and sum(pointing["present"]) >= 1
+    assert "pointing accuracy (attention peak inside a box" in stdout
+    assert f"inside a box of their class {100 * pointing['accuracy']:.1f} %" in stdout
+    assert summary["pointing_accuracy"] == pytest.approx(pointing["accuracy"], abs=1e-6)
 
-    # Run again into the same folder: the previous demo is replaced, not an error.
-    again = subprocess.run(command, env=ros_env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    # Run again into the same folder, now on real photos: the previous demo is replaced.
+    if not all((TRASHNET / c).is_dir() for c in ("glass", "metal", "paper")):
+        pytest.skip(f"the real photos are not at {TRASHNET}")
+    photos = tmp_path / "photos"
+    for name in ("glass", "metal", "paper"):
+        (photos / name).mkdir(parents=True)
+        for photo in sorted((TRASHNET / name).glob("*.jpg"))[:40]:
+            (photos / name / photo.name).symlink_to(photo)
+    again = subprocess.run(
+        [*command, "--photos", str(photos)], env=ros_env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "mmsag demo: COMPOSED scenes. Real photos from" in again.stdout
+    assert f"== 1. belt scenes composed from the photos -> {out / 'data'}" in again.stdout
+    assert f"On {TEST_IMAGES} held-out COMPOSED real-photo frames" in again.stdout
+    assert json.loads((out / "data" / "composed.json").read_text())["composed"] is True
+    assert load_bundle(out / "bundle").labels.names == ("glass", "metal", "paper")
+    assert json.loads((out / "live_eval" / "pointing.json").read_text())["images"] == TEST_IMAGES
 
 
 def test_demo_refuses_a_folder_that_is_not_a_previous_demo(tmp_path):

@@ -10,6 +10,7 @@ and checked against :data:`ALLOWED`, which is the architecture written down::
     ros, bag                  ROS glue (rclpy, messages); run the runtime, never export/train
     runtime | export | train  three peers that never import each other
     model                     the network and its checkpoint
+    pointing                  attention peaks as points, scored against the data's boxes
     data                      datasets and synthetic scenes
     bundle                    the bundle format, the contract between export and runtime
     onnx_session, metrics     shared leaves
@@ -43,6 +44,7 @@ _LIBRARY = frozenset(
         "_share",
         "metrics",
         "onnx_session",
+        "pointing",
         "bundle",
         "data",
         "model",
@@ -64,17 +66,20 @@ ALLOWED: dict[str, frozenset[str]] = {
     "_share": frozenset({"errors"}),  # locates the installed share/ folder
     "metrics": frozenset({"errors"}),
     "onnx_session": frozenset({"errors"}),
+    # Peaks are read off the maps through the bundle's preprocessing and scored against
+    # the data's boxes; train and runtime share it.
+    "pointing": FOUNDATION | {"bundle", "data"},
     # The bundle format: written by export, read by the runtime, depends on neither.
     "bundle": FOUNDATION,
     "data": FOUNDATION | {"bundle"},  # labels and preprocessing come from the bundle format
     "model": FOUNDATION | {"bundle", "data"},
-    "train": FOUNDATION | {"bundle", "data", "model", "metrics"},
+    "train": FOUNDATION | {"bundle", "data", "model", "metrics", "pointing"},
     # Export scores its variants with the session the runtime opens (onnx_session), but
     # imports neither the runtime nor the trainer.
     "export": FOUNDATION | {"bundle", "data", "model", "metrics", "onnx_session"},
     # The runtime reads bundles; the torch backend rebuilds the model from its checkpoint, and
     # `mmsag verify` renders synthetic conveyor frames (data.synth_scene) when given no images.
-    "runtime": FOUNDATION | {"bundle", "data", "model", "onnx_session"},
+    "runtime": FOUNDATION | {"bundle", "data", "model", "onnx_session", "pointing"},
     # The node runs the runtime; it must not pull in training, export or the commands.
     "ros": (_LIBRARY - {"train", "export", "cli", "demo"}) | {MESSAGES},
     # Bags are scored with the trainer's metrics and evaluation (train), played through ros.

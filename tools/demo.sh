@@ -2,7 +2,8 @@
 # The main job in one command, from a fresh clone: set up .venv (tools/setup_env.sh, first run
 # only), then `mmsag demo`: synthetic conveyor data -> fine-tune mmsag_effl0_224 -> export a
 # bundle -> a held-out rosbag -> a live sorter node -> labels and a report under runs/demo.
-# Extra arguments go to `mmsag demo` (see `.venv/bin/mmsag demo --help`).
+# Extra arguments go to `mmsag demo` (see `.venv/bin/mmsag demo --help`); for instance
+# `tools/demo.sh --photos ../shared/data/trashnet` composes the scenes from real photos.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${MMSAG_VENV:-$root/.venv}

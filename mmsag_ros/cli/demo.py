@@ -1,4 +1,4 @@
-"""``mmsag demo``: synthetic data -> fine-tune -> export -> bag -> live sorter node -> report."""
+"""``mmsag demo``: data (drawn or composed) -> fine-tune -> export -> bag -> live node -> report."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=defaults.out,
         help="output folder; a previous demo there is replaced [runs/demo]",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        help="compose the scenes from these real photos (<class>/*.jpg) instead of drawing them",
     )
     parser.add_argument(
         "--trainval",
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     run_demo(
         DemoOptions(
             out=args.out,
+            photos=args.photos,
             trainval=args.trainval,
             test=args.test,
             image_size=args.size,

@@ -1,4 +1,7 @@
-"""``mmsag eval``: score a checkpoint on a dataset split; table, JSON report, PR curves."""
+"""``mmsag eval``: score a checkpoint on a dataset split; table, JSON report, PR curves.
+
+On VOC data with boxes the attention peaks are scored as locations as well.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the per-class table."""
+    from mmsag_ros.data.voc import read_voc_boxes
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import DataConfig
     from mmsag_ros.train.evaluate import evaluate_checkpoint, write_evaluation
@@ -37,14 +41,22 @@ def run(args: argparse.Namespace) -> int:
         image_root=str(args.image_root) if args.image_root else None,
         level=args.level,
     )
+    split = load_split(data, args.split, labels=checkpoint.labels)
+    # VOC annotations with boxes: the attention peaks are scored as locations too.
+    boxes = None
+    if args.format == "voc":
+        boxes = read_voc_boxes(args.data, [sample.image_id for sample in split.samples])
     evaluation = evaluate_checkpoint(
         checkpoint,
-        load_split(data, args.split, labels=checkpoint.labels),
+        split,
         batch_size=args.batch_size,
         device=resolve_device(args.device),
         workers=args.workers,
+        boxes=boxes,
     )
     out_dir = args.out or args.checkpoint.parent / f"eval_{args.split}"
     print(write_evaluation(evaluation, checkpoint, out_dir))
     print(f"report: {out_dir / 'report.json'}  PR curves: {out_dir / 'pr_curves.png'}")
+    if evaluation.pointing is not None:
+        print(f"peaks and boxes drawn: {out_dir / 'pointing_examples.png'}")
     return 0

@@ -263,6 +263,21 @@ def _place(
     return None
 
 
+def _draw_cutout(
+    rng: np.random.Generator, candidates: Sequence[Path], cutouts: _Cutouts
+) -> Cutout | None:
+    """A usable cutout of one class (None if every draw had nothing to cut out).
+
+    Photos without an object are drawn again within the class, so that a class with many of
+    them keeps its share of the objects.
+    """
+    for _ in range(_OBJECT_TRIES * 4):
+        cut = cutouts.get(candidates[int(rng.integers(len(candidates)))])
+        if cut.kind != "empty":
+            return cut
+    return None
+
+
 def _render(
     rng: np.random.Generator,
     photos: Mapping[str, Sequence[Path]],
@@ -283,9 +298,8 @@ def _render(
         if len(layers) == wanted:
             break
         name = names[int(rng.integers(len(names)))]
-        candidates = photos[name]
-        cut = cutouts.get(candidates[int(rng.integers(len(candidates)))])
-        if cut.kind == "empty":
+        cut = _draw_cutout(rng, photos[name], cutouts)
+        if cut is None:
             continue
         long_side = rng.uniform(*_SIZE_RANGE) * min(width, height)
         patch_rgb, alpha = _square_patch(cut, rng, long_side)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,12 @@ from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = [
     "DIFFICULT_POLICIES",
+    "VocAnnotation",
+    "VocBox",
     "discover_labels",
     "find_voc_dir",
     "read_voc",
+    "read_voc_boxes",
     "write_voc_lists",
 ]
 
@@ -37,6 +41,30 @@ DIFFICULT_POLICIES = ("ignore", "positive", "negative")
 _DIFFICULT_VALUE = {"ignore": -1.0, "positive": 1.0, "negative": 0.0}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp")
 _LIST_LABELS = {"1": 1, "-1": -1, "0": 0}
+_BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
+
+
+@dataclass(frozen=True)
+class VocBox:
+    """One annotated object: class, box in VOC's 1-based inclusive pixels, difficult flag."""
+
+    name: str
+    box: tuple[int, int, int, int]
+    difficult: bool
+
+    def contains(self, x: float, y: float) -> bool:
+        """Whether the point (x, y), in pixels from the top-left corner, lies in the box."""
+        xmin, ymin, xmax, ymax = self.box
+        return xmin - 1 <= x <= xmax and ymin - 1 <= y <= ymax
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    """The image size and the boxes of one annotation file."""
+
+    width: int
+    height: int
+    boxes: tuple[VocBox, ...]
 
 
 def find_voc_dir(root: Path) -> Path:
@@ -289,6 +317,54 @@ def read_voc(
     _log.debug("read %d images, %d classes from %s (%s)", len(samples), len(labels), voc_dir, how)
     if check_files:
         check_images(result)
+    return result
+
+
+def _read_annotation(path: Path) -> VocAnnotation | None:
+    """The boxes of one annotation file, or None when it has no box for some object."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as err:
+        raise DatasetError(f"cannot read the annotation {path}: {err}") from err
+    try:
+        width = int(root.findtext("size/width") or 0)
+        height = int(root.findtext("size/height") or 0)
+        boxes = []
+        for number, obj in enumerate(root.iter("object"), start=1):
+            box = obj.find("bndbox")
+            if box is None:
+                return None
+            corners = tuple(int(float(box.findtext(k) or "nan")) for k in _BOX_KEYS)
+            xmin, ymin, xmax, ymax = corners
+            if not (1 <= xmin <= xmax and 1 <= ymin <= ymax):
+                raise DatasetError(f"{path}: object {number} has an empty box {corners}")
+            name = (obj.findtext("name") or "").strip()
+            flag = (obj.findtext("difficult") or "0").strip() == "1"
+            boxes.append(VocBox(name, corners, flag))  # type: ignore[arg-type]
+    except ValueError as err:
+        raise DatasetError(f"{path}: a size or box value is not a number ({err})") from err
+    if width < 1 or height < 1:
+        raise DatasetError(f"{path} gives no image <size>; boxes need it")
+    return VocAnnotation(width, height, tuple(boxes))
+
+
+def read_voc_boxes(root: Path, image_ids: Sequence[str]) -> dict[str, VocAnnotation] | None:
+    """The boxes of ``image_ids`` from ``Annotations/<id>.xml``; None if some have none.
+
+    A dataset with image-level labels only (no annotation files, or objects without
+    ``<bndbox>``) has no boxes, and callers skip localisation scores for it.
+
+    Raises:
+        DatasetError: Malformed XML, an empty box, a missing size.
+    """
+    annotations = find_voc_dir(Path(root)) / "Annotations"
+    result = {}
+    for image_id in image_ids:
+        path = annotations / f"{image_id}.xml"
+        annotation = _read_annotation(path) if path.is_file() else None
+        if annotation is None:
+            return None
+        result[image_id] = annotation
     return result
 
 

@@ -15,7 +15,6 @@ __all__ = [
     "InferenceBackend",
     "Prediction",
     "StageTimings",
-    "attention_peaks",
     "create_backend",
     "sigmoid",
 ]
@@ -28,7 +27,6 @@ _EXPORTS: dict[str, str] = {
     "Classifier": "classifier",
     "Prediction": "classifier",
     "StageTimings": "classifier",
-    "attention_peaks": "postprocess",
     "sigmoid": "postprocess",
 }
 

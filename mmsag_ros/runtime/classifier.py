@@ -20,8 +20,9 @@ import numpy as np
 
 from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.errors import BackendUnavailableError, ConfigError, ImageConversionError
+from mmsag_ros.pointing import attention_peaks
 from mmsag_ros.runtime.backends import BACKEND_KINDS, InferenceBackend, create_backend
-from mmsag_ros.runtime.postprocess import attention_peaks, check_thresholds, decide, sigmoid
+from mmsag_ros.runtime.postprocess import check_thresholds, decide, sigmoid
 
 if TYPE_CHECKING:
     from mmsag_ros.bundle.manifest import Bundle

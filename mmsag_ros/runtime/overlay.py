@@ -4,7 +4,7 @@ Pure numpy and OpenCV (no ROS), so the sorter node's ``debug_image`` and offline
 same picture and it can be tested on plain arrays. Attention maps live on the square model
 input; :func:`attention_heat_map` maps them back onto the frame with one affine warp that undoes
 the bundle's resize policy (stretch or letterbox), so the heat lies where the peaks of
-:func:`~mmsag_ros.runtime.postprocess.attention_peaks` say.
+:func:`~mmsag_ros.pointing.attention_peaks` say.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Model outputs -> scores, decisions and attention peaks; pure numpy, shared by all backends.
+"""Model outputs -> scores and decisions; pure numpy, shared by all backends.
 
 Every backend returns raw logits (and, when the bundle has them, per-class attention maps); the
-sigmoid, the per-class thresholds and the peak positions are computed here once, so the
+sigmoid and the per-class thresholds are applied here once, and the peak positions computed by
+:mod:`mmsag_ros.pointing` (where the evaluation that scores them finds them too), so the
 numbers a user sees do not depend on which backend produced the logits.
 """
 
@@ -11,10 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmsag_ros.bundle.preprocess import PreprocessSpec, input_to_source
 from mmsag_ros.errors import ConfigError
 
-__all__ = ["attention_peaks", "check_thresholds", "decide", "sigmoid"]
+__all__ = ["check_thresholds", "decide", "sigmoid"]
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -52,39 +52,3 @@ def check_thresholds(thresholds: Sequence[float] | np.ndarray, num_classes: int)
 def decide(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Per-class decisions: a class is present when its score reaches its threshold."""
     return np.asarray(scores) >= np.asarray(thresholds)
-
-
-def attention_peaks(
-    attention: np.ndarray,
-    *,
-    source_size: tuple[int, int],
-    spec: PreprocessSpec,
-) -> np.ndarray:
-    """Where each class's attention map peaks, in normalised source-image coordinates.
-
-    Args:
-        attention: C x h x w maps of one image (each a softmax over its h * w positions).
-        source_size: (width, height) of the frame the input was made from, in pixels.
-        spec: The preprocessing that made the model input; under ``letterbox`` the padding
-            is undone, so coordinates refer to the original frame.
-
-    Returns:
-        C x 3 float32 rows ``(x, y, strength)``: x and y in [0, 1] (origin top-left) are the
-        centre of the strongest cell, strength is the attention mass in that cell.
-    """
-    maps = np.asarray(attention)
-    if maps.ndim != 3 or 0 in maps.shape:
-        raise ValueError(f"attention must be C x h x w, got shape {maps.shape}")
-    num_classes, grid_h, grid_w = maps.shape
-    flat = maps.reshape(num_classes, grid_h * grid_w)
-    best = flat.argmax(axis=1)
-    rows, cols = np.divmod(best, grid_w)
-    width, height = source_size
-    peaks = np.empty((num_classes, 3), np.float32)
-    for c in range(num_classes):
-        # Each cell covers an equal share of the square model input: take its centre.
-        x, y = input_to_source(
-            (cols[c] + 0.5) / grid_w, (rows[c] + 0.5) / grid_h, width, height, spec
-        )
-        peaks[c] = (x, y, flat[c, best[c]])
-    return peaks

@@ -2,13 +2,15 @@
 
 Thresholds come from the checkpoint (calibrated on validation during training); the evaluated
 split never tunes anything. Scores are independent sigmoids, preprocessed by the same function
-the node uses.
+the node uses. When the split has boxes (VOC annotations), the attention peaks are scored as
+locations too (:mod:`mmsag_ros.pointing`), with a grid of examples drawn.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +18,37 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset, check_images
 from mmsag_ros.data.transforms import EvalTransform
+from mmsag_ros.data.voc import VocAnnotation
 from mmsag_ros.errors import DatasetError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 from mmsag_ros.model.checkpoint import Checkpoint
-from mmsag_ros.train.report import format_report_table, plot_pr_curves
+from mmsag_ros.pointing import PointingMeter, PointingReport, attention_peaks, instance_peaks
+from mmsag_ros.train.report import draw_pointing_examples, format_report_table, plot_pr_curves
 
-__all__ = ["Evaluation", "evaluate_checkpoint", "write_evaluation"]
+__all__ = [
+    "Evaluation",
+    "PointingExample",
+    "evaluate_checkpoint",
+    "write_evaluation",
+    "write_pointing",
+]
+
+#: Images drawn in ``pointing_examples.png``.
+EXAMPLE_IMAGES = 12
+
+
+@dataclass(frozen=True)
+class PointingExample:
+    """One image of the examples grid: its boxes, peaks, instance peaks and decisions."""
+
+    image_path: Path
+    annotation: VocAnnotation
+    peaks: np.ndarray
+    instances: tuple[np.ndarray, ...]
+    decisions: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,8 @@ class Evaluation:
     thresholds: np.ndarray
     scores: np.ndarray
     targets: np.ndarray
+    pointing: PointingReport | None = None
+    examples: tuple[PointingExample, ...] = field(default=())
 
 
 @torch.no_grad()
@@ -47,8 +74,14 @@ def evaluate_checkpoint(
     device: torch.device | None = None,
     workers: int = 2,
     progress: bool = True,
+    boxes: Mapping[str, VocAnnotation] | None = None,
 ) -> Evaluation:
-    """Run the checkpoint's model over every image of ``split``."""
+    """Run the checkpoint's model over every image of ``split``.
+
+    With ``boxes`` (image id -> annotation, e.g. from
+    :func:`~mmsag_ros.data.voc.read_voc_boxes`) and a model with attention maps, the peaks
+    are scored as locations and the first images kept as drawn examples.
+    """
     if split.labels.names != checkpoint.labels.names:
         raise DatasetError(
             f"the data's classes {list(split.labels.names)} differ from the checkpoint's"
@@ -60,10 +93,29 @@ def evaluate_checkpoint(
     dataset = MultiLabelImageDataset(split, EvalTransform(checkpoint.spec))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     meter = MultiLabelMeter()
-    for images, targets, indices in tqdm(loader, desc=f"eval {split.name}", disable=not progress):
-        logits = model(images.to(device))["logits"]
-        meter.update(torch.sigmoid(logits.float()).cpu(), targets, indices)
     thresholds = np.asarray(checkpoint.thresholds, dtype=np.float64)
+    pointing = PointingMeter(checkpoint.labels.names) if boxes is not None else None
+    examples: list[PointingExample] = []
+    for images, targets, indices in tqdm(loader, desc=f"eval {split.name}", disable=not progress):
+        outputs = model(images.to(device))
+        scores = torch.sigmoid(outputs["logits"].float()).cpu()
+        meter.update(scores, targets, indices)
+        if pointing is not None and "attention" in outputs:
+            maps = outputs["attention"].float().cpu().numpy()
+            for row, index in enumerate(indices.tolist()):
+                sample = split.samples[index]
+                annotation = boxes[sample.image_id]
+                size = (annotation.width, annotation.height)
+                peaks = attention_peaks(maps[row], source_size=size, spec=checkpoint.spec)
+                instances = instance_peaks(maps[row], source_size=size, spec=checkpoint.spec)
+                pointing.update(annotation, peaks, instances)
+                if len(examples) < EXAMPLE_IMAGES:
+                    decisions = scores[row].numpy() >= thresholds
+                    examples.append(
+                        PointingExample(
+                            sample.image_path, annotation, peaks, tuple(instances), decisions
+                        )
+                    )
     return Evaluation(
         split_name=split.name,
         model_name=checkpoint.model_name,
@@ -71,11 +123,17 @@ def evaluate_checkpoint(
         thresholds=thresholds,
         scores=meter.scores,
         targets=meter.targets,
+        pointing=pointing.compute() if pointing is not None and pointing.images else None,
+        examples=tuple(examples),
     )
 
 
 def write_evaluation(evaluation: Evaluation, checkpoint: Checkpoint, out_dir: Path) -> str:
-    """Write ``report.json`` and ``pr_curves.png`` into ``out_dir``; return the terminal table."""
+    """Write ``report.json`` and ``pr_curves.png`` into ``out_dir``; return the terminal table.
+
+    With pointing scores, ``report.json`` holds them under ``pointing`` too, the table shows
+    them and :func:`write_pointing` writes their files.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {
@@ -86,8 +144,30 @@ def write_evaluation(evaluation: Evaluation, checkpoint: Checkpoint, out_dir: Pa
         "thresholds": evaluation.thresholds.tolist(),
         "metrics": evaluation.report.to_dict(),
     }
+    if evaluation.pointing is not None:
+        document["pointing"] = evaluation.pointing.to_dict()
     (out_dir / "report.json").write_text(json.dumps(document, indent=2))
     plot_pr_curves(
         evaluation.scores, evaluation.targets, checkpoint.labels, out_dir / "pr_curves.png"
     )
-    return format_report_table(evaluation.report, checkpoint.labels)
+    table = format_report_table(evaluation.report, checkpoint.labels)
+    pointing = write_pointing(evaluation, checkpoint.labels, out_dir)
+    return table if pointing is None else f"{table}\n{pointing}"
+
+
+def write_pointing(evaluation: Evaluation, labels: LabelSet, out_dir: Path) -> str | None:
+    """Write ``pointing.json`` and ``pointing_examples.png``; return the table (None: no boxes)."""
+    if evaluation.pointing is None:
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pointing.json").write_text(json.dumps(evaluation.pointing.to_dict(), indent=2))
+    draw_pointing_examples(
+        [
+            (e.image_path, e.annotation, e.peaks, e.instances, e.decisions)
+            for e in evaluation.examples
+        ],
+        labels,
+        out_dir / "pointing_examples.png",
+    )
+    return evaluation.pointing.format_table()

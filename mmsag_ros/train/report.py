@@ -173,3 +173,62 @@ def plot_latency_histogram(
     axes.grid(alpha=0.3)
     axes.legend()
     return _save(figure, path)
+
+
+def draw_pointing_examples(
+    examples: Sequence[tuple[Path, Any, np.ndarray, Sequence[np.ndarray], np.ndarray]],
+    labels: LabelSet,
+    path: str | Path,
+    *,
+    columns: int = 4,
+) -> Path:
+    """Write a PNG grid of images with their boxes and the model's attention peaks.
+
+    Each example is ``(image path, annotation with boxes, C x 3 peaks, per-class instance
+    peaks, per-class decisions)``, peaks in normalised coordinates. Boxes are outlined in their
+    class's colour; for every class the model decided present, its peak is a large cross and
+    its further instance peaks small circles, in the same colour, so a peak outside the box
+    of its colour is a miss.
+    """
+    import cv2
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    if not examples:
+        raise ConfigError("no examples to draw")
+    colors = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    rows = math.ceil(len(examples) / columns)
+    figure = Figure(figsize=(3.2 * columns, 2.7 * rows + 0.6), dpi=100)
+    for k, (image_path, annotation, peaks, instances, decisions) in enumerate(examples):
+        axes = figure.add_subplot(rows, columns, k + 1)
+        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ConfigError(f"cannot read {image_path} to draw it")
+        height, width = bgr.shape[:2]
+        axes.imshow(bgr[..., ::-1])
+        for box in annotation.boxes:
+            xmin, ymin, xmax, ymax = box.box
+            known = box.name in labels.names
+            color = colors(labels.index(box.name) % colors.N) if known else "w"
+            axes.add_patch(
+                Rectangle(
+                    (xmin - 1, ymin - 1), xmax - xmin + 1, ymax - ymin + 1,
+                    fill=False, edgecolor=color, linewidth=1.5,
+                    linestyle="--" if box.difficult else "-",
+                )
+            )  # fmt: skip
+        shown = []
+        for c in np.flatnonzero(decisions):
+            color = colors(int(c) % colors.N)
+            axes.plot(peaks[c, 0] * width, peaks[c, 1] * height, "x", color=color, ms=11, mew=3)
+            extra = instances[c][1:]
+            if len(extra):
+                axes.plot(extra[:, 0] * width, extra[:, 1] * height, "o", color=color, ms=6)
+            shown.append(labels.display_names[c])
+        axes.set_title(", ".join(shown) or "(nothing decided)", fontsize=8)
+        axes.set_axis_off()
+    figure.suptitle(
+        "Attention peaks (x: class peak, o: further instances) and boxes, same colour per class"
+    )
+    return _save(figure, path)

@@ -82,3 +82,20 @@ def test_precision_latency_refuses_a_bundle_without_int8(tmp_path: Path) -> None
     )
     assert result.returncode != 0
     assert "has no int8 variant: it was not exported" in result.stderr
+
+
+def test_compose_throughput_times_cutouts_and_scenes(tmp_path: Path) -> None:
+    photos = REPO.parent / "shared" / "data" / "trashnet"
+    if not photos.is_dir():
+        pytest.skip(f"the real TrashNet photos are not at {photos}")
+    out = tmp_path / "compose.json"
+    result = _run(
+        "compose_throughput.py", "--scenes", "3", "--repeats", "1", "--cutouts", "4",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["cut_out_ms"]["photos"] == 4 and report["cut_out_ms"]["median"] > 0
+    (run,) = report["runs"]
+    assert run["scenes"] == 3 and run["scenes_per_s"] > 0 and run["photos_cut"] >= 1
+    assert "scenes/s" in result.stdout

@@ -14,8 +14,9 @@ from mmsag_ros.errors import (
     ConfigError,
     ImageConversionError,
 )
+from mmsag_ros.pointing import attention_peaks
 from mmsag_ros.runtime.classifier import Classifier, candidate_backends
-from mmsag_ros.runtime.postprocess import attention_peaks, sigmoid
+from mmsag_ros.runtime.postprocess import sigmoid
 
 ORT_ONE_THREAD = {"onnxruntime": {"intra_op_threads": 1}}
 

@@ -7,9 +7,9 @@ import pytest
 
 from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import ImageConversionError
+from mmsag_ros.pointing import attention_peaks
 from mmsag_ros.runtime.classifier import Classifier, Prediction, StageTimings
 from mmsag_ros.runtime.overlay import attention_heat_map, draw_overlay
-from mmsag_ros.runtime.postprocess import attention_peaks
 
 NAMES = ("Plastic bottle", "Glass", "Metal can")
 GRID = 8

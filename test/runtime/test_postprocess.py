@@ -5,7 +5,8 @@ import pytest
 
 from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import ConfigError
-from mmsag_ros.runtime.postprocess import attention_peaks, check_thresholds, decide, sigmoid
+from mmsag_ros.pointing import attention_peaks
+from mmsag_ros.runtime.postprocess import check_thresholds, decide, sigmoid
 
 
 def test_sigmoid_is_stable_and_matches_the_formula():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -110,6 +111,20 @@ def test_eval_command_reports_test_split(trained, synth_root, tmp_path, capsys):
     # The table's mAP is the mean of the per-class APs in the JSON.
     aps = [a for a in report["metrics"]["ap"] if a is not None]
     assert report["metrics"]["map"] == pytest.approx(np.mean(aps))
+    # The synthetic scenes have boxes: every present class of every image had its peak scored.
+    pointing = report["pointing"]
+    annotations = synth_root / "VOCdevkit" / "VOC2007" / "Annotations"
+    present = dict.fromkeys(report["classes"], 0)
+    for image_id in (annotations.parent / "ImageSets" / "Main" / "test.txt").read_text().split():
+        objects = ET.parse(annotations / f"{image_id}.xml").getroot().iter("object")
+        for name in {o.findtext("name") for o in objects if o.findtext("difficult") == "0"}:
+            present[name] += 1
+    assert pointing["present"] == list(present.values()) and pointing["images"] == 40
+    assert all(0 <= h <= p for h, p in zip(pointing["hits"], pointing["present"], strict=True))
+    assert pointing["accuracy"] == pytest.approx(sum(pointing["hits"]) / sum(present.values()))
+    assert "pointing accuracy" in table and "instances: recall" in table
+    assert (out_dir / "pointing_examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out_dir / "pointing.json").read_text()) == pointing
 
 
 def test_eval_rejects_a_dataset_with_other_classes(trained, tmp_path, capsys):
