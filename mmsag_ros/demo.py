@@ -57,7 +57,8 @@ class DemoOptions:
         out: Folder for everything the demo writes (a previous demo there is replaced).
         photos: An image-folder dataset (``<class>/*.jpg``, one object per photo) to compose
             the scenes from (:mod:`mmsag_ros.data.compose`) instead of drawing them.
-        trainval: Training + validation images (a sixth of them validation).
+        trainval: Training + validation images (a fifth of the drawn ones validation, a sixth
+            of the composed ones).
         test: Held-out test images, replayed as the bag.
         image_size: (width, height) of the synthetic frames.
         epochs: Fine-tuning epochs.

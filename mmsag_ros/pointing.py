@@ -1,16 +1,15 @@
 """Attention peaks as points on the frame, and scored as locations against boxes.
 
-The node publishes each class's peak (:func:`attention_peaks`) and, for several objects of a
-class, its instance peaks (:func:`instance_peaks`); the same functions serve the evaluation.
-
-When a dataset has boxes, they are checked against them:
+The node publishes each class's peak (:func:`attention_peaks`) in ``MultiLabel``;
+:func:`instance_peaks` finds one point per object of a class (scored by the evaluation; not yet
+part of the message). When a dataset has boxes, the peaks are checked against them:
 
 * **Pointing accuracy** (the "pointing game"): for every class present in an image (at least
   one non-difficult box), a hit when the class's attention peak lies inside one of that
   class's boxes. Per class and overall (hits over present classes, all images pooled).
-* **Instances**: a class's instance peaks (local maxima of its map,
-  :func:`instance_peaks`) are matched greedily, strongest
-  first, each to an unmatched box of the class that contains it. Instance recall is matched
+* **Instances**: a class's instance peaks (local maxima of its map, :func:`instance_peaks`)
+  are matched greedily, strongest first, each to an unmatched box of the class that contains
+  it. Instance recall is matched
   boxes over non-difficult boxes; precision is matched peaks over peaks. Both are reported for
   all present classes and for the pairs (image, class) with two or more boxes, the case of a
   controller that must pick two bottles.

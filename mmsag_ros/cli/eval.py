@@ -6,6 +6,7 @@ On VOC data with boxes the attention peaks are scored as locations as well.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the per-class table."""
     from mmsag_ros.data.voc import read_voc_boxes
+    from mmsag_ros.errors import DatasetError
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import DataConfig
     from mmsag_ros.train.evaluate import evaluate_checkpoint, write_evaluation
@@ -43,9 +45,13 @@ def run(args: argparse.Namespace) -> int:
     )
     split = load_split(data, args.split, labels=checkpoint.labels)
     # VOC annotations with boxes: the attention peaks are scored as locations too.
+    # Their absence or a malformed box costs only the pointing scores, never the report.
     boxes = None
     if args.format == "voc":
-        boxes = read_voc_boxes(args.data, [sample.image_id for sample in split.samples])
+        try:
+            boxes = read_voc_boxes(args.data, [sample.image_id for sample in split.samples])
+        except DatasetError as err:
+            print(f"pointing scores skipped: {err}", file=sys.stderr)
     evaluation = evaluate_checkpoint(
         checkpoint,
         split,

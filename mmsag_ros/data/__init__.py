@@ -1,4 +1,4 @@
-"""Datasets (VOC/MLKW, COCO, CSV), transforms, label statistics and synthetic scenes.
+"""Datasets (VOC/MLKW, COCO, CSV), transforms, label statistics, synthetic and composed scenes.
 
 Names are re-exported lazily (PEP 562), so ``import mmsag_ros.data`` loads neither torch nor
 OpenCV: each name's module is imported on first use.
@@ -15,6 +15,7 @@ __all__ = [
     "MultiLabelImageDataset",
     "Sample",
     "check_images",
+    "compose_dataset",
     "conditional_probability",
     "format_adjacency",
     "format_statistics",
@@ -24,6 +25,7 @@ __all__ = [
     "read_coco",
     "read_csv_labels",
     "read_voc",
+    "read_voc_boxes",
     "split_validation",
     "stratified_indices",
     "write_voc_lists",
@@ -37,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     "Sample": "dataset",
     "check_images": "dataset",
     "read_voc": "voc",
+    "read_voc_boxes": "voc",
+    "compose_dataset": "compose",
     "write_voc_lists": "voc",
     "read_coco": "coco",
     "read_csv_labels": "csv_table",

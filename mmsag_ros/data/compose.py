@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 import time
@@ -60,8 +59,6 @@ from mmsag_ros.data.voc_writer import (
 from mmsag_ros.errors import ConfigError, DatasetError
 
 __all__ = ["COMPOSE_SPLITS", "ComposeSummary", "PhotoSplit", "compose_dataset", "split_photos"]
-
-_log = logging.getLogger(__name__)
 
 #: Splits of the photos (and of the scenes composed from them).
 COMPOSE_SPLITS = ("train", "val", "test")

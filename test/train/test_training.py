@@ -148,6 +148,21 @@ def test_eval_rejects_a_dataset_with_other_classes(trained, tmp_path, capsys):
     assert err.count("\n") == 1 and "mmsag eval: error:" in err and "'waste_bag'" in err
 
 
+def test_a_malformed_box_costs_the_pointing_scores_not_the_report(trained, tmp_path, capsys):
+    data = tmp_path / "data"
+    generate_dataset(data, num_trainval=2, num_test=6, image_size=(96, 72), seed=4)
+    annotations = data / "VOCdevkit" / "VOC2007" / "Annotations"
+    xml = annotations / "test_000000.xml"
+    xml.write_text(xml.read_text().replace("<width>96</width>", ""))
+    out_dir = tmp_path / "eval"
+    args = ["eval", "--checkpoint", str(trained.best_checkpoint), "--data", str(data)]
+    assert main([*args, "--workers", "0", "--out", str(out_dir)]) == 0
+    assert "pointing scores skipped:" in capsys.readouterr().err
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["metrics"]["num_samples"] == 6 and "pointing" not in report
+    assert not (out_dir / "pointing_examples.png").exists()
+
+
 def test_resume_restores_optimizer_schedule_and_epoch(trained, synth_root, tmp_path):
     last = trained.out_dir / "last.pt"
     saved = torch.load(last, weights_only=True)
