@@ -14,8 +14,10 @@ subscriber, publishes, then lingers so reliable delivery can finish, until kille
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import json
+import signal
 import sys
 import time
 
@@ -130,6 +132,8 @@ def main() -> None:
     parser.add_argument("--period-s", type=float, default=0.05)
     parser.add_argument("--timeout-s", type=float, default=30.0)
     args = parser.parse_args()
+    # SIGUSR1 prints every thread's stack: the test asks for it before killing a stuck peer.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init()
     node = rclpy.create_node(f"peer_{args.role}")
     try:

@@ -27,9 +27,13 @@ def _exchange(kind: str, reliability: str, env: dict[str, str]) -> list[dict]:
             # A loaded machine can take a while to wind DDS down; wait for the exit itself.
             _, publisher_err = publisher.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            publisher.kill()
-            _, publisher_err = publisher.communicate()
-            publisher_err = f"did not exit within 120 s of SIGINT; {publisher_err}"
+            publisher.send_signal(signal.SIGUSR1)  # where it is stuck, into its stderr
+            try:
+                _, publisher_err = publisher.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                publisher.kill()
+                _, publisher_err = publisher.communicate()
+            publisher_err = f"did not exit within 120 s of SIGINT; its threads:\n{publisher_err}"
     assert subscriber.returncode == 0, err
     assert publisher.returncode in (0, -signal.SIGINT), publisher_err
     return json.loads(out.strip().splitlines()[-1])["received"]
