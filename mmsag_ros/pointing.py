@@ -1,8 +1,8 @@
 """Attention peaks as points on the frame, and scored as locations against boxes.
 
-The node publishes each class's peak (:func:`attention_peaks`) in ``MultiLabel``;
-:func:`instance_peaks` finds one point per object of a class (scored by the evaluation; not yet
-part of the message). When a dataset has boxes, the peaks are checked against them:
+The node publishes each class's peak (:func:`attention_peaks`) in ``MultiLabel.peaks`` and one
+point per object of a class (:func:`instance_peaks`) in ``MultiLabel.instances``. When a
+dataset has boxes, the peaks are checked against them:
 
 * **Pointing accuracy** (the "pointing game"): for every class present in an image (at least
   one non-difficult box), a hit when the class's attention peak lies inside one of that
@@ -32,7 +32,13 @@ from mmsag_ros.errors import ConfigError
 if TYPE_CHECKING:
     from mmsag_ros.data.voc import VocAnnotation
 
-__all__ = ["PointingMeter", "PointingReport", "attention_peaks", "instance_peaks"]
+__all__ = [
+    "PointingMeter",
+    "PointingReport",
+    "attention_peaks",
+    "check_instance_options",
+    "instance_peaks",
+]
 
 
 def attention_peaks(
@@ -90,6 +96,19 @@ def _local_maxima(grid: np.ndarray) -> np.ndarray:
     return peak
 
 
+def check_instance_options(max_peaks: int, min_relative: float) -> None:
+    """Validate instance-peak options (``max_peaks`` 0 means none are wanted).
+
+    Raises:
+        ConfigError: ``max_peaks`` is not a non-negative integer, or ``min_relative`` lies
+            outside (0, 1].
+    """
+    if isinstance(max_peaks, bool) or not isinstance(max_peaks, int) or max_peaks < 0:
+        raise ConfigError(f"max_instances must be an integer >= 0, got {max_peaks!r}")
+    if not 0 < min_relative <= 1:
+        raise ConfigError(f"instance_min_relative must lie in (0, 1], got {min_relative}")
+
+
 def instance_peaks(
     attention: np.ndarray,
     *,
@@ -115,8 +134,7 @@ def instance_peaks(
     Raises:
         ConfigError: ``min_relative`` outside (0, 1] or ``max_peaks`` below 1.
     """
-    if not 0 < min_relative <= 1:
-        raise ConfigError(f"min_relative must lie in (0, 1], got {min_relative}")
+    check_instance_options(max_peaks, min_relative)
     if max_peaks < 1:
         raise ConfigError(f"max_peaks must be at least 1, got {max_peaks}")
     maps = np.asarray(attention, dtype=np.float32)

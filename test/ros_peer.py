@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import rclpy
-from mmsag_ros.msg import AttentionPeak, MultiLabel
+from mmsag_ros.msg import AttentionPeak, InstancePeaks, MultiLabel
 from rclpy.executors import ExternalShutdownException
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -68,6 +68,11 @@ def make_labels(index: int) -> MultiLabel:
         decisions=(scores >= thresholds).tolist(),
         thresholds=thresholds.tolist(),
         peaks=peaks,
+        # 0 to 3 points per class: empty and nested sequences both cross the wire.
+        instances=[
+            InstancePeaks(peaks=[*peaks[c : c + 1], *peaks[: c % 3]][: c % 4])
+            for c in range(len(CLASSES))
+        ],
         inference_time_ms=float(index) / 4,
         latency_ms=float(index) / 2,
     )

@@ -63,6 +63,10 @@ def multilabel_summary(msg: Any) -> dict[str, Any]:
         "decisions": [bool(v) for v in msg.decisions],
         "thresholds": [float(v) for v in msg.thresholds],
         "peaks": [[float(p.x), float(p.y), float(p.strength)] for p in msg.peaks],
+        "instances": [
+            [[float(p.x), float(p.y), float(p.strength)] for p in group.peaks]
+            for group in msg.instances
+        ],
         "inference_time_ms": msg.inference_time_ms,
         "latency_ms": msg.latency_ms,
     }

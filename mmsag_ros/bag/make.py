@@ -116,6 +116,7 @@ def _gt_message(types: dict[str, Any], header: Any, names: list[str], target: np
         decisions=np.asarray(target == 1, dtype=bool),
         thresholds=np.full(len(names), 0.5, np.float32),
         peaks=[],
+        instances=[],
         inference_time_ms=0.0,
         latency_ms=0.0,
     )

@@ -19,8 +19,8 @@ from mmsag_ros.errors import BagError
 __all__ = ["MESSAGE_TYPES", "find_msg_dir", "mmsag_typestore"]
 
 _PACKAGE = "mmsag_ros"
-# Dependencies first: MultiLabel refers to AttentionPeak.
-MESSAGE_TYPES = ("AttentionPeak", "MultiLabel")
+# Dependencies first: MultiLabel refers to InstancePeaks, both to AttentionPeak.
+MESSAGE_TYPES = ("AttentionPeak", "InstancePeaks", "MultiLabel")
 
 
 def find_msg_dir() -> Path:

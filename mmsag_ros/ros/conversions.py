@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from mmsag_ros.errors import ImageConversionError
-from mmsag_ros.msg import AttentionPeak, MultiLabel
+from mmsag_ros.msg import AttentionPeak, InstancePeaks, MultiLabel
 
 if TYPE_CHECKING:
     from mmsag_ros.runtime.classifier import Prediction
@@ -101,5 +101,14 @@ def prediction_to_message(
     if prediction.peaks is not None:
         message.peaks = [
             AttentionPeak(x=float(x), y=float(y), strength=float(s)) for x, y, s in prediction.peaks
+        ]
+    if prediction.instances is not None:
+        message.instances = [
+            InstancePeaks(
+                peaks=[
+                    AttentionPeak(x=float(x), y=float(y), strength=float(s)) for x, y, s in points
+                ]
+            )
+            for points in prediction.instances
         ]
     return message

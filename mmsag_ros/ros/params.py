@@ -20,6 +20,7 @@ from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import ConfigError
+from mmsag_ros.pointing import check_instance_options
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
 from mmsag_ros.ros.worker import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.runtime.postprocess import check_thresholds
@@ -51,6 +52,8 @@ class SorterParams:
     intra_op_threads: int = 0
     engine_cache_dir: str = ""
     max_batch: int = 4
+    max_instances: int = 4
+    instance_min_relative: float = 0.3
     camera_topics: tuple[str, ...] = ("image",)
     input_type: str = "image"
     image_reliability: str = "best_effort"
@@ -83,6 +86,7 @@ class SorterParams:
                 f"intra_op_threads must be >= 0 (0 = ONNX Runtime's default), got "
                 f"{self.intra_op_threads}"
             )
+        check_instance_options(self.max_instances, self.instance_min_relative)
         _choice("input_type", self.input_type, INPUT_TYPES)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
@@ -208,6 +212,21 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         _descriptor("TensorRT engine cache; empty = BUNDLE/engines.", read_only=True),
     ),
     ("max_batch", 4, _descriptor("Frames per inference call.", read_only=True)),
+    (
+        "max_instances",
+        4,
+        _descriptor(
+            "Instance peaks per class in MultiLabel.instances; 0 = none.", int_range=(0, 64)
+        ),
+    ),
+    (
+        "instance_min_relative",
+        0.3,
+        _descriptor(
+            "An instance peak's least attention, as a share of the class's strongest cell.",
+            float_range=(0.01, 1.0),
+        ),
+    ),
     ("camera_topics", ["image"], _descriptor("Camera topics (relative names, remap in launch).")),
     ("input_type", "image", _descriptor("image (sensor_msgs/Image) or compressed.")),
     ("image_reliability", "best_effort", _descriptor("best_effort or reliable.")),

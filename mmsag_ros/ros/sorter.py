@@ -111,6 +111,8 @@ class SorterNode(LifecycleNode):
                 precision=params.precision,
                 max_batch=params.max_batch,
                 backend_options=backend_options(params),
+                max_instances=params.max_instances,
+                instance_min_relative=params.instance_min_relative,
             )
             classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
             classifier.warmup(min(len(params.camera_topics), params.max_batch))

@@ -20,7 +20,7 @@ import numpy as np
 
 from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.errors import BackendUnavailableError, ConfigError, ImageConversionError
-from mmsag_ros.pointing import attention_peaks
+from mmsag_ros.pointing import attention_peaks, check_instance_options, instance_peaks
 from mmsag_ros.runtime.backends import BACKEND_KINDS, InferenceBackend, create_backend
 from mmsag_ros.runtime.postprocess import check_thresholds, decide, sigmoid
 
@@ -57,6 +57,9 @@ class Prediction:
         thresholds: The C thresholds the decisions used.
         peaks: C x 3 ``(x, y, strength)`` attention peaks in normalised source coordinates,
             or None when the bundle has no attention output.
+        instances: Per class a k x 3 array of instance peaks, strongest first
+            (:func:`~mmsag_ros.pointing.instance_peaks`), or None when there are no peaks
+            or ``max_instances`` is 0.
         source_size: (width, height) of the frame in pixels.
         timings: Stage timings of the batch this frame was processed in.
         attention: The raw C x h x w attention maps (each a softmax over positions, in
@@ -71,6 +74,7 @@ class Prediction:
     source_size: tuple[int, int]
     timings: StageTimings
     attention: np.ndarray | None = None
+    instances: tuple[np.ndarray, ...] | None = None
 
 
 def candidate_backends(backend: str, device: str) -> list[tuple[str, str]]:
@@ -112,6 +116,10 @@ class Classifier:
         backend_options: Per-kind keyword options, e.g.
             ``{"onnxruntime": {"intra_op_threads": 2}, "tensorrt": {"cache_dir": "/var/cache"}}``.
         peaks: Compute attention peaks when the bundle has attention maps.
+        max_instances: Instance peaks per class (local maxima of its attention map); 0
+            computes none.
+        instance_min_relative: An instance peak's least mass, as a fraction of its map's
+            strongest cell, in (0, 1].
 
     Raises:
         BackendUnavailableError: No requested backend can run here (the message lists why each
@@ -134,9 +142,12 @@ class Classifier:
         thresholds: Sequence[float] | np.ndarray | None = None,
         backend_options: Mapping[str, Mapping[str, Any]] | None = None,
         peaks: bool = True,
+        max_instances: int = 4,
+        instance_min_relative: float = 0.3,
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be a positive integer, got {max_batch!r}")
+        check_instance_options(max_instances, instance_min_relative)
         self.bundle = _open_bundle(bundle)
         self.labels = self.bundle.labels
         self.spec = self.bundle.spec
@@ -146,6 +157,8 @@ class Classifier:
         self.model_id = self.bundle.run_id(precision)
         self.max_batch = max_batch
         self.compute_peaks = peaks
+        self.max_instances = max_instances
+        self.instance_min_relative = instance_min_relative
         self._thresholds = self._validated(thresholds)
         size = self.spec.input_size
         self._buffer = np.zeros((max_batch, 3, size, size), np.float32)
@@ -269,6 +282,18 @@ class Classifier:
             else attention_peaks(attention[i], source_size=sizes[i], spec=self.spec)
             for i in range(count)
         ]
+        instances = [
+            None
+            if attention is None or not self.max_instances
+            else instance_peaks(
+                attention[i],
+                source_size=sizes[i],
+                spec=self.spec,
+                min_relative=self.instance_min_relative,
+                max_peaks=self.max_instances,
+            )
+            for i in range(count)
+        ]
         finished = time.perf_counter()
         timings = StageTimings(
             batch_size=count,
@@ -285,6 +310,9 @@ class Classifier:
                 source_size=sizes[i],
                 timings=timings,
                 attention=None if attention is None else _frozen(attention[i]),
+                instances=None
+                if instances[i] is None
+                else tuple(_frozen(points) for points in instances[i]),
             )
             for i in range(count)
         ]

@@ -37,6 +37,12 @@ def _to_rosbags(msg: MultiLabel, store):
         decisions=np.array(msg.decisions, dtype=bool),
         thresholds=np.array(msg.thresholds, dtype=np.float32),
         peaks=[peak(x=p.x, y=p.y, strength=p.strength) for p in msg.peaks],
+        instances=[
+            types["mmsag_ros/msg/InstancePeaks"](
+                peaks=[peak(x=p.x, y=p.y, strength=p.strength) for p in group.peaks]
+            )
+            for group in msg.instances
+        ],
         inference_time_ms=msg.inference_time_ms,
         latency_ms=msg.latency_ms,
     )

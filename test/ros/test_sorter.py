@@ -85,6 +85,11 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
         np.testing.assert_allclose(label["scores"], prediction.scores, atol=1e-4)
         assert len(label["peaks"]) == len(bundle.labels)
         np.testing.assert_allclose(label["peaks"], prediction.peaks, atol=1e-3)
+        # One group of instance points per class, the class's peak first.
+        assert len(label["instances"]) == len(bundle.labels)
+        for points, expected_points in zip(label["instances"], prediction.instances, strict=True):
+            np.testing.assert_allclose(points, expected_points.reshape(-1, 3), atol=1e-3)
+        assert [points[0] for points in label["instances"]] == label["peaks"]
         assert label["inference_time_ms"] > 0
         assert 0 < label["latency_ms"] < 60_000  # from the capture stamp, not from 1970
         if index != sorter_peer.THRESHOLD_INDICES[0]:

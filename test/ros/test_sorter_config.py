@@ -81,6 +81,8 @@ def test_parameter_file_holds_valid_values_for_every_field():
         ({"diagnostics_period_s": 0.0}, "diagnostics_period_s must be a positive"),
         ({"precision": "int4"}, "precision must be one of fp32, fp16, int8, got 'int4'"),
         ({"intra_op_threads": -1}, "intra_op_threads must be >= 0"),
+        ({"max_instances": -1}, "max_instances must be an integer >= 0, got -1"),
+        ({"instance_min_relative": 1.5}, r"instance_min_relative must lie in \(0, 1\]"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_value(change, match):

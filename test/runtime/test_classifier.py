@@ -14,7 +14,7 @@ from mmsag_ros.errors import (
     ConfigError,
     ImageConversionError,
 )
-from mmsag_ros.pointing import attention_peaks
+from mmsag_ros.pointing import attention_peaks, instance_peaks
 from mmsag_ros.runtime.classifier import Classifier, candidate_backends
 from mmsag_ros.runtime.postprocess import sigmoid
 
@@ -61,7 +61,50 @@ def test_peaks_come_from_the_attention_maps(classifier, frames):
 
 def test_peaks_can_be_switched_off(bundle, frames):
     with Classifier(bundle, backend="onnxruntime", peaks=False) as clf:
-        assert clf.classify_one(frames[0]).peaks is None
+        prediction = clf.classify_one(frames[0])
+        assert prediction.peaks is None and prediction.instances is None
+
+
+@pytest.mark.parametrize(("max_instances", "min_relative"), [(4, 0.3), (2, 0.05)])
+def test_instance_points_are_the_local_maxima_of_each_map(
+    bundle, frames, max_instances, min_relative
+):
+    with Classifier(
+        bundle,
+        backend="onnxruntime",
+        backend_options=ORT_ONE_THREAD,
+        max_instances=max_instances,
+        instance_min_relative=min_relative,
+    ) as clf:
+        prediction = clf.classify_one(frames[1])
+        maps = clf.backend.infer(EvalTransform(clf.spec)(frames[1])[None])["attention"][0]
+    expected = instance_peaks(
+        maps,
+        source_size=(641, 479),
+        spec=clf.spec,
+        min_relative=min_relative,
+        max_peaks=max_instances,
+    )
+    assert len(prediction.instances) == 8
+    for points, wanted, peak in zip(prediction.instances, expected, prediction.peaks, strict=True):
+        assert 1 <= len(points) <= max_instances
+        np.testing.assert_allclose(points, wanted, atol=1e-5)
+        np.testing.assert_array_equal(points[0], peak)
+    # A low bar finds more than one point for some class: the cap is what limits them.
+    if min_relative < 0.1:
+        assert max(len(points) for points in prediction.instances) == max_instances
+
+
+def test_instance_points_can_be_switched_off_and_bad_options_are_refused(bundle, frames):
+    with Classifier(bundle, backend="onnxruntime", max_instances=0) as clf:
+        prediction = clf.classify_one(frames[0])
+        assert prediction.peaks is not None and prediction.instances is None
+    for options, match in [
+        ({"max_instances": -1}, "max_instances must be an integer >= 0"),
+        ({"instance_min_relative": 0.0}, r"instance_min_relative must lie in \(0, 1\]"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            Classifier(bundle, backend="onnxruntime", **options)
 
 
 @pytest.mark.parametrize("index", [0, 1, 3])  # 160x120, 641x479, 97x130
