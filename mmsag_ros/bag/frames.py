@@ -185,18 +185,35 @@ def open_bag(bag: Path) -> Iterator[Any]:
 def raw_messages(
     reader: Any, connections: list[Any], bag: Path
 ) -> Iterator[tuple[Any, int, bytes]]:
-    """``(connection, log_time_ns, raw)`` of ``connections``; storage failures as BagError."""
+    """``(connection, log_time_ns, raw)`` of ``connections``; storage failures as BagError.
+
+    A storage that ends early without an error (zeroed records inside an MCAP chunk read as
+    its end) is caught too: every connection must yield as many messages as the bag's index
+    says it holds.
+    """
     iterator = reader.messages(connections=connections)
+    read = {id(c): 0 for c in connections}
     while True:
         try:
             item = next(iterator)
         except StopIteration:
-            return
+            break
         except MmsagError:
             raise
         except Exception as err:  # truncated chunks, bad sqlite pages, CRC mismatches
             raise BagError(f"bag {bag} is corrupt or truncated: {err}") from err
+        read[id(item[0])] += 1
         yield item
+    short = [
+        f"{c.topic}: {read[id(c)]} of {c.msgcount}"
+        for c in connections
+        if c.msgcount and read[id(c)] < c.msgcount
+    ]
+    if short:
+        raise BagError(
+            f"bag {bag} is corrupt or truncated: its index lists more messages than could be "
+            f"read ({'; '.join(short)})"
+        )
 
 
 def ros_image_classes() -> dict[str, type]:

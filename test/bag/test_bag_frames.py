@@ -61,6 +61,7 @@ def _truth(store, stamp_ns: int):
         decisions=target == 1,
         thresholds=np.full(len(MLKW_LABELS), 0.5, np.float32),
         peaks=[],
+        instances=[],
         inference_time_ms=0.0,
         latency_ms=0.0,
     )
@@ -126,6 +127,29 @@ def test_bag_without_images_is_one_clear_error(tmp_path):
     with pytest.raises(BagError, match="among /cam"):
         list(iter_frames(bag, topics=["/cam"]))
     assert len(list(iter_ground_truth(bag))) == 1
+
+
+def test_a_bag_whose_chunk_ends_early_is_corrupt_not_shorter(tmp_path):
+    # Zeroed bytes over one message record inside an MCAP chunk: the storage reader takes
+    # them for the chunk's end and stops without an error, so the frames after them would
+    # silently go missing. The bag's index knows how many there are.
+    bag = tmp_path / "zeroed"
+    store = mmsag_typestore()
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        raw = writer.add_connection("/cam/image_raw", IMAGE_TYPE, typestore=store)
+        for stamp in range(1, 9):
+            writer.write(raw, stamp, store.serialize_cdr(_image(store, stamp), IMAGE_TYPE))
+    (storage,) = bag.glob("*.mcap")
+    data = bytearray(storage.read_bytes())
+    # A message record: opcode, length (8), channel (2), sequence (4), log and publish time.
+    where = data.index((4).to_bytes(8, "little") * 2)  # log time, then publish time
+    data[where - 15 : where + 16] = bytes(31)  # from the opcode on
+    storage.write_bytes(bytes(data))
+    counts = ReadCounts()
+    with pytest.raises(BagError, match=r"index lists more messages .*/cam/image_raw: 3 of 8"):
+        for _ in iter_frames(bag, counts=counts):
+            pass
+    assert counts.messages == 3
 
 
 @pytest.mark.skipif(not REAL_BAGS, reason="shared camera bags not present")
