@@ -59,6 +59,8 @@ class ModelSection:
     adjacency_threshold: float = 0.4  # ML-GCN t
     adjacency_reweight: float = 0.2  # ML-GCN p
     freeze_bn: bool = False  # keep BatchNorm statistics fixed (small batches, exact DDP)
+    # Leading backbone stages (the stem is stage 1) kept at their pretrained weights.
+    freeze_stages: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {fusion: false}
 
 
@@ -91,6 +93,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, on CUDA only
+    channels_last: bool = True  # NHWC tensors: about 2x faster convolutions on CPUs
     out_dir: str = "runs/mmsag"
     time_budget_min: float | None = None  # stop cleanly after this much training time
     max_batches_per_epoch: int | None = None  # cap for smoke runs

@@ -17,7 +17,8 @@ from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset, check
 from mmsag_ros.data.stats import label_statistics, mlgcn_adjacency
 from mmsag_ros.data.transforms import EvalTransform, TrainTransform
 from mmsag_ros.errors import ConfigError
-from mmsag_ros.model import create_model
+from mmsag_ros.model import MMSAG, create_model
+from mmsag_ros.model.registry import get_backbone_entry
 from mmsag_ros.model.text import embed_labels, label_phrases
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import (
@@ -96,6 +97,24 @@ def build_label_priors(split: AnnotatedSplit, config: TrainConfig) -> tuple[np.n
     return adjacency, embeddings
 
 
+def _freeze_pretrained_stages(model: MMSAG, config: TrainConfig) -> None:
+    starts_trained = bool(config.model.weights) or (
+        config.model.pretrained and get_backbone_entry(model.config.backbone).has_pretrained
+    )
+    if not starts_trained:
+        raise ConfigError(
+            f"model.freeze_stages={config.model.freeze_stages} keeps backbone stages at their "
+            f"starting weights, but {model.config.backbone} starts from random initialisation "
+            "here; give model.weights=FILE or set model.freeze_stages=0"
+        )
+    model.backbone.freeze_stages(config.model.freeze_stages)
+    _log.info(
+        "backbone stages 1-%d of %d frozen at their pretrained weights",
+        config.model.freeze_stages,
+        len(model.backbone.stages()),
+    )
+
+
 def prepare_training(
     config: TrainConfig, *, device: torch.device, context: DistributedContext
 ) -> Trainer:
@@ -119,6 +138,8 @@ def prepare_training(
         embedding_source=config.model.embeddings,
         **config.model.overrides,
     )
+    if config.model.freeze_stages:
+        _freeze_pretrained_stages(model, config)
     train_set = MultiLabelImageDataset(train_split, TrainTransform(model.spec), seed=config.seed)
     val_set = MultiLabelImageDataset(val_split, EvalTransform(model.spec), seed=config.seed)
     if context.enabled:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,16 @@ class EpochResult:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    budget_used: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch learning-rate factor: linear warm-up, then step decay or cosine."""
+    """Per-epoch learning-rate factor: linear warm-up, then step decay or cosine.
+
+    With ``budget_used`` (the share of the time budget spent, 0 to 1), the cosine follows
+    whichever of epochs and time runs out first, so a run that the budget stops still ends
+    at a low learning rate instead of being cut off at a high one.
+    """
     optim = config.optim
     if optim.schedule not in ("step", "cosine"):
         raise ConfigError(f"optim.schedule must be step or cosine, got {optim.schedule!r}")
@@ -61,6 +69,8 @@ def build_scheduler(
         if optim.schedule == "step":
             return optim.gamma ** sum(epoch >= m for m in optim.milestones)
         progress = (epoch - optim.warmup_epochs) / max(1, config.epochs - optim.warmup_epochs)
+        if budget_used is not None:
+            progress = max(progress, budget_used())
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -95,7 +105,11 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.train_loader = train_loader
         self.val_loader = val_loader
-        self.model = model.to(device)  # unwrapped: what checkpoints store
+        self.memory_format = (
+            torch.channels_last if config.channels_last else torch.contiguous_format
+        )
+        # Unwrapped: what checkpoints store (state dicts load whatever the memory format).
+        self.model = model.to(device, memory_format=self.memory_format)
         self.ddp_model = (
             DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
@@ -111,22 +125,31 @@ class Trainer:
             lr=optim.lr,
             momentum=optim.momentum,
         )
-        self.scheduler = build_scheduler(self.optimizer, config)
+        self._deadline = (
+            time.monotonic() + 60 * config.time_budget_min if config.time_budget_min else None
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, config, self._budget_used if self._deadline else None
+        )
         self.use_amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.loss_fn = build_loss(optim.loss)
         self.start_epoch = 0
         self.best_map = -1.0
         self.best_thresholds = [0.5] * len(labels)
-        self._deadline = (
-            time.monotonic() + 60 * config.time_budget_min if config.time_budget_min else None
-        )
+
+    def _budget_used(self) -> float:
+        remaining_s = self._deadline - time.monotonic()
+        return 1.0 - remaining_s / (60 * self.config.time_budget_min)
 
     def _out_of_time(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
+    def _images_to_device(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device, memory_format=self.memory_format, non_blocking=True)
+
     def _run_batch(self, images: torch.Tensor, targets: torch.Tensor) -> float:
-        images = images.to(self.device, non_blocking=True)
+        images = self._images_to_device(images)
         targets = targets.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
@@ -183,7 +206,7 @@ class Trainer:
         meter = MultiLabelMeter()
         for images, targets, indices in loader:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                logits = self.model(images.to(self.device))["logits"]
+                logits = self.model(self._images_to_device(images))["logits"]
             meter.update(torch.sigmoid(logits.float()).cpu(), targets, indices)
         meter.all_reduce()
         return meter

@@ -49,6 +49,35 @@ def test_forward_backward_shape_and_finite(name: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "count"), [("efficientnet_lite0", 9), ("resnet18", 5), ("mobilenet_v3_large", 17)]
+)
+def test_frozen_stages_keep_weights_and_statistics_while_the_rest_trains(name, count) -> None:
+    torch.manual_seed(0)
+    backbone = create_backbone(name)
+    stages = backbone.stages()
+    assert len(stages) == count
+    # The stages partition the trunk: every tensor lies in exactly one of them.
+    staged = [id(t) for stage in stages for t in stage.state_dict(keep_vars=True).values()]
+    assert sorted(staged) == sorted(id(t) for t in backbone.state_dict(keep_vars=True).values())
+    backbone.freeze_stages(2)
+    backbone.train()
+    before = [{k: v.clone() for k, v in stage.state_dict().items()} for stage in stages]
+    trainable = [p for p in backbone.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    backbone(torch.randn(4, 3, 64, 64)).square().mean().backward()
+    optimizer.step()
+    for index, stage in enumerate(stages):
+        after = stage.state_dict()
+        unchanged = all(torch.equal(before[index][k], after[k]) for k in after)
+        # BatchNorm running statistics move too in a stage that trains: the check covers them.
+        assert unchanged == (index < 2), (name, index)
+        norms = [m for m in stage.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert all(m.training == (index >= 2) for m in norms)
+    with pytest.raises(ConfigError, match=f"has {count} stages"):
+        backbone.freeze_stages(count + 1)
+
+
+@pytest.mark.parametrize(
     ("name", "size", "cells"), [("resnet18", 224, 7), ("efficientnet_lite0", 448, 14)]
 )
 def test_stride_32_at_full_size(name: str, size: int, cells: int) -> None:

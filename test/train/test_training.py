@@ -14,6 +14,7 @@ from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.cli import main
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
+from mmsag_ros.model import create_backbone
 from mmsag_ros.model.checkpoint import load_checkpoint
 from mmsag_ros.train.config import load_config
 from mmsag_ros.train.distributed import DistributedContext
@@ -188,6 +189,35 @@ def test_time_budget_stops_training_cleanly(synth_root, tmp_path):
     summary = run_training(_config(synth_root, tmp_path, "epochs=5", "time_budget_min=0.0001"))
     assert len(summary.epochs) == 1 and summary.epochs[0].stopped_early
     assert summary.best_checkpoint.is_file()
+
+
+def test_frozen_stages_end_training_at_their_pretrained_weights(synth_root, tmp_path):
+    config = _config(
+        synth_root, tmp_path, "epochs=1", "max_batches_per_epoch=2", "model.freeze_stages=4"
+    )
+    trained = load_checkpoint(run_training(config).best_checkpoint).model_state
+    packaged = create_backbone("efficientnet_lite0", pretrained=True).trunk.state_dict()
+    moved = {
+        key
+        for key, value in packaged.items()
+        if not key.endswith("num_batches_tracked")
+        and not torch.equal(trained[f"backbone.trunk.{key}"], value)
+    }
+    # The stem and the first three block stages are exactly ImageNet's (BatchNorm statistics
+    # included); the stages after them trained.
+    assert not {
+        k
+        for k in moved
+        if k.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1.", "blocks.2."))
+    }
+    assert any(k.startswith("blocks.3.") for k in moved)
+    assert any(k.startswith("conv_head.") for k in moved)
+
+
+def test_frozen_stages_refuse_a_backbone_without_pretrained_weights(synth_root, tmp_path):
+    config = _config(synth_root, tmp_path, "model.name=mmsag_r18_224", "model.freeze_stages=2")
+    with pytest.raises(ConfigError, match="starts from random initialisation"):
+        prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
 
 
 class _Payload:

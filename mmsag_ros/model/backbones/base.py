@@ -97,6 +97,39 @@ class Backbone(nn.Module):
         """Feature map of a normalised image batch."""
         raise NotImplementedError
 
+    def stages(self) -> list[nn.Module]:  # pragma: no cover - abstract
+        """The trunk's parts in the order the image passes them: the stem first."""
+        raise NotImplementedError
+
+    def freeze_stages(self, count: int) -> None:
+        """Keep the first ``count`` of :meth:`stages` at their current weights while training.
+
+        Their parameters get no gradient and their BatchNorm layers keep their running
+        statistics (they stay in eval mode through :meth:`train`), as mmdetection's
+        ``frozen_stages`` does. The early stages run at the highest resolution, so leaving
+        them out of the backward pass is most of a training step's cost on a CPU.
+
+        Raises:
+            ConfigError: ``count`` is negative or more than the trunk has stages.
+        """
+        stages = self.stages()
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= len(stages):
+            raise ConfigError(
+                f"{self.name} has {len(stages)} stages (the stem first); cannot freeze {count!r}"
+            )
+        self._frozen = stages[:count]
+        for stage in self._frozen:
+            for param in stage.parameters():
+                param.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Switch train/eval mode; frozen stages stay in eval mode."""
+        super().train(mode)
+        for stage in getattr(self, "_frozen", ()):
+            stage.eval()
+        return self
+
     def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Translate a foreign key layout to the trunk's; identity by default."""
         return dict(state_dict)

@@ -24,6 +24,7 @@ import timm
 import torch
 from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same_arg
+from torch import nn
 from torch.nn import functional
 
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
@@ -132,6 +133,12 @@ class EfficientNetBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map after the head convolution, B x 1280 x S/32 x S/32."""
         return self.trunk.forward_features(x)
+
+    def stages(self) -> list[nn.Module]:
+        """Stem (conv_stem, bn1), the seven block stages, then conv_head/bn2: nine stages."""
+        t = self.trunk
+        stem = nn.ModuleList([t.conv_stem, t.bn1])
+        return [stem, *t.blocks, nn.ModuleList([t.conv_head, t.bn2])]
 
     def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Accept timm keys as they are and map lukemelas keys (``_conv_stem``...)."""

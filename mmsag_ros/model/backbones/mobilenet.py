@@ -28,6 +28,10 @@ class MobileNetV3Backbone(Backbone):
         """Feature map of the last stage, B x 960 x S/32 x S/32."""
         return self.trunk.features(x)
 
+    def stages(self) -> list[nn.Module]:
+        """The modules of ``features`` in order: the stem, 15 inverted residuals, the last conv."""
+        return list(self.trunk.features)
+
 
 @register_backbone("mobilenet_v3_large")
 def mobilenet_v3_large(pretrained: bool = False) -> MobileNetV3Backbone:

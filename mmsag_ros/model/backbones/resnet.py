@@ -31,6 +31,11 @@ class ResNetBackbone(Backbone):
         x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
         return t.layer4(t.layer3(t.layer2(t.layer1(x))))
 
+    def stages(self) -> list[nn.Module]:
+        """Stem (conv1, bn1), then layer1 to layer4: five stages."""
+        t = self.trunk
+        return [nn.ModuleList([t.conv1, t.bn1]), t.layer1, t.layer2, t.layer3, t.layer4]
+
 
 def _create_resnet(arch: str, pretrained: bool) -> ResNetBackbone:
     del pretrained  # no packaged ResNet weights exist; the registry refuses pretrained=True
