@@ -8,7 +8,6 @@ are expressed (``create_model("mmsag_r18_224", num_labels=8, fusion=False)``).
 from __future__ import annotations
 
 import difflib
-import logging
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ __all__ = [
     "mmsag_r101_448",
 ]
 
-_log = logging.getLogger(__name__)
 
 _Array = np.ndarray | torch.Tensor
 
@@ -81,11 +79,12 @@ def _create_mmsag(
     config = ModelConfig(name=name, **pinned, **overrides)
     has_packaged = get_backbone_entry(config.backbone).has_pretrained
     if pretrained and weights is None and not has_packaged:
-        _log.warning(
-            "%s: no packaged ImageNet weights for backbone %s; starting from random "
-            "initialisation (pass weights=PATH to use a local state-dict file)",
-            name,
-            config.backbone,
+        # A 448 px ResNet from random weights trains for days to what ImageNet gives at once:
+        # starting there must be asked for, never fallen into.
+        raise ConfigError(
+            f"{name}: backbone {config.backbone} has no packaged ImageNet weights; give a local "
+            "state-dict file (weights=PATH, model.weights=FILE in training) or ask for random "
+            "initialisation with pretrained=False (model.pretrained=false)"
         )
     backbone = create_backbone(
         config.backbone,
@@ -158,8 +157,9 @@ def create_model(
         label_embeddings: C x E label embeddings (:func:`~mmsag_ros.model.text.embed_labels`);
             None makes them learnable (``embedding_source='learnable'``).
         adjacency: Static C x C co-occurrence graph; None uses the identity.
-        pretrained: Load packaged ImageNet backbone weights where they exist
-            (efficientnet_lite0); other backbones log a warning and start from random.
+        pretrained: Load the packaged ImageNet backbone weights (efficientnet_lite0 has
+            them); for a backbone without them this is refused: pass ``weights`` or
+            ``pretrained=False`` for random initialisation.
         weights: A local backbone state-dict file (torchvision/timm layout); takes the
             place of ``pretrained``.
         **overrides: Other :class:`ModelConfig` fields (``fusion=False``, ``width=256``...).

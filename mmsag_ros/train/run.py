@@ -18,7 +18,6 @@ from mmsag_ros.data.stats import label_statistics, mlgcn_adjacency
 from mmsag_ros.data.transforms import EvalTransform, TrainTransform
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.model import MMSAG, create_model
-from mmsag_ros.model.registry import get_backbone_entry
 from mmsag_ros.model.text import embed_labels, label_phrases
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import (
@@ -98,10 +97,8 @@ def build_label_priors(split: AnnotatedSplit, config: TrainConfig) -> tuple[np.n
 
 
 def _freeze_pretrained_stages(model: MMSAG, config: TrainConfig) -> None:
-    starts_trained = bool(config.model.weights) or (
-        config.model.pretrained and get_backbone_entry(model.config.backbone).has_pretrained
-    )
-    if not starts_trained:
+    # create_model refuses pretrained=True where no packaged weights exist.
+    if not (config.model.weights or config.model.pretrained):
         raise ConfigError(
             f"model.freeze_stages={config.model.freeze_stages} keeps backbone stages at their "
             f"starting weights, but {model.config.backbone} starts from random initialisation "

@@ -233,6 +233,11 @@ def test_none_overrides_keep_defaults() -> None:
         ),
         ({"adjacency": np.eye(3)}, ConfigError, r"adjacency has shape \(3, 3\)"),
         ({"weights": "/nonexistent/r18.pth"}, ModelNotFoundError, r"r18.pth does not exist"),
+        (
+            {"pretrained": True},
+            ConfigError,
+            r"resnet18 has no packaged ImageNet weights.*pretrained=False",
+        ),
     ],
 )
 def test_create_model_errors(kwargs, error, message) -> None:

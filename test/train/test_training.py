@@ -215,8 +215,13 @@ def test_frozen_stages_end_training_at_their_pretrained_weights(synth_root, tmp_
 
 
 def test_frozen_stages_refuse_a_backbone_without_pretrained_weights(synth_root, tmp_path):
-    config = _config(synth_root, tmp_path, "model.name=mmsag_r18_224", "model.freeze_stages=2")
+    options = ("model.name=mmsag_r18_224", "model.freeze_stages=2")
+    config = _config(synth_root, tmp_path, *options, "model.pretrained=false")
     with pytest.raises(ConfigError, match="starts from random initialisation"):
+        prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+    # Asking for ImageNet weights a backbone does not ship is refused, frozen or not.
+    config = _config(synth_root, tmp_path, "model.name=mmsag_r101_448")
+    with pytest.raises(ConfigError, match="resnet101 has no packaged ImageNet weights"):
         prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
 
 
