@@ -20,6 +20,11 @@ camera against another's truth. Ground truth without a frame_id (a table without
 stamp that has no truth of its own. A repeated ``(stamp, frame_id)`` is an error in a table; in
 a bag the first message counts. Metrics are the ``mmsag eval`` family at the bundle's
 thresholds.
+
+Where a bag says which dataset image each frame shows (bags of ``mmsag bag make`` do) and that
+dataset has boxes, the attention peaks are scored as locations too
+(:class:`~mmsag_ros.pointing.PointingMeter`): offline those the classifier computes, live the
+``peaks`` and ``instances`` of the node's own ``MultiLabel`` messages.
 """
 
 from __future__ import annotations
@@ -36,15 +41,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsag_ros.bag.frames import FrameRecord, ReadCounts, iter_frames, iter_ground_truth
+from mmsag_ros.bag.frames import (
+    FrameRecord,
+    ReadCounts,
+    iter_frames,
+    iter_ground_truth,
+    read_frame_sources,
+)
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import BagError, DatasetError, ImageConversionError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
+from mmsag_ros.pointing import PointingMeter, PointingReport
 
 if TYPE_CHECKING:
     from mmsag_ros.bag.live import LiveLabel, LiveRun
+    from mmsag_ros.data.voc import VocAnnotation
 
 __all__ = [
+    "BagBoxes",
     "BagEvaluation",
     "GroundTruth",
     "evaluate_bag",
@@ -73,6 +87,10 @@ class BagEvaluation:
         unmatched: Frames (labels, live) without ground truth for their stamp and frame_id.
         unreadable: Reason -> count of frames or ground-truth messages that could not be used.
         live: The replay through the node, for a live evaluation.
+        pointing: Localisation scores of the peaks, when the frames' boxes are known.
+        examples: Frames kept for ``pointing_examples.png``: (image path, annotation, C x 3
+            peaks, per-class instance peaks, decisions).
+        pointing_skipped: Why the peaks were not scored, when boxes were looked for in vain.
     """
 
     bag: Path
@@ -87,6 +105,9 @@ class BagEvaluation:
     unmatched: int
     unreadable: Counter[str] = field(default_factory=Counter)
     live: LiveRun | None = None
+    pointing: PointingReport | None = None
+    examples: list[tuple[Path, Any, np.ndarray, Any, np.ndarray]] = field(default_factory=list)
+    pointing_skipped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (metrics, counts, class names, live replay figures)."""
@@ -103,7 +124,85 @@ class BagEvaluation:
         }
         if self.live is not None:
             summary["live"] = self.live.summary()
+        if self.pointing is not None:
+            summary["pointing"] = self.pointing.to_dict()
+        elif self.pointing_skipped:
+            summary["pointing_skipped"] = self.pointing_skipped
         return summary
+
+
+#: Frames drawn in ``pointing_examples.png``.
+_EXAMPLES = 8
+
+
+@dataclass
+class BagBoxes:
+    """The boxes of a bag's frames, by header stamp, and the peaks scored against them."""
+
+    annotations: dict[int, VocAnnotation]
+    images: dict[int, Path]
+    meter: PointingMeter
+    examples: list[tuple[Path, Any, np.ndarray, Any, np.ndarray]] = field(default_factory=list)
+
+    def score(self, stamp_ns: int, peaks: Any, instances: Any, decisions: np.ndarray) -> None:
+        """Score one frame's peaks (C x 3) and instance peaks; frames without boxes pass."""
+        annotation = self.annotations.get(stamp_ns)
+        if annotation is None or peaks is None or len(peaks) == 0:
+            return
+        peaks = np.asarray(peaks, np.float32).reshape(-1, 3)
+        if not instances:  # a node with max_instances 0: the class peak is its one point
+            instances = peaks[:, None]
+        instances = [np.asarray(p, np.float32).reshape(-1, 3) for p in instances]
+        self.meter.update(annotation, peaks, instances)
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append(
+                (self.images[stamp_ns], annotation, peaks, instances, np.asarray(decisions))
+            )
+
+    def report(self) -> PointingReport | None:
+        """The scores, or None when no frame had both boxes and peaks."""
+        return self.meter.compute() if self.meter.images else None
+
+
+def load_bag_boxes(
+    bag: Path, labels: LabelSet, voc_root: Path | None = None
+) -> tuple[BagBoxes | None, str]:
+    """The boxes of the images a bag's frames show; (None, why) when there are none.
+
+    The bag must say which image each frame is (:func:`~mmsag_ros.bag.frames.
+    read_frame_sources`); ``voc_root`` replaces the dataset folder it names (a dataset that
+    moved, or another copy of it).
+
+    Raises:
+        BagError: ``voc_root`` is given but the bag does not say which image each frame is.
+        DatasetError: ``voc_root`` is given and its annotations cannot be read.
+    """
+    from mmsag_ros.data.voc import find_voc_dir, read_voc_boxes
+
+    sources = read_frame_sources(Path(bag))
+    if sources is None:
+        if voc_root is not None:
+            raise BagError(
+                f"bag {bag} does not say which dataset image each frame shows (only bags "
+                "written by `mmsag bag make` do), so its frames cannot be matched to boxes"
+            )
+        return None, "the bag does not say which dataset image each frame shows"
+    root = Path(voc_root) if voc_root is not None else sources.voc_root
+    try:
+        by_id = read_voc_boxes(root, sorted(set(sources.image_ids.values())))
+        images = find_voc_dir(root) / "JPEGImages"
+    except DatasetError as err:
+        if voc_root is not None:
+            raise
+        return None, f"cannot read the boxes of {root}: {err}"
+    if by_id is None:
+        return None, f"{root} has no boxes for some of the bag's images"
+    boxes = BagBoxes(
+        annotations={stamp: by_id[i] for stamp, i in sources.image_ids.items()},
+        images={stamp: images / f"{i}.jpg" for stamp, i in sources.image_ids.items()},
+        meter=PointingMeter(labels.names),
+    )
+    return boxes, ""
 
 
 def _reorder(names: tuple[str, ...], labels: LabelSet, where: str) -> np.ndarray:
@@ -246,8 +345,15 @@ def _score(
 class _Scorer:
     """Batches decoded frames through the classifier; a frame it refuses is counted, not fatal."""
 
-    def __init__(self, classifier: Any, batch_size: int, unreadable: Counter[str]) -> None:
+    def __init__(
+        self,
+        classifier: Any,
+        batch_size: int,
+        unreadable: Counter[str],
+        boxes: BagBoxes | None = None,
+    ) -> None:
         self.classifier = classifier
+        self.boxes = boxes
         self.batch_size = batch_size
         self.unreadable = unreadable
         self.pending: list[tuple[FrameRecord, np.ndarray]] = []
@@ -266,6 +372,10 @@ class _Scorer:
         self.frame_ids.append(frame.frame_id)
         self.scores.append(np.asarray(prediction.scores, dtype=np.float64))
         self.targets.append(target)
+        if self.boxes is not None:
+            self.boxes.score(
+                frame.stamp_ns, prediction.peaks, prediction.instances, prediction.decisions
+            )
 
     def flush(self) -> None:
         batch, self.pending = self.pending, []
@@ -299,6 +409,7 @@ def evaluate_bag(
     device: str = "cpu",
     precision: str = "fp32",
     batch_size: int = 8,
+    boxes_root: Path | None = None,
 ) -> BagEvaluation:
     """Classify every frame of a bag and score it against ground truth matched by header.
 
@@ -312,10 +423,14 @@ def evaluate_bag(
         device: Classifier device.
         precision: The bundle variant to run (``fp32``, ``fp16``, ``int8``).
         batch_size: Frames per inference call.
+        boxes_root: The VOC dataset holding the frames' boxes, instead of the one the bag
+            names (see :func:`load_bag_boxes`).
 
     Raises:
-        BagError: Unreadable bag, no image topic, no ground truth, no frame matching it.
-        DatasetError: Ground-truth classes differ from the bundle's, malformed CSV.
+        BagError: Unreadable bag, no image topic, no ground truth, no frame matching it;
+            ``boxes_root`` for a bag that does not say which image each frame is.
+        DatasetError: Ground-truth classes differ from the bundle's, malformed CSV,
+            unreadable annotations under ``boxes_root``.
     """
     from mmsag_ros.runtime.classifier import Classifier
 
@@ -326,8 +441,9 @@ def evaluate_bag(
     labels = classifier.labels
     gt_counts, frame_counts = ReadCounts(), ReadCounts()
     truth = _load_truth(bag, labels, gt_topic, gt_csv, gt_counts)
+    boxes, skipped = load_bag_boxes(bag, labels, boxes_root)
     unreadable: Counter[str] = Counter()
-    scorer = _Scorer(classifier, batch_size, unreadable)
+    scorer = _Scorer(classifier, batch_size, unreadable, boxes)
     unmatched = 0
     unmatched_ids: set[str] = set()
     for frame in iter_frames(bag, topics=image_topics, counts=frame_counts):
@@ -365,7 +481,19 @@ def evaluate_bag(
         frames=frame_counts.messages,
         unmatched=unmatched,
         unreadable=unreadable,
+        **_pointing_fields(boxes, skipped),
     )
+
+
+def _pointing_fields(boxes: BagBoxes | None, skipped: str) -> dict[str, Any]:
+    report = boxes.report() if boxes is not None else None
+    if boxes is not None and report is None:
+        skipped = "the bundle has no attention output, so there are no peaks to score"
+    return {
+        "pointing": report,
+        "examples": boxes.examples if boxes is not None else [],
+        "pointing_skipped": skipped,
+    }
 
 
 def evaluate_bag_live(
@@ -384,6 +512,7 @@ def evaluate_bag_live(
     log_path: Path | None = None,
     on_label: Callable[[LiveLabel, np.ndarray | None], None] | None = None,
     stop: threading.Event | None = None,
+    boxes_root: Path | None = None,
 ) -> BagEvaluation:
     """Replay a bag through a sorter node process and score its labels against ground truth.
 
@@ -402,6 +531,8 @@ def evaluate_bag_live(
         log_path: Keep the node's output in this file.
         on_label: Called with each label as it arrives and its target (None without one).
         stop: A ``threading.Event`` that ends the replay early.
+        boxes_root: The VOC dataset holding the frames' boxes, instead of the one the bag
+            names (see :func:`load_bag_boxes`).
 
     Raises:
         BagError: Unreadable bag, no ground truth, a node that fails to start, no label
@@ -419,6 +550,7 @@ def evaluate_bag_live(
         loaded.variant(precision)  # a missing variant fails here, not inside the node
     gt_counts = ReadCounts()
     truth = _load_truth(bag, loaded.labels, gt_topic, gt_csv, gt_counts)
+    boxes, skipped = load_bag_boxes(bag, loaded.labels, boxes_root)
 
     def announce(label: LiveLabel) -> None:
         if on_label is not None:
@@ -446,6 +578,8 @@ def evaluate_bag_live(
             frame_ids.append(label.frame_id)
             scores.append(label.scores)
             targets.append(target)
+            if boxes is not None:
+                boxes.score(label.stamp_ns, label.peaks, label.instances, label.decisions)
     unreadable = Counter(gt_counts.unreadable)
     if run.node.rejected:
         unreadable["rejected by the sorter node (see its log)"] += run.node.rejected
@@ -471,6 +605,7 @@ def evaluate_bag_live(
         unmatched=len(run.labels) - len(scores),
         unreadable=unreadable,
         live=run,
+        **_pointing_fields(boxes, skipped),
     )
 
 
@@ -510,10 +645,16 @@ def _live_lines(run: LiveRun) -> list[str]:
 def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
     """Write the report files of an evaluation; return the text report.
 
-    Files: ``report.json``, ``scores.csv``, ``pr_curves.png`` and, for a live evaluation,
-    ``latency_histogram.png``.
+    Files: ``report.json``, ``scores.csv``, ``pr_curves.png``; for a live evaluation
+    ``latency_histogram.png``; with pointing scores ``pointing.json`` and
+    ``pointing_examples.png``.
     """
-    from mmsag_ros.train.report import format_report_table, plot_latency_histogram, plot_pr_curves
+    from mmsag_ros.train.report import (
+        draw_pointing_examples,
+        format_report_table,
+        plot_latency_histogram,
+        plot_pr_curves,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -545,4 +686,15 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
                 out_dir / "latency_histogram.png",
                 title=f"{evaluation.model_id}: frame published -> label received",
             )
-    return "\n".join([*lines, "", table])
+    sections = [*lines, "", table]
+    if evaluation.pointing is not None:
+        (out_dir / "pointing.json").write_text(
+            json.dumps(evaluation.pointing.to_dict(), indent=2) + "\n"
+        )
+        draw_pointing_examples(
+            evaluation.examples, evaluation.labels, out_dir / "pointing_examples.png"
+        )
+        sections += ["", evaluation.pointing.format_table()]
+    elif evaluation.pointing_skipped:
+        sections += ["", f"pointing scores skipped: {evaluation.pointing_skipped}"]
+    return "\n".join(sections)

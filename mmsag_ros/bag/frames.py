@@ -10,6 +10,7 @@ all raises :class:`~mmsag_ros.errors.BagError`.
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 from collections import Counter
@@ -26,10 +27,12 @@ from mmsag_ros.errors import BagError, ImageConversionError, MmsagError
 
 __all__ = [
     "COMPRESSED_TYPE",
+    "FRAME_SOURCES_KEY",
     "IMAGE_TYPE",
     "IMAGE_TYPES",
     "MULTILABEL_TYPE",
     "FrameRecord",
+    "FrameSources",
     "GroundTruthRecord",
     "ReadCounts",
     "cdr_header",
@@ -38,6 +41,7 @@ __all__ = [
     "iter_ground_truth",
     "open_bag",
     "raw_messages",
+    "read_frame_sources",
     "restamp_cdr",
     "ros_image_classes",
     "stamp_to_ns",
@@ -49,6 +53,53 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 MULTILABEL_TYPE = "mmsag_ros/msg/MultiLabel"
+#: The rosbag2 ``custom_data`` key under which ``mmsag bag make`` says which image each frame is.
+FRAME_SOURCES_KEY = "mmsag_ros.frame_sources"
+
+
+@dataclass(frozen=True)
+class FrameSources:
+    """Which dataset image each frame of a bag shows (bags written by ``mmsag bag make``).
+
+    Attributes:
+        voc_root: The VOC root the frames were read from, as it was when the bag was made.
+        split: The image set written.
+        image_ids: ``header.stamp`` in nanoseconds -> image id in that split.
+    """
+
+    voc_root: Path
+    split: str
+    image_ids: dict[int, str]
+
+
+def read_frame_sources(bag: Path) -> FrameSources | None:
+    """The frame sources recorded in a bag's ``metadata.yaml``; None for any other bag.
+
+    Raises:
+        BagError: The record is there but malformed.
+    """
+    import yaml
+
+    path = Path(bag)
+    metadata = (path if path.is_dir() else path.parent) / "metadata.yaml"
+    if not metadata.is_file():
+        return None
+    try:
+        info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
+        text = (info.get("custom_data") or {}).get(FRAME_SOURCES_KEY)
+        if text is None:
+            return None
+        record = json.loads(text)
+        return FrameSources(
+            voc_root=Path(record["voc"]),
+            split=str(record["split"]),
+            image_ids={int(stamp): str(image_id) for stamp, image_id in record["frames"]},
+        )
+    except (yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise BagError(
+            f"{metadata}: unreadable {FRAME_SOURCES_KEY} record ({err!r}); the bag's frames "
+            "cannot be matched to their images"
+        ) from err
 
 
 def stamp_to_ns(stamp: Any) -> int:

@@ -78,6 +78,9 @@ class LiveLabel:
         latency_ms: Frame published by the player -> label received here.
         inference_ms: The node's ``inference_time_ms`` for the batch holding the frame.
         node_latency_ms: The node's ``latency_ms``: restamped frame -> label published.
+        peaks: (C, 3) the message's attention peaks ``(x, y, strength)``; (0, 3) without.
+        instances: Per class, (k, 3) instance points of ``MultiLabel.instances``; empty
+            without.
     """
 
     stamp_ns: int
@@ -88,6 +91,13 @@ class LiveLabel:
     latency_ms: float
     inference_ms: float
     node_latency_ms: float
+    peaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    instances: tuple[np.ndarray, ...] = ()
+
+
+def _points(peaks: Any) -> np.ndarray:
+    """AttentionPeak messages as a (k, 3) float32 array of ``(x, y, strength)``."""
+    return np.array([(p.x, p.y, p.strength) for p in peaks], np.float32).reshape(-1, 3)
 
 
 @dataclass
@@ -305,6 +315,8 @@ class _Collector:
                 latency_ms=(arrived_ns - sent_ns) / 1e6,
                 inference_ms=float(msg.inference_time_ms),
                 node_latency_ms=float(msg.latency_ms),
+                peaks=_points(msg.peaks),
+                instances=tuple(_points(group.peaks) for group in msg.instances),
             )
             self.data.labels.append(label)
         if self._on_label is not None:

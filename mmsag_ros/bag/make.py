@@ -5,11 +5,14 @@ Each image becomes one ``sensor_msgs/Image`` (rgb8) or ``CompressedImage`` (JPEG
 included: bags of several cameras merged into one keep each camera's truth apart. Ground-truth
 convention: ``scores`` hold the target (1.0 positive, 0.0 negative, NaN for an ignored entry
 such as a VOC "difficult" object), ``decisions`` are the positives, ``thresholds`` are 0.5 and
-``model_id`` is ``ground-truth``.
+``model_id`` is ``ground-truth``. The bag's ``metadata.yaml`` also records which image each
+frame shows (``custom_data``, :data:`~mmsag_ros.bag.frames.FRAME_SOURCES_KEY`), so an evaluation
+can score the attention peaks against the dataset's boxes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -20,7 +23,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mmsag_ros.bag.frames import COMPRESSED_TYPE, IMAGE_TYPE, MULTILABEL_TYPE
+from mmsag_ros.bag.frames import (
+    COMPRESSED_TYPE,
+    FRAME_SOURCES_KEY,
+    IMAGE_TYPE,
+    MULTILABEL_TYPE,
+)
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.errors import BagError, ConfigError, DatasetError
 
@@ -184,6 +192,7 @@ def make_bag(
         with Writer(out, version=9, storage_plugin=plugin) as writer:
             frames = writer.add_connection(image_topic, image_type, typestore=store)
             labels = writer.add_connection(gt_topic, MULTILABEL_TYPE, typestore=store)
+            sources = []
             for index, sample in enumerate(split_data.samples):
                 stamp_ns = first_ns + index * period_ns
                 header = _header(types, stamp_ns, frame_id)
@@ -191,6 +200,9 @@ def make_bag(
                 gt = _gt_message(types, header, names, sample.target)
                 writer.write(frames, stamp_ns, store.serialize_cdr(frame, image_type))
                 writer.write(labels, stamp_ns, store.serialize_cdr(gt, MULTILABEL_TYPE))
+                sources.append((stamp_ns, sample.image_id))
+            record = {"voc": str(Path(data).resolve()), "split": split, "frames": sources}
+            writer.set_custom_data(FRAME_SOURCES_KEY, json.dumps(record))
     except Exception as err:
         # ``out`` did not exist before: a half-written bag would only block the next attempt.
         shutil.rmtree(out, ignore_errors=True)

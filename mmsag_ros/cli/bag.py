@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", help="bundle variant fp32, fp16 or int8 (default: fp32, or the node's file)"
     )
     evaluate.add_argument("--batch-size", type=int, default=8, help="offline frames per call")
+    evaluate.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="VOC_ROOT",
+        help="dataset with the frames' boxes, to score the attention peaks (default: the one "
+        "`mmsag bag make` recorded in the bag)",
+    )
     live = evaluate.add_argument_group(
         "live mode", "replay the bag through a sorter node process instead of scoring in-process"
     )
@@ -179,6 +186,7 @@ def _eval(args: argparse.Namespace) -> int:
                 log_path=out_dir / "sorter.log",
                 on_label=None if args.quiet else show,
                 stop=stop,
+                boxes_root=args.boxes,
             )
     else:
         evaluation = evaluate_bag(
@@ -191,9 +199,12 @@ def _eval(args: argparse.Namespace) -> int:
             device=args.device or "cpu",
             precision=args.precision or "fp32",
             batch_size=args.batch_size,
+            boxes_root=args.boxes,
         )
     print(write_bag_evaluation(evaluation, out_dir))
     files = [f"report: {out_dir / 'report.json'}", f"PR curves: {out_dir / 'pr_curves.png'}"]
+    if evaluation.pointing is not None:
+        files.append(f"peaks and boxes: {out_dir / 'pointing_examples.png'}")
     if evaluation.live is not None:
         files.append(f"latency histogram: {out_dir / 'latency_histogram.png'}")
         if evaluation.live.recorded is not None:

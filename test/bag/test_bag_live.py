@@ -131,6 +131,13 @@ def test_live_scores_equal_offline_frame_by_frame(dataset, bundle, tmp_path, sto
     expected = meter.compute(run.labels[0].thresholds)
     assert live.report.map == pytest.approx(expected.map, abs=1e-6)
     assert [s for s, _ in arrivals] == live.stamps_ns.tolist()
+    # The node's own peaks are scored against the boxes of the images its frames show.
+    for label in run.labels:
+        assert label.peaks.shape == (len(offline.labels), 3)
+        assert [tuple(points[0]) for points in label.instances] == list(map(tuple, label.peaks))
+    assert live.pointing.images == len(rows)
+    if len(rows) == NUM_FRAMES:  # nothing dropped: the very frames the offline run scored
+        assert live.pointing.to_dict() == offline.pointing.to_dict()
     for (_, target), row in zip(arrivals, rows, strict=True):
         np.testing.assert_array_equal(target, offline.targets[row])
     _check_latencies(run)

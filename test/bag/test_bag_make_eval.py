@@ -11,17 +11,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from bag.bag_helpers import CAMERAS, truth_by_frame, two_camera_bag
 from runtime.runtime_helpers import make_bundle
 
 from mmsag_ros.bag.evaluate import evaluate_bag, read_gt_csv, write_bag_evaluation
-from mmsag_ros.bag.frames import ReadCounts, iter_frames, iter_ground_truth
+from mmsag_ros.bag.frames import (
+    FRAME_SOURCES_KEY,
+    ReadCounts,
+    iter_frames,
+    iter_ground_truth,
+    read_frame_sources,
+)
 from mmsag_ros.bag.make import GT_TOPIC, ground_truth_scores, make_bag
 from mmsag_ros.cli import main
 from mmsag_ros.data.synth import generate_dataset
-from mmsag_ros.data.voc import read_voc
+from mmsag_ros.data.voc import read_voc, read_voc_boxes
 from mmsag_ros.errors import BagError, ConfigError, DatasetError
 from mmsag_ros.metrics import MultiLabelMeter
+from mmsag_ros.pointing import PointingMeter
 from mmsag_ros.runtime.classifier import Classifier
 
 START_NS = 1_700_000_000_123_456_789
@@ -107,6 +115,73 @@ def test_make_then_eval_equals_direct_classification(
     meter.update(scores, targets)
     expected = meter.compute(classifier.thresholds).to_dict()
     assert _flat(evaluation.report.to_dict()) == pytest.approx(_flat(expected), abs=1e-6)
+
+
+def _edit_frame_sources(bag: Path, change) -> None:
+    """Rewrite the frame-sources record of a bag's metadata.yaml through ``change``."""
+    path = bag / "metadata.yaml"
+    metadata = yaml.safe_load(path.read_text())
+    custom = metadata["rosbag2_bagfile_information"]["custom_data"]
+    custom[FRAME_SOURCES_KEY] = json.dumps(change(json.loads(custom[FRAME_SOURCES_KEY])))
+    path.write_text(yaml.safe_dump(metadata))
+
+
+def test_peaks_are_scored_against_the_boxes_of_the_images_the_frames_show(
+    dataset, bundle, classifier, tmp_path
+):
+    bag = tmp_path / "bag"
+    make_bag(dataset, bag, fps=FPS, start_ns=START_NS)
+    sources = read_frame_sources(bag)
+    split = read_voc(dataset, "test", labels=classifier.labels)
+    ids = [sample.image_id for sample in split.samples]
+    period_ns = round(1e9 / FPS)
+    assert sources.voc_root == dataset.resolve() and sources.split == "test"
+    assert sources.image_ids == {START_NS + k * period_ns: i for k, i in enumerate(ids)}
+
+    # The same meter fed from the images on disk gives the same scores.
+    boxes = read_voc_boxes(dataset, ids)
+    meter = PointingMeter(classifier.labels.names)
+    for sample in split.samples:
+        prediction = classifier.classify_one(cv2.imread(str(sample.image_path)), "bgr")
+        meter.update(boxes[sample.image_id], prediction.peaks, prediction.instances)
+    expected = meter.compute().to_dict()
+    evaluation = evaluate_bag(bag, bundle, backend="onnxruntime")
+    assert evaluation.pointing.to_dict() == expected and evaluation.pointing.images == 5
+    out = tmp_path / "report"
+    text = write_bag_evaluation(evaluation, out)
+    assert "pointing" in text
+    assert json.loads((out / "pointing.json").read_text()) == expected
+    assert json.loads((out / "report.json").read_text())["pointing"] == expected
+    assert (out / "pointing_examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The dataset moved: the bag's record misses it, --boxes names the new place.
+    moved = tmp_path / "moved"
+    shutil.copytree(dataset, moved)
+    _edit_frame_sources(bag, lambda record: {**record, "voc": "/gone"})
+    missing = evaluate_bag(bag, bundle, backend="onnxruntime")
+    assert missing.pointing is None and "cannot read the boxes of /gone" in (
+        missing.pointing_skipped
+    )
+    assert missing.report.map == pytest.approx(evaluation.report.map)
+    again = evaluate_bag(bag, bundle, backend="onnxruntime", boxes_root=moved)
+    assert again.pointing.to_dict() == expected
+
+
+def test_boxes_need_a_bag_that_says_which_image_each_frame_is(
+    dataset, bundle, classifier, tmp_path
+):
+    bag = tmp_path / "two"
+    two_camera_bag(dict.fromkeys(CAMERAS, dataset), bag, fps=FPS, start_ns=START_NS)
+    evaluation = evaluate_bag(bag, bundle, backend="onnxruntime")
+    assert evaluation.pointing is None
+    assert "does not say which dataset image" in evaluation.pointing_skipped
+    with pytest.raises(BagError, match="only bags written by `mmsag bag make` do"):
+        evaluate_bag(bag, bundle, backend="onnxruntime", boxes_root=dataset)
+    made = tmp_path / "made"
+    make_bag(dataset, made, fps=FPS, start_ns=START_NS)
+    _edit_frame_sources(made, lambda record: {**record, "frames": [["x", 1, 2]]})
+    with pytest.raises(BagError, match=r"unreadable mmsag_ros\.frame_sources record"):
+        evaluate_bag(made, bundle, backend="onnxruntime")
 
 
 def test_ground_truth_messages_carry_targets_and_frame_headers(dataset, tmp_path):
@@ -260,6 +335,11 @@ def test_cli_make_and_eval_write_reports(dataset, bundle, tmp_path, capsys):
     assert report["scored"] == 5 and report["metrics"]["num_samples"] == 5
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "scores.csv").read_text().splitlines()) == 6
+    # The bag names its dataset, whose boxes score the peaks; --boxes points elsewhere.
+    assert f"peaks and boxes: {out / 'pointing_examples.png'}" in printed
+    assert report["pointing"]["images"] == 5
+    assert main([*argv, "--backend", "onnxruntime", "--boxes", str(tmp_path / "none")]) == 1
+    assert "dataset root" in capsys.readouterr().err
 
 
 def test_make_rejects_bad_options(dataset, tmp_path):
