@@ -99,3 +99,23 @@ def test_compose_throughput_times_cutouts_and_scenes(tmp_path: Path) -> None:
     (run,) = report["runs"]
     assert run["scenes"] == 3 and run["scenes_per_s"] > 0 and run["photos_cut"] >= 1
     assert "scenes/s" in result.stdout
+
+
+def test_train_budget_scores_each_seed_and_tabulates_the_spread(tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    result = _run(
+        "train_budget.py", "--budget-min", "0.02", "--trainval", "24", "--test", "8",
+        "--runs", "effl0_224 frozen backbone", "--seeds", "0", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    runs = json.loads((out / "results.json").read_text())
+    assert [(r["run"], r["seed"]) for r in runs] == [
+        ("effl0_224 frozen backbone", s) for s in (0, 1)
+    ]
+    for run in runs:
+        assert 0 <= run["test_map"] <= 1 and run["epochs_done"] >= 1
+        # The synthetic frames have boxes: the peaks are scored as locations.
+        assert 0 <= run["pointing"] <= 1 and 0 <= run["instance_recall"] <= 1
+    table = (out / "results.txt").read_text()
+    mean = sum(r["test_map"] for r in runs) / 2
+    assert f"{mean:.3f}±" in table and "synthetic conveyor frames" in table
