@@ -650,10 +650,10 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
     ``pointing_examples.png``.
     """
     from mmsag_ros.train.report import (
-        draw_pointing_examples,
         format_report_table,
         plot_latency_histogram,
         plot_pr_curves,
+        write_pointing_report,
     )
 
     out_dir = Path(out_dir)
@@ -688,13 +688,10 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
             )
     sections = [*lines, "", table]
     if evaluation.pointing is not None:
-        (out_dir / "pointing.json").write_text(
-            json.dumps(evaluation.pointing.to_dict(), indent=2) + "\n"
+        table = write_pointing_report(
+            evaluation.pointing, evaluation.examples, evaluation.labels, out_dir
         )
-        draw_pointing_examples(
-            evaluation.examples, evaluation.labels, out_dir / "pointing_examples.png"
-        )
-        sections += ["", evaluation.pointing.format_table()]
+        sections += ["", table]
     elif evaluation.pointing_skipped:
         sections += ["", f"pointing scores skipped: {evaluation.pointing_skipped}"]
     return "\n".join(sections)

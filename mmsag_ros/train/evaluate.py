@@ -26,7 +26,7 @@ from mmsag_ros.errors import DatasetError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 from mmsag_ros.model.checkpoint import Checkpoint
 from mmsag_ros.pointing import PointingMeter, PointingReport, attention_peaks, instance_peaks
-from mmsag_ros.train.report import draw_pointing_examples, format_report_table, plot_pr_curves
+from mmsag_ros.train.report import format_report_table, plot_pr_curves, write_pointing_report
 
 __all__ = [
     "Evaluation",
@@ -159,15 +159,7 @@ def write_pointing(evaluation: Evaluation, labels: LabelSet, out_dir: Path) -> s
     """Write ``pointing.json`` and ``pointing_examples.png``; return the table (None: no boxes)."""
     if evaluation.pointing is None:
         return None
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "pointing.json").write_text(json.dumps(evaluation.pointing.to_dict(), indent=2))
-    draw_pointing_examples(
-        [
-            (e.image_path, e.annotation, e.peaks, e.instances, e.decisions)
-            for e in evaluation.examples
-        ],
-        labels,
-        out_dir / "pointing_examples.png",
-    )
-    return evaluation.pointing.format_table()
+    examples = [
+        (e.image_path, e.annotation, e.peaks, e.instances, e.decisions) for e in evaluation.examples
+    ]
+    return write_pointing_report(evaluation.pointing, examples, labels, out_dir)

@@ -22,6 +22,8 @@ from mmsag_ros.metrics import METRIC_KEYS, MetricReport, average_precision, pr_c
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from mmsag_ros.pointing import PointingReport
+
 __all__ = ["format_report_table", "plot_latency_histogram", "plot_pr_curves"]
 
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -173,6 +175,25 @@ def plot_latency_histogram(
     axes.grid(alpha=0.3)
     axes.legend()
     return _save(figure, path)
+
+
+def write_pointing_report(
+    report: PointingReport,
+    examples: Sequence[tuple[Path, Any, np.ndarray, Sequence[np.ndarray], np.ndarray]],
+    labels: LabelSet,
+    out_dir: str | Path,
+) -> str:
+    """Write ``pointing.json`` and ``pointing_examples.png`` into ``out_dir``; return the table.
+
+    ``examples`` are those of :func:`draw_pointing_examples`.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pointing.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    draw_pointing_examples(examples, labels, out_dir / "pointing_examples.png")
+    return report.format_table()
 
 
 def draw_pointing_examples(
