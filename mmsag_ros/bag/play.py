@@ -195,8 +195,11 @@ def play_bag(
     try:
         node = rclpy.create_node(node_name, context=context)
         try:
+            # A reliable writer serves best-effort readers (a sorter's default) and reliable
+            # ones (image viewers, a sorter set to image_reliability reliable) alike.
+            qos = image_qos("reliable", depth=10)
             publishers = {
-                topic: node.create_publisher(classes[msgtype], topic, image_qos(depth=10))
+                topic: node.create_publisher(classes[msgtype], topic, qos)
                 for topic, msgtype in types.items()
             }
             _wait_for_subscribers(publishers, wait_for_subscribers_s, stop, subscribers_matched)
