@@ -29,3 +29,13 @@ def ros_env() -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@pytest.fixture
+def ros_domain(ros_env, monkeypatch) -> dict[str, str]:
+    """``ros_env`` for this process too: its rclpy contexts and the nodes it starts share the
+    test's own domain (for tests that replay into a node process from here)."""
+    for name in ("ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE", "AMENT_PREFIX_PATH"):
+        monkeypatch.setenv(name, ros_env[name])
+    monkeypatch.setenv("PYTHONPATH", ros_env["PYTHONPATH"])
+    return ros_env

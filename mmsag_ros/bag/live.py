@@ -49,7 +49,14 @@ from mmsag_ros.bag.frames import (
 )
 from mmsag_ros.errors import BagError, ConfigError
 
-__all__ = ["LiveLabel", "LiveRun", "NodeCounts", "format_live_label", "replay_through_sorter"]
+__all__ = [
+    "LiveLabel",
+    "LiveRun",
+    "NodeCounts",
+    "format_live_label",
+    "replay_through_sorter",
+    "set_replay_parameter",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +88,7 @@ class LiveLabel:
         peaks: (C, 3) the message's attention peaks ``(x, y, strength)``; (0, 3) without.
         instances: Per class, (k, 3) instance points of ``MultiLabel.instances``; empty
             without.
+        model_id: The ``model_id`` the label names (it changes at a model swap).
     """
 
     stamp_ns: int
@@ -93,6 +101,7 @@ class LiveLabel:
     node_latency_ms: float
     peaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
     instances: tuple[np.ndarray, ...] = ()
+    model_id: str = ""
 
 
 def _points(peaks: Any) -> np.ndarray:
@@ -317,6 +326,7 @@ class _Collector:
                 node_latency_ms=float(msg.latency_ms),
                 peaks=_points(msg.peaks),
                 instances=tuple(_points(group.peaks) for group in msg.instances),
+                model_id=msg.model_id,
             )
             self.data.labels.append(label)
         if self._on_label is not None:
@@ -530,12 +540,49 @@ def _record(path: Path, storage: str, raw_labels: list[tuple[int, bytes]]) -> No
         raise BagError(f"cannot write the recorded labels to {path}: {err}") from err
 
 
+def set_replay_parameter(name: str, value: Any, *, timeout_s: float = 60.0) -> tuple[bool, str]:
+    """Set a parameter of the running replay's sorter node, as ``ros2 param set`` does.
+
+    For a caller of :func:`replay_through_sorter` acting during the replay (from ``on_label``
+    or another thread), e.g. ``set_replay_parameter("bundle", "/opt/models/next")`` to swap
+    the model mid-stream. Returns the node's answer: whether it accepted, and its reason.
+
+    Raises:
+        BagError: No replay node answered within ``timeout_s``.
+    """
+    import rclpy
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("mmsag_bag_eval_params", context=context)
+        client = node.create_client(SetParameters, f"/{NODE_NAME}/set_parameters")
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise BagError(f"no replay sorter node answered within {timeout_s:.0f} s")
+        parameter = Parameter(name, value=value).to_parameter_msg()
+        future = client.call_async(SetParameters.Request(parameters=[parameter]))
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+        if not future.done():
+            raise BagError(f"the replay sorter node did not answer within {timeout_s:.0f} s")
+        result = future.result().results[0]
+        return result.successful, result.reason
+    finally:
+        context.try_shutdown()
+
+
 def replay_through_sorter(
     bag: Path,
     bundle: Path,
     *,
     topics: Sequence[str] | None = None,
     rate: float = 1.0,
+    loop: bool = False,
     backend: str | None = None,
     device: str | None = None,
     precision: str | None = None,
@@ -555,6 +602,8 @@ def replay_through_sorter(
         bundle: Exported bundle directory the node loads.
         topics: Camera topics to replay; None replays all (they must share one message type).
         rate: Replay speed factor.
+        loop: Start the bag over at its end until ``stop`` is set (every pass restamped, so
+            each frame sent is a frame of its own).
         backend: The node's ``backend`` parameter; None keeps the parameter file's or the
             node's default (``auto``).
         device: The node's ``device`` parameter; None keeps the file's or ``cpu``.
@@ -615,6 +664,7 @@ def replay_through_sorter(
             summary = play_bag(
                 bag,
                 rate=rate,
+                loop=loop,
                 topics=camera_topics,
                 wait_for_subscribers_s=startup_timeout_s,
                 stop=stop,

@@ -189,7 +189,11 @@ def _descriptor(
 
 
 _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
-    ("bundle", "", _descriptor("Exported model bundle directory.", read_only=True)),
+    (
+        "bundle",
+        "",
+        _descriptor("Exported model bundle directory; set while configured to swap the model."),
+    ),
     (
         "backend",
         "auto",

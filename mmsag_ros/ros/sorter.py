@@ -7,7 +7,9 @@ so latency never grows with a backlog, and every frame is accounted for (see
 :mod:`mmsag_ros.ros.diagnostics`). ``/diagnostics`` reports the lifecycle state in every state,
 with rates, latency percentiles, the frame ledger and stale cameras. Thresholds and the rate cap
 change at run time through ``ros2 param set``; every other parameter is refused while the node
-is configured, since it only takes effect at configure. With ``debug_image`` set,
+is configured, since it only takes effect at configure, except ``bundle``: setting it on a
+configured node swaps the model without stopping the belt (see :meth:`SorterNode.swap_bundle`).
+With ``debug_image`` set,
 ``debug_image`` carries each frame with its scores and attention drawn (bgr8, the source
 header), drawn only while that topic has a subscriber.
 
@@ -20,9 +22,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
@@ -33,6 +37,7 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
+from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
 from mmsag_ros.ros.conversions import array_to_image, prediction_to_message
@@ -68,6 +73,39 @@ def _reason(err: BaseException) -> str:
     return str(err) if isinstance(err, MmsagError) else f"{type(err).__name__}: {err}"
 
 
+def _build_classifier(params: SorterParams) -> Classifier:
+    """Load, check and warm up the classifier ``params`` describe (slow: seconds)."""
+    classifier = Classifier(
+        params.bundle,
+        backend=params.backend,
+        device=params.device,
+        precision=params.precision,
+        max_batch=params.max_batch,
+        backend_options=backend_options(params),
+        max_instances=params.max_instances,
+        instance_min_relative=params.instance_min_relative,
+    )
+    try:
+        classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
+        classifier.warmup(min(len(params.camera_topics), params.max_batch))
+    except BaseException:
+        classifier.close()
+        raise
+    return classifier
+
+
+@dataclass
+class _Swap:
+    """A model swap under way: the bundle being loaded in the background, and its outcome."""
+
+    bundle: str
+    previous: str
+    started_s: float
+    classifier: Classifier | None = None
+    error: str = ""
+    cancelled: bool = False
+
+
 class SorterNode(LifecycleNode):
     """Managed node classifying camera frames with an exported MM-SAG bundle."""
 
@@ -90,6 +128,13 @@ class SorterNode(LifecycleNode):
         self._generation = 0
         self.worker_stop_timeout_s = _WORKER_STOP_TIMEOUT_S
         self._type_mismatches: dict[str, tuple[str, ...]] = {}
+        self._swap: _Swap | None = None
+        self._swap_error = ""
+        self._swaps = 0
+        self._reverting_bundle = False
+        # The loading thread triggers it; the swap itself is finished on the executor thread,
+        # where every lifecycle transition runs too.
+        self._swap_done = self.create_guard_condition(self._finish_swap)
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer: Timer = self._start_diagnostics(
@@ -104,18 +149,7 @@ class SorterNode(LifecycleNode):
         self._configure_error = ""
         try:
             self._params = params = read_parameters(self)
-            self._classifier = classifier = Classifier(
-                params.bundle,
-                backend=params.backend,
-                device=params.device,
-                precision=params.precision,
-                max_batch=params.max_batch,
-                backend_options=backend_options(params),
-                max_instances=params.max_instances,
-                instance_min_relative=params.instance_min_relative,
-            )
-            classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
-            classifier.warmup(min(len(params.camera_topics), params.max_batch))
+            self._classifier = classifier = _build_classifier(params)
             self._labels_pub = self.create_lifecycle_publisher(
                 MultiLabel, params.output_topic, labels_qos(depth=params.output_depth)
             )
@@ -240,6 +274,8 @@ class SorterNode(LifecycleNode):
 
     def release(self) -> None:
         """Stop the worker and free every resource configure created (idempotent)."""
+        if self._swap is not None:
+            self._swap.cancelled = True  # its model is closed when its loading ends
         self._stop_input()
         with self._output_lock:
             if self._labels_pub is not None:
@@ -278,7 +314,7 @@ class SorterNode(LifecycleNode):
     def _publish(self, frame: Frame, prediction: Prediction) -> float:
         """Publish the frame's MultiLabel; returns its latency, raises if it cannot go out."""
         with self._output_lock:
-            publisher, classifier = self._labels_pub, self._classifier
+            publisher, classifier = self._labels_pub, frame.classifier or self._classifier
             if frame.generation != self._generation:
                 raise RuntimeError("the frame's worker was stopped before its label went out")
             if publisher is None or classifier is None or not publisher.is_activated:
@@ -353,7 +389,14 @@ class SorterNode(LifecycleNode):
     def _subscriber_count(publisher: Publisher | None) -> int:
         return 0 if publisher is None else publisher.get_subscription_count()
 
-    def _report(self) -> None:
+    def _swap_loading(self) -> str:
+        swap = self._swap
+        if swap is None:
+            return ""
+        return f"loading {swap.bundle} for {time.monotonic() - swap.started_s:.1f} s"
+
+    def status(self) -> DiagnosticStatus:
+        """The node's diagnostics status now, as the ``/diagnostics`` timer publishes it."""
         params, classifier = self._params, self._classifier
         stale_after_s = (
             params.stale_after_s if params else float(self.get_parameter("stale_after_s").value)
@@ -367,6 +410,9 @@ class SorterNode(LifecycleNode):
             configure_error=self._configure_error,
             backend=classifier.backend.name if classifier else "",
             model_id=classifier.model_id if classifier else "",
+            model_swap=self._swap_loading(),
+            swap_error=self._swap_error,
+            swaps=self._swaps,
             type_mismatches=mismatches,
             labels_subscribers=self._subscriber_count(self._labels_pub),
             debug_image_subscribers=self._subscriber_count(self._debug_pub),
@@ -375,20 +421,29 @@ class SorterNode(LifecycleNode):
             ),
         )
         snapshot = self._stats.snapshot(stale_after_s=stale_after_s)
-        status = sorter_status(node_state, snapshot, stale_after_s)
-        self._diag_pub.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
+        return sorter_status(node_state, snapshot, stale_after_s)
+
+    def _report(self) -> None:
+        self._diag_pub.publish(diagnostic_array(self.status(), self.get_clock().now().to_msg()))
 
     # Parameters --------------------------------------------------------------------------
 
     def _on_set_parameters(self, changes: Sequence[Parameter]) -> SetParametersResult:
         names = {change.name for change in changes}
-        static = sorted(names & STATIC_PARAMETERS)
+        static = set(names & STATIC_PARAMETERS)
+        swap_to = next((str(c.value) for c in changes if c.name == "bundle"), None)
+        if swap_to is not None and self._state in ("inactive", "active"):
+            static -= {"bundle"}  # a swap, unless a failed one is being undone
+            swap_to = None if self._reverting_bundle else swap_to
+        else:
+            swap_to = None
         if static and self._state != "unconfigured":
             return SetParametersResult(
                 successful=False,
                 reason=(
-                    f"{', '.join(static)} only take(s) effect at configure and the sorter is "
-                    f"{self._state}: deactivate and clean it up, set the value, configure again"
+                    f"{', '.join(sorted(static))} only take(s) effect at configure and the "
+                    f"sorter is {self._state}: deactivate and clean it up, set the value, "
+                    "configure again"
                 ),
             )
         try:
@@ -396,8 +451,12 @@ class SorterNode(LifecycleNode):
             thresholds = None
             if self._classifier is not None:
                 thresholds = resolve_thresholds(params, self._classifier.bundle.thresholds)
+            if swap_to is not None and not self._check_swap(swap_to):
+                swap_to = None
         except MmsagError as err:
             return SetParametersResult(successful=False, reason=str(err))
+        if swap_to is not None:
+            self._start_swap(params)
         if self._params is not None:
             self._params = params
             if thresholds is not None:
@@ -411,6 +470,103 @@ class SorterNode(LifecycleNode):
             if change.name in STATIC_PARAMETERS | DYNAMIC_PARAMETERS:
                 self.get_logger().info(f"parameter {change.name} set to {change.value!r}")
         return SetParametersResult(successful=True)
+
+    # Model swap ----------------------------------------------------------------------------
+
+    def swap_bundle(self, bundle: str) -> SetParametersResult:
+        """Swap the running model for ``bundle``, as ``ros2 param set <node> bundle <dir>`` does.
+
+        The call returns at once: the bundle's manifest is read and its classes are checked
+        here (the new model must label the same classes in the same order, since thresholds
+        and picking controllers index them by position), and a refusal names the reason. The
+        new model is then loaded, checked and warmed up in the background while the current
+        one keeps labelling; it takes over between two batches, so every frame is labelled by
+        exactly one of them and its MultiLabel names that one's ``model_id``. Threshold
+        parameters set at run time carry over; those at -1 follow the new bundle's own. If
+        the background load fails, the old model stays, ``bundle`` returns to its previous
+        value and ``/diagnostics`` warns with the reason (``model_swap``).
+        """
+        return self.set_parameters([Parameter("bundle", Parameter.Type.STRING, bundle)])[0]
+
+    def _check_swap(self, bundle: str) -> bool:
+        """Whether to load ``bundle`` (not the running one); MmsagError if the swap cannot work.
+
+        Quick, since the executor waits on it: a swap that is refused is refused here.
+        """
+        if self._swap is not None:
+            raise MmsagError(
+                f"a model swap to {self._swap.bundle} is still loading; set bundle again "
+                "once /diagnostics reports it done"
+            )
+        classifier = self._classifier
+        if classifier is None:
+            raise MmsagError("the sorter has no model to swap (a stuck batch released it)")
+        # No hashing here: reading the model files is the background load's work.
+        candidate = load_bundle(Path(bundle), verify=False)
+        running, offered = list(classifier.labels.names), list(candidate.labels.names)
+        if offered != running:
+            raise MmsagError(
+                f"bundle {bundle} labels {offered}, the running model {running}: a swap keeps "
+                "the classes and their order; for other classes deactivate, clean up, set "
+                "bundle and configure"
+            )
+        running_here = Path(bundle).resolve() == Path(classifier.bundle.root).resolve()
+        return not (running_here and candidate.model_id == classifier.bundle.model_id)
+
+    def _start_swap(self, params: SorterParams) -> None:
+        assert self._params is not None
+        swap = _Swap(bundle=params.bundle, previous=self._params.bundle, started_s=time.monotonic())
+        self._swap = swap
+        self.get_logger().info(f"model swap: loading {swap.bundle} in the background")
+        threading.Thread(
+            target=self._load_swap, args=(swap, params), name="sorter-swap", daemon=True
+        ).start()
+
+    def _load_swap(self, swap: _Swap, params: SorterParams) -> None:
+        """The swap thread: build the new classifier while the old one keeps labelling."""
+        try:
+            swap.classifier = _build_classifier(params)
+        except Exception as err:
+            swap.error = _reason(err)
+        try:
+            self._swap_done.trigger()
+        except Exception:  # the node went away meanwhile; so did everything to swap
+            if swap.classifier is not None:
+                swap.classifier.close()
+
+    def _finish_swap(self) -> None:
+        """On the executor thread: hand the loaded model over, or keep the old one and say why."""
+        swap = self._swap
+        if swap is None or (swap.classifier is None and not swap.error):
+            return
+        self._swap = None
+        new = swap.classifier
+        if swap.cancelled or self._params is None:
+            if new is not None:
+                new.close()
+            return
+        if new is None:
+            self._swap_error = f"swap to {swap.bundle} failed: {swap.error}"
+            self.get_logger().error(f"model swap: {self._swap_error}; the old model keeps running")
+            self._reverting_bundle = True
+            try:
+                self.set_parameters([Parameter("bundle", Parameter.Type.STRING, swap.previous)])
+            finally:
+                self._reverting_bundle = False
+            return
+        # Thresholds may have changed while it loaded: the parameters in force now decide.
+        new.set_thresholds(resolve_thresholds(self._params, new.bundle.thresholds))
+        old, self._classifier = self._classifier, new
+        if self._worker is not None:
+            self._worker.replace_classifier(new)  # the worker closes the old one
+        elif old is not None:
+            old.close()
+        self._swap_error = ""
+        self._swaps += 1
+        self.get_logger().info(
+            f"model swap: {new.model_id} takes over from "
+            f"{old.model_id if old else 'none'} after {time.monotonic() - swap.started_s:.1f} s"
+        )
 
 
 def main(args: list[str] | None = None) -> None:

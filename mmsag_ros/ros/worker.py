@@ -59,7 +59,8 @@ class Frame:
     ``image`` and ``color_order`` are filled by the worker once the message is decoded, so the
     publish callback can draw on the frame without decoding it again. ``generation`` names the
     worker that took the frame, so a worker left over from an earlier activation cannot
-    publish through a later one's output.
+    publish through a later one's output. ``classifier`` is the model that labelled it (set
+    when the worker takes the frame): across a model swap, its label names that model.
     """
 
     camera: str
@@ -68,6 +69,7 @@ class Frame:
     generation: int = 0
     image: np.ndarray | None = None
     color_order: str = ""
+    classifier: Classifier | None = None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -201,6 +203,7 @@ class FrameWorker:
         self._close_on_exit = False
         self._max_rate_hz = max_rate_hz
         self._pending_thresholds: np.ndarray | None = None
+        self._pending_classifier: Classifier | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -238,13 +241,34 @@ class FrameWorker:
         return not self._thread.is_alive()
 
     def close_classifier_when_done(self) -> None:
-        """Close the classifier now if the thread has ended, else when it ends."""
+        """Close the classifier, now or when the thread ends, and any replacement still waiting."""
         with self._cond:
+            pending, self._pending_classifier = self._pending_classifier, None
             # Not ``running``: a thread past its last look at the flag may still be alive.
             if self._thread is not None and not self._exited:
                 self._close_on_exit = True
-                return
-        self._classifier.close()
+            else:
+                self._classifier.close()
+        if pending is not None:
+            pending.close()
+
+    def replace_classifier(self, classifier: Classifier) -> None:
+        """Label from the next batch on with ``classifier`` (loaded, warmed, its thresholds set).
+
+        The batch in inference finishes with the current model, so every frame is labelled by
+        exactly one of the two. The worker then closes the model it replaced. Thresholds queued
+        before this call were meant for the replaced model and are discarded.
+        """
+        with self._cond:
+            if self._pending_classifier is not None:
+                raise RuntimeError("a classifier replacement is already waiting")
+            self._pending_classifier = classifier
+            self._pending_thresholds = None
+
+    @property
+    def classifier(self) -> Classifier:
+        """The model labelling the worker's batches (the replacement once it took over)."""
+        return self._classifier
 
     def offer(self, camera: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame of ``camera`` (called from subscription callbacks)."""
@@ -278,8 +302,16 @@ class FrameWorker:
             frames = list(self._slots.values())
             self._slots.clear()
             thresholds, self._pending_thresholds = self._pending_thresholds, None
+            replaced = None
+            if self._pending_classifier is not None:
+                replaced, self._classifier = self._classifier, self._pending_classifier
+                self._pending_classifier = None
+        if replaced is not None:
+            replaced.close()  # only this thread ever used it, and its last batch is done
         if thresholds is not None:
             self._classifier.set_thresholds(thresholds)
+        for frame in frames:
+            frame.classifier = self._classifier
         return frames
 
     def _wait_for_rate(self, last_start: float) -> bool:
@@ -312,7 +344,10 @@ class FrameWorker:
             with self._cond:
                 self._exited = True
                 close = self._close_on_exit
-            if close:
+                # Stopped before a replacement took over: the owner holds the new model, the
+                # old one is this worker's to close.
+                replaced = self._pending_classifier is not None
+            if close or replaced:
                 self._classifier.close()
 
     def _decoded(self, frames: list[Frame]) -> list[Frame]:

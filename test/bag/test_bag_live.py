@@ -42,12 +42,8 @@ FPS = 5.0  # far below what the tiny model sustains, though a busy machine may s
 RESTAMPED_LATENCY_BOUND_MS = 60_000
 
 
-@pytest.fixture(autouse=True)
-def _isolated_domain(ros_env, monkeypatch):
-    """This process's rclpy contexts and the node process share the test's own domain."""
-    for name in ("ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE", "AMENT_PREFIX_PATH"):
-        monkeypatch.setenv(name, ros_env[name])
-    monkeypatch.setenv("PYTHONPATH", ros_env["PYTHONPATH"])
+# This process's rclpy contexts and the node process share the test's own domain.
+pytestmark = pytest.mark.usefixtures("ros_domain")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,16 @@ from mmsag_ros.export.bundle import export_bundle
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "bench" / script), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
 
 
@@ -119,3 +122,25 @@ def test_train_budget_scores_each_seed_and_tabulates_the_spread(tmp_path: Path) 
     table = (out / "results.txt").read_text()
     mean = sum(r["test_map"] for r in runs) / 2
     assert f"{mean:.3f}±" in table and "synthetic conveyor frames" in table
+
+
+def test_swap_latency_swaps_a_running_sorter_and_splits_latency_by_phase(tmp_path, ros_env):
+    from runtime.runtime_helpers import make_bundle
+
+    from mmsag_ros.data.synth import generate_dataset
+
+    first, second = make_bundle(tmp_path / "a", seed=2), make_bundle(tmp_path / "b", seed=3)
+    data = tmp_path / "data"
+    generate_dataset(data, num_trainval=1, num_test=20, image_size=(160, 120), seed=4)
+    out = tmp_path / "swap.json"
+    result = _run(
+        "swap_latency.py", "--bundle", str(first), str(second), "--data", str(data),
+        "--steady-s", "2", "--after-s", "2", "--out", str(out), env=ros_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["accounted"] and report["single_switch"]
+    phases = report["phases"]
+    assert phases["steady"]["end_to_end_ms"]["count"] > 0
+    assert phases["after"]["end_to_end_ms"]["count"] > 0
+    assert "model id switches at one frame: yes" in result.stdout

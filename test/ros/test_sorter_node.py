@@ -8,16 +8,23 @@ needs. Every wait is for a condition.
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
 from rclpy.parameter import Parameter
 from runtime.runtime_helpers import make_bundle
 from worker_support import WAIT_S, GatedClassifier, frame_msg, frame_pixels, settled
 
+from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.ros.sorter import SorterNode
 from mmsag_ros.ros.worker import Frame
 
@@ -121,3 +128,86 @@ def test_labels_never_go_through_an_inactive_output_or_an_old_worker(node):
     # A frame taken by the worker of an earlier activation is refused.
     with pytest.raises(RuntimeError, match="worker was stopped"):
         node._publish(Frame("image", frame_msg(2), generation=current - 1), prediction)
+
+
+@pytest.fixture(scope="module")
+def other_bundle_dir(tmp_path_factory) -> Path:
+    """Another model of the same classes (other weights, so another model_id)."""
+    return make_bundle(tmp_path_factory.mktemp("other") / "tiny", seed=1)
+
+
+def spin_until(node: SorterNode, predicate) -> None:
+    """Spin the node's executor (where a finished swap is handed over) until ``predicate``."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while not predicate() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.remove_node(node)
+    assert predicate()
+
+
+def test_setting_bundle_while_configured_swaps_the_model_in_the_background(
+    node, bundle_dir, other_bundle_dir
+):
+    assert node.trigger_configure() == Ret.SUCCESS
+    old = node._classifier
+    assert node.set_parameters([Parameter("threshold", value=0.7)])[0].successful
+    accepted = node.swap_bundle(str(other_bundle_dir))
+    assert accepted.successful, accepted.reason
+    # Until the executor hands the new model over, the old one serves and a second swap waits.
+    loading = {kv.key: kv.value for kv in node.status().values}["model_swap"]
+    assert node._classifier is old and loading.startswith(f"loading {other_bundle_dir} for ")
+    refused = node.swap_bundle(str(bundle_dir))
+    assert not refused.successful and "still loading" in refused.reason
+    spin_until(node, lambda: node._swap is None)
+    new = node._classifier
+    assert new.model_id == load_bundle(other_bundle_dir).model_id != old.model_id
+    assert not old.backend.loaded and new.backend.loaded
+    # A threshold set at run time carries over to the new model.
+    np.testing.assert_allclose(new.thresholds, 0.7)
+    assert node.get_parameter("bundle").value == str(other_bundle_dir)
+    values = {kv.key: kv.value for kv in node.status().values}
+    assert (values["model_id"], values["model_swaps"], values["model_swap"]) == (
+        new.model_id,
+        "1",
+        "",
+    )
+
+
+def _copy_bundle(bundle_dir: Path, out: Path) -> Path:
+    shutil.copytree(bundle_dir, out)
+    return out
+
+
+def test_a_swap_that_cannot_work_leaves_the_old_model_running_and_says_why(
+    node, bundle_dir, tmp_path
+):
+    assert node.trigger_configure() == Ret.SUCCESS
+    assert node.trigger_activate() == Ret.SUCCESS
+    old = node._classifier
+    # Other classes: refused at once, with both lists named.
+    renamed = _copy_bundle(bundle_dir, tmp_path / "renamed")
+    manifest = json.loads((renamed / "manifest.json").read_text())
+    manifest["classes"]["names"] = manifest["classes"]["names"][::-1]
+    (renamed / "manifest.json").write_text(json.dumps(manifest))
+    refused = node.swap_bundle(str(renamed))
+    assert not refused.successful and "keeps the classes and their order" in refused.reason
+    missing = node.swap_bundle(str(tmp_path / "nowhere"))
+    assert not missing.successful and "nowhere" in missing.reason
+    assert node.get_parameter("bundle").value == str(bundle_dir)
+    # A damaged model file passes the quick check and fails to load in the background: the
+    # parameter returns to the running bundle and diagnostics warn with the reason.
+    damaged = _copy_bundle(bundle_dir, tmp_path / "damaged")
+    (damaged / "model.onnx").write_bytes(b"not an onnx file")
+    assert node.swap_bundle(str(damaged)).successful
+    spin_until(node, lambda: node._swap is None)
+    assert node._classifier is old and old.backend.loaded and node._worker.classifier is old
+    assert node.get_parameter("bundle").value == str(bundle_dir)
+    status = node.status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.WARN and "damaged" in status.message
+    assert values["model_swap_error"].startswith(f"swap to {damaged} failed: ")
+    assert values["model_swaps"] == "0" and values["model_id"] == old.model_id

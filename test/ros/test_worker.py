@@ -132,6 +132,54 @@ def test_a_worker_runs_once_and_a_new_one_takes_over(classifier):
     assert (final.received, final.published) == (2, 2) and balanced(final)
 
 
+def test_a_replacement_classifier_takes_over_between_two_batches(bundle_dir, classifier):
+    stats = SorterStats()
+    used: dict[str, object] = {}
+    old = GatedClassifier(classifier)
+    new = GatedClassifier(Classifier(bundle_dir, backend="onnxruntime", device="cpu"))
+
+    def publish(frame, _) -> float:
+        used[frame.msg.header.frame_id] = frame.classifier
+        return 0.5
+
+    worker, _ = make_worker(old, stats, publish)
+    worker.start()
+    try:
+        old.gate.clear()
+        worker.offer("cam", frame_msg(0))
+        assert old.reached.wait(WAIT_S)
+        # Offered while frame 0 is inside the old model: the replacement waits for the batch.
+        worker.replace_classifier(new)
+        with pytest.raises(RuntimeError, match="already waiting"):
+            worker.replace_classifier(new)
+        worker.offer("cam", frame_msg(1))
+        assert not old.closed.is_set()
+        old.gate.set()
+        settled(stats)
+        worker.offer("cam", frame_msg(2))
+        final = settled(stats)
+    finally:
+        assert worker.stop(WAIT_S)
+    # Each frame labelled once, by one model; the replaced one closed by the worker, the new
+    # one left open for its owner.
+    assert used == {"cam/0": old, "cam/1": new, "cam/2": new}
+    assert (final.received, final.published) == (3, 3) and balanced(final)
+    assert old.closed.is_set() and not new.closed.is_set() and worker.classifier is new
+    new.close()
+
+
+def test_a_replacement_still_waiting_at_stop_leaves_the_old_model_to_the_worker(classifier):
+    stats, publisher = SorterStats(), Publisher()
+    old = GatedClassifier(classifier)
+    new = GatedClassifier(classifier)
+    worker, _ = make_worker(old, stats, publisher)
+    worker.start()
+    worker.replace_classifier(new)  # no frame ever comes: it never takes over
+    assert worker.stop(WAIT_S)
+    # The owner holds the new model; the old one was the worker's alone, so it closed it.
+    assert old.closed.is_set() and not new.closed.is_set()
+
+
 def test_inference_and_publish_exceptions_fail_frames_with_the_reason(classifier):
     stats, publisher = SorterStats(), Publisher()
     gated = GatedClassifier(classifier)
