@@ -45,6 +45,7 @@ __all__ = [
     "restamp_cdr",
     "ros_image_classes",
     "stamp_to_ns",
+    "summarize_topics",
 ]
 
 _log = logging.getLogger(__name__)
@@ -274,6 +275,26 @@ def ros_image_classes() -> dict[str, type]:
     return {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
 
 
+def summarize_topics(connections: Sequence[Any], examples: int = 5) -> str:
+    """A bag's image and MultiLabel topics by name and type, every other topic only counted.
+
+    A recording from a real robot has dozens of topics (tf, odometry, lidar, ...); an error
+    that names them all on one line hides the few that matter.
+    """
+    by_topic = {c.topic: c.msgtype for c in connections}
+    images = sorted(t for t, m in by_topic.items() if m in IMAGE_TYPES)
+    labels = sorted(t for t, m in by_topic.items() if m == MULTILABEL_TYPE)
+    others = sorted(set(by_topic) - set(images) - set(labels))
+    named = ", ".join(f"{t} ({by_topic[t].rsplit('/', 1)[-1]})" for t in images) or "none"
+    parts = [f"image topics: {named}"]
+    if labels:
+        parts.append(f"MultiLabel topics: {', '.join(labels)}")
+    if others:
+        shown = f" (e.g. {', '.join(others[:examples])})" if not images else ""
+        parts.append(f"{len(others)} other topic{'s' if len(others) != 1 else ''}{shown}")
+    return "; ".join(parts)
+
+
 def image_connections(reader: Any, bag: Path, topics: Sequence[str] | None = None) -> list[Any]:
     """The reader's Image/CompressedImage connections, restricted to ``topics`` if given.
 
@@ -284,11 +305,10 @@ def image_connections(reader: Any, bag: Path, topics: Sequence[str] | None = Non
     if topics:
         found = [c for c in found if c.topic in set(topics)]
     if not found:
-        present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections) or "none"
         wanted = f" among {', '.join(topics)}" if topics else ""
         raise BagError(
             f"bag {bag} has no sensor_msgs/Image or CompressedImage topic{wanted}; "
-            f"topics: {present}"
+            f"{summarize_topics(reader.connections)}"
         )
     return found
 
@@ -379,10 +399,9 @@ def iter_ground_truth(
             c for c in reader.connections if c.topic == topic and c.msgtype == MULTILABEL_TYPE
         ]
         if not connections:
-            present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections) or "none"
             raise BagError(
-                f"bag {bag} has no ground truth: no {MULTILABEL_TYPE} on {topic}; topics: "
-                f"{present}. Pass --gt-topic or --gt-csv"
+                f"bag {bag} has no ground truth: no {MULTILABEL_TYPE} on {topic}; "
+                f"{summarize_topics(reader.connections)}. Pass --gt-topic or --gt-csv"
             )
         for connection, _, raw in raw_messages(reader, connections, Path(bag)):
             counts.messages += 1

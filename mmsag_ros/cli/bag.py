@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["add_arguments", "run"]
 
+DEFAULT_GT_TOPIC = "/waste/labels_gt"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the sub-commands ``make``, ``play`` and ``eval`` and their options."""
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--fps", type=float, default=10.0, help="frame rate of the stamps")
     make.add_argument("--compressed", action="store_true", help="JPEG CompressedImage frames")
     make.add_argument("--topic", help="frame topic (default /camera/image_raw[/compressed])")
-    make.add_argument("--gt-topic", default="/waste/labels_gt", help="ground-truth topic")
+    make.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help="ground-truth topic")
     make.add_argument("--frame-id", default="camera_optical_frame", help="header.frame_id")
 
     play = actions.add_parser(
@@ -58,12 +60,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     evaluate = actions.add_parser(
-        "eval", allow_abbrev=False, help="score a bundle on a bag's frames"
+        "eval",
+        allow_abbrev=False,
+        help="score a bundle on a bag's frames; without ground truth, label them",
+        description="Score a bundle on a bag's frames against ground truth. A bag without "
+        "ground truth on /waste/labels_gt (and no --gt-topic or --gt-csv given) is labelled "
+        "instead: predictions.csv (the --gt-csv layout, to correct and evaluate against), "
+        "scores.csv, a labels bag and contact_sheet.png.",
     )
     evaluate.add_argument("bag", type=Path, help="rosbag2 folder or .mcap/.db3 file")
     evaluate.add_argument("--bundle", type=Path, required=True, help="exported bundle folder")
     truth = evaluate.add_mutually_exclusive_group()
-    truth.add_argument("--gt-topic", default="/waste/labels_gt", help="in-bag ground truth")
+    truth.add_argument(
+        "--gt-topic", help=f"in-bag ground truth (default {DEFAULT_GT_TOPIC}, if the bag has it)"
+    )
     truth.add_argument(
         "--gt-csv", type=Path, help="stamp_ns[,frame_id],<class>... ground-truth table"
     )
@@ -152,6 +162,43 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_ground_truth(bag: Path, topic: str) -> bool:
+    from mmsag_ros.bag.frames import MULTILABEL_TYPE, open_bag
+
+    with open_bag(bag) as reader:
+        return any(c.topic == topic and c.msgtype == MULTILABEL_TYPE for c in reader.connections)
+
+
+def _label(args: argparse.Namespace, out_dir: Path) -> int:
+    from mmsag_ros.bag.label import label_bag, write_bag_labelling
+    from mmsag_ros.errors import ConfigError
+
+    if args.live or args.boxes:
+        raise ConfigError(
+            f"bag {args.bag} has no ground truth on {DEFAULT_GT_TOPIC}, so it is labelled "
+            "offline; --live and --boxes need ground truth (give --gt-topic or --gt-csv)"
+        )
+    labelling = label_bag(
+        args.bag,
+        args.bundle,
+        image_topics=args.topics,
+        backend=args.backend or "auto",
+        device=args.device or "cpu",
+        precision=args.precision or "fp32",
+        batch_size=args.batch_size,
+    )
+    print(write_bag_labelling(labelling, out_dir))
+    files = [
+        f"decisions: {out_dir / 'predictions.csv'} (the --gt-csv layout)",
+        f"scores: {out_dir / 'scores.csv'}",
+        f"labels bag: {out_dir / 'labels'}",
+    ]
+    if labelling.sheet is not None:
+        files.append(f"contact sheet: {out_dir / 'contact_sheet.png'}")
+    print("  ".join(files))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
     from mmsag_ros.bundle.manifest import load_bundle
@@ -160,6 +207,12 @@ def _eval(args: argparse.Namespace) -> int:
     out_dir = args.out or args.bag.parent / f"{args.bag.name}_eval"
     if not args.live and (args.record or args.sorter_params or args.rate != 1.0):
         raise ConfigError("--rate, --record and --sorter-params replay through a node: add --live")
+    if args.gt_topic is None and args.gt_csv is None:
+        # Truth asked for by name must be there; the default topic only where the bag has it.
+        if not _has_ground_truth(args.bag, DEFAULT_GT_TOPIC):
+            print(f"no ground truth on {DEFAULT_GT_TOPIC}: labelling the frames instead")
+            return _label(args, out_dir)
+        args.gt_topic = DEFAULT_GT_TOPIC
     if args.live:
         from mmsag_ros.bag.live import format_live_label
 
