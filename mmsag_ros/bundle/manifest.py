@@ -39,6 +39,7 @@ import numpy as np
 from mmsag_ros.atomic import write_atomic
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.bundle.preprocess import PreprocessSpec
+from mmsag_ros.bundle.reference import Reference, parse_reference
 from mmsag_ros.errors import BundleError, DatasetError, MmsagError
 
 __all__ = [
@@ -106,6 +107,8 @@ class Bundle:
         has_attention: Whether the models output per-class attention maps.
         attention_grid: (h, w) of the attention maps, or None.
         engines_dir: Where TensorRT engines are cached (may not exist yet).
+        reference: What the model saw at export, for the drift watch; None in a bundle
+            exported without a validation split (or by a version that did not record it).
     """
 
     root: Path
@@ -124,6 +127,7 @@ class Bundle:
     has_attention: bool
     attention_grid: tuple[int, int] | None
     engines_dir: Path
+    reference: Reference | None = None
 
     @property
     def num_classes(self) -> int:
@@ -543,6 +547,7 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
         has_attention="attention" in output_names,
         attention_grid=_parse_grid(onnx_section, output_names, where),
         engines_dir=root / "engines",
+        reference=parse_reference(manifest.get("reference"), len(labels), str(where)),
     )
     if verify:
         for variant in bundle.variants.values():

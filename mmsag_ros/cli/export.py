@@ -112,6 +112,16 @@ def _variant_lines(bundle: Bundle) -> list[tuple[str, str]]:
     return rows
 
 
+def _reference_line(bundle: Bundle) -> str:
+    reference = bundle.reference
+    if reference is None:
+        return "none (no validation split at hand): the node's drift watch stays off"
+    return (
+        f"class rates from the {reference.scores_from}; brightness {reference.brightness:.0f}, "
+        f"contrast {reference.contrast:.0f} from the {reference.input_from}"
+    )
+
+
 def format_summary(bundle: Bundle, *, total_s: float) -> str:
     """The table ``mmsag export`` prints: model id, files, parity, variants, times."""
     manifest = bundle.manifest
@@ -134,6 +144,7 @@ def format_summary(bundle: Bundle, *, total_s: float) -> str:
         ("parity", f"max error {errors} (batch {batches}; rtol {parity.get('rtol')})"),
         ("files", ", ".join(f"{p.relative_to(bundle.root)} {_size(p)}" for p in files if p)),
         *_variant_lines(bundle),
+        ("drift ref", _reference_line(bundle)),
         ("times", f"{times}; total {total_s:.1f} s"),
     ]
     width = max(len(label) for label, _ in rows)
@@ -184,12 +195,23 @@ def _splits(args: argparse.Namespace, *, calibrate: bool) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Export the bundle and print its summary; 1 when a requested variant was refused."""
+    from mmsag_ros.errors import MmsagError
     from mmsag_ros.export.bundle import export_bundle, parse_precisions
 
     precisions = parse_precisions(args.precision)
     validation = calibration = None
     if len(precisions) > 1:
         validation, calibration = _splits(args, calibrate="int8" in precisions)
+    else:
+        # Only for the drift watch's reference statistics: without the data, export anyway.
+        try:
+            validation, calibration = _splits(args, calibrate=False)
+        except MmsagError as err:
+            logging.getLogger(__name__).warning(
+                "no reference statistics for the drift watch (the validation split is not "
+                "at hand: %s); give --val-data to record them",
+                err,
+            )
     start = time.perf_counter()
     bundle = export_bundle(
         args.checkpoint,

@@ -47,6 +47,7 @@ from mmsag_ros.export.precision import (
     quantize_int8,
     score_variant,
 )
+from mmsag_ros.export.reference import measure_reference
 
 __all__ = [
     "BUNDLE_ENTRIES",
@@ -279,7 +280,10 @@ def export_bundle(
         calib_method: ``minmax``, ``percentile`` or ``entropy`` activation ranges.
         int8_head: Try the attention/fusion/graph head in int8 first (it falls back to fp32
             when that misses the bar); False starts with the head in fp32.
-        validation: The split the variants are judged on (never the test split).
+        validation: The split the variants are judged on (never the test split); with it,
+            the manifest also records the reference statistics of the drift watch (class
+            rates and scores on it, brightness and contrast of ``calib_dir``'s training
+            images when that is a split, else of its own).
         bars: Largest accepted mAP drop per precision, in points (default
             :data:`~mmsag_ros.export.precision.DEFAULT_BARS`).
         rtol: ONNX parity tolerance (see :mod:`mmsag_ros.export.onnx`).
@@ -341,10 +345,21 @@ def export_bundle(
             save_checkpoint(staging / TORCH_FILE, payload)
         variants: dict[str, Any] = {}
         reduced = [p for p in precisions if p != "fp32"]
-        if reduced:
-            assert validation is not None  # checked by _check_options
+        reference = None
+        if validation is not None:
             with _step("score fp32 on validation", timings, level):
                 fp32_scores = onnx_scores(staging / ONNX_FILE, validation, spec, progress=progress)
+            with _step("reference statistics", timings, level):
+                training = calib_dir if isinstance(calib_dir, AnnotatedSplit) else None
+                reference = measure_reference(
+                    fp32_scores,
+                    np.asarray(checkpoint.thresholds),
+                    validation,
+                    training,
+                    validation_name=validation.name,
+                )
+        if reduced:
+            assert validation is not None  # checked by _check_options
 
             @functools.cache
             def calibration() -> np.ndarray:
@@ -429,6 +444,7 @@ def export_bundle(
             "variants": _json_safe(variants),
             "torch": {"file": TORCH_FILE, "sha256": sha256_file(staging / TORCH_FILE)},
             "metrics": _json_safe(checkpoint.metrics),
+            "reference": reference.to_dict() if reference is not None else None,
             "source": {
                 "checkpoint": str(Path(checkpoint_path).absolute()),
                 "checkpoint_sha256": sha256_file(Path(checkpoint_path)),

@@ -184,6 +184,8 @@ class NodeState:
     debug_image_subscribers: int = 0
     # Matched publishers of the camera topic with the fewest (0: some camera has no source).
     camera_publishers: int = 0
+    # The drift watch: (window fill or why it is off, findings beyond the factor or "").
+    drift: tuple[str, str] = ("", "")
     # A model swap: "loading <bundle> for <s> s" while one loads, the last one's failure
     # until the next one succeeds, how many took over since the node started.
     model_swap: str = ""
@@ -215,6 +217,8 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
         problems.append(f"a frame in flight for {stats.oldest_in_flight_age_s:.1f} s")
     if stats.stale_cameras:
         problems.append(f"stale: {', '.join(stats.stale_cameras)}")
+    if state.drift[1]:
+        problems.append(f"drift: {state.drift[1]}")
     if state.swap_error:
         problems.append(f"model {state.swap_error}; still running {state.model_id}")
     if problems:
@@ -227,8 +231,8 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
 
     ERROR: a failed configure, a camera topic of the wrong type, or frames arriving with no
     labels going out. WARN: rejected or failed frames in the last window, a frame in flight
-    longer than ``stale_after_s``, stale cameras, a failed model swap. The keys are the same
-    in every state.
+    longer than ``stale_after_s``, stale cameras, drift beyond the factor, a failed model
+    swap. The keys are the same in every state.
     """
     level, message = _level(state, stats, stale_after_s)
     latencies = stats.latencies_ms
@@ -262,6 +266,8 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
         "camera_publishers": str(state.camera_publishers),
         "backend": state.backend,
         "model_id": state.model_id,
+        "drift_window": state.drift[0],
+        "drift": state.drift[1],
         "model_swap": state.model_swap,
         "model_swap_error": state.swap_error,
         "model_swaps": str(state.swaps),

@@ -23,6 +23,7 @@ from mmsag_ros.errors import ConfigError
 from mmsag_ros.pointing import check_instance_options
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
 from mmsag_ros.ros.worker import DEFAULT_MAX_INPUT_PIXELS
+from mmsag_ros.runtime.drift import check_drift_options
 from mmsag_ros.runtime.postprocess import check_thresholds
 
 __all__ = [
@@ -67,6 +68,8 @@ class SorterParams:
     stale_after_s: float = 2.0
     debug_image: bool = False
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
+    drift_window: int = 300
+    drift_factor: float = 2.0
     autostart: bool = False
 
     def __post_init__(self) -> None:
@@ -87,6 +90,7 @@ class SorterParams:
                 f"{self.intra_op_threads}"
             )
         check_instance_options(self.max_instances, self.instance_min_relative)
+        check_drift_options(self.drift_window, self.drift_factor)
         _choice("input_type", self.input_type, INPUT_TYPES)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
@@ -259,6 +263,12 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         "max_input_pixels",
         DEFAULT_MAX_INPUT_PIXELS,
         _descriptor("Frames with more pixels (width x height) are rejected before decoding."),
+    ),
+    ("drift_window", 300, _descriptor("Labelled frames the drift watch compares.")),
+    (
+        "drift_factor",
+        2.0,
+        _descriptor("Ratio to the bundle's reference that /diagnostics warns at; 0 = off."),
     ),
     ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
 )

@@ -54,6 +54,7 @@ from mmsag_ros.ros.params import (
 from mmsag_ros.ros.qos import image_qos, labels_qos
 from mmsag_ros.ros.worker import Frame, FrameWorker
 from mmsag_ros.runtime.classifier import Classifier, Prediction
+from mmsag_ros.runtime.drift import DriftWatch
 from mmsag_ros.runtime.overlay import draw_overlay
 
 __all__ = ["SorterNode", "main"]
@@ -92,6 +93,20 @@ def _build_classifier(params: SorterParams) -> Classifier:
         classifier.close()
         raise
     return classifier
+
+
+def _drift_watch(params: SorterParams, classifier: Classifier) -> DriftWatch | None:
+    """The drift watch of ``classifier``'s model; None when off or without reference."""
+    reference = classifier.bundle.reference
+    if params.drift_factor == 0.0 or reference is None:
+        return None
+    return DriftWatch(
+        reference,
+        classifier.labels.display_names,
+        model_id=classifier.model_id,
+        window=params.drift_window,
+        factor=params.drift_factor,
+    )
 
 
 @dataclass
@@ -135,6 +150,7 @@ class SorterNode(LifecycleNode):
         # The loading thread triggers it; the swap itself is finished on the executor thread,
         # where every lifecycle transition runs too.
         self._swap_done = self.create_guard_condition(self._finish_swap)
+        self._drift: DriftWatch | None = None
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer: Timer = self._start_diagnostics(
@@ -150,6 +166,7 @@ class SorterNode(LifecycleNode):
         try:
             self._params = params = read_parameters(self)
             self._classifier = classifier = _build_classifier(params)
+            self._drift = _drift_watch(params, classifier)
             self._labels_pub = self.create_lifecycle_publisher(
                 MultiLabel, params.output_topic, labels_qos(depth=params.output_depth)
             )
@@ -285,6 +302,7 @@ class SorterNode(LifecycleNode):
             self._classifier.close()
             self._classifier = None
         self._params = None
+        self._drift = None
         if self._state != "finalized":
             self._state = "unconfigured"
 
@@ -331,6 +349,9 @@ class SorterNode(LifecycleNode):
                 message.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
             publisher.publish(message)
             self._publish_debug(frame, prediction, classifier)
+        drift = self._drift
+        if drift is not None and drift.model_id == classifier.model_id and frame.image is not None:
+            drift.add(frame.image, frame.color_order, prediction.scores, prediction.decisions)
         return message.latency_ms
 
     def _publish_debug(self, frame: Frame, prediction: Prediction, classifier: Classifier) -> None:
@@ -389,6 +410,20 @@ class SorterNode(LifecycleNode):
     def _subscriber_count(publisher: Publisher | None) -> int:
         return 0 if publisher is None else publisher.get_subscription_count()
 
+    def _drift_status(
+        self, params: SorterParams | None, classifier: Classifier | None
+    ) -> tuple[str, str]:
+        """``(window, findings)`` for diagnostics: how full the window is, what moved."""
+        if params is None or classifier is None:
+            return "", ""
+        if params.drift_factor == 0.0:
+            return "off (drift_factor 0)", ""
+        drift = self._drift
+        if drift is None:
+            return "off: the bundle has no reference statistics (export it with --val-data)", ""
+        report = drift.report()
+        return f"{report.frames}/{report.window} frames", report.describe()
+
     def _swap_loading(self) -> str:
         swap = self._swap
         if swap is None:
@@ -410,6 +445,7 @@ class SorterNode(LifecycleNode):
             configure_error=self._configure_error,
             backend=classifier.backend.name if classifier else "",
             model_id=classifier.model_id if classifier else "",
+            drift=self._drift_status(params, classifier),
             model_swap=self._swap_loading(),
             swap_error=self._swap_error,
             swaps=self._swaps,
@@ -557,6 +593,7 @@ class SorterNode(LifecycleNode):
         # Thresholds may have changed while it loaded: the parameters in force now decide.
         new.set_thresholds(resolve_thresholds(self._params, new.bundle.thresholds))
         old, self._classifier = self._classifier, new
+        self._drift = _drift_watch(self._params, new)  # the new model's window starts empty
         if self._worker is not None:
             self._worker.replace_classifier(new)  # the worker closes the old one
         elif old is not None:

@@ -211,3 +211,44 @@ def test_a_swap_that_cannot_work_leaves_the_old_model_running_and_says_why(
     assert status.level == DiagnosticStatus.WARN and "damaged" in status.message
     assert values["model_swap_error"].startswith(f"swap to {damaged} failed: ")
     assert values["model_swaps"] == "0" and values["model_id"] == old.model_id
+
+
+def test_diagnostics_warn_when_the_belt_no_longer_looks_like_the_training_data(
+    ros_env, tmp_path, bundle_dir
+):
+    import cv2
+    from export.conftest import write_synthetic_voc, write_tiny_checkpoint
+
+    from mmsag_ros.data.voc import read_voc
+    from mmsag_ros.export.bundle import export_bundle
+    from mmsag_ros.ros.conversions import array_to_image
+
+    voc = write_synthetic_voc(tmp_path / "voc", num_trainval=30, seed=5)
+    bundle = export_bundle(
+        write_tiny_checkpoint(tmp_path / "ckpt.pt", seed=5), tmp_path / "bundle",
+        validation=read_voc(voc, "val"), calib_dir=read_voc(voc, "train"), progress=False,
+    )  # fmt: skip
+    paths = [s.image_path for s in read_voc(voc, "trainval").samples[:10]]
+    with sorter_node(
+        ros_env, bundle=str(bundle.root), backend="onnxruntime", drift_window=10
+    ) as node:
+        assert node.trigger_configure() == Ret.SUCCESS
+        assert node.trigger_activate() == Ret.SUCCESS
+        values = {kv.key: kv.value for kv in node.status().values}
+        assert (values["drift_window"], values["drift"]) == ("0/10 frames", "")
+        # The lamps changed: every frame far brighter than the training images.
+        for index, path in enumerate(paths):
+            bright = cv2.convertScaleAbs(cv2.imread(str(path)), alpha=2.5)
+            msg = array_to_image(bright, "bgr8")
+            msg.header.frame_id = f"cam/{index}"
+            node._on_frame("image", msg)
+            settled(node._stats)  # one frame at a time: none dropped, all ten counted
+        status = node.status()
+        values = {kv.key: kv.value for kv in status.values}
+        assert values["drift_window"] == "10/10 frames" and "brightness" in values["drift"]
+        assert status.level == DiagnosticStatus.WARN and "drift: " in status.message
+    # A bundle exported without a validation split has nothing to compare with, and says so.
+    with sorter_node(ros_env, bundle=str(bundle_dir), backend="onnxruntime") as node:
+        assert node.trigger_configure() == Ret.SUCCESS
+        values = {kv.key: kv.value for kv in node.status().values}
+        assert values["drift_window"].startswith("off: the bundle has no reference statistics")
