@@ -96,6 +96,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset with the frames' boxes, to score the attention peaks (default: the one "
         "`mmsag bag make` recorded in the bag)",
     )
+    export = actions.add_parser(
+        "export-frames",
+        allow_abbrev=False,
+        help="capture bags -> images and a CSV of the model's decisions, to correct and train on",
+    )
+    export.add_argument("bags", type=Path, nargs="+", help="bags with frames and MultiLabel")
+    export.add_argument("--out", type=Path, required=True, help="new labelling folder")
+    export.add_argument(
+        "--labels-topic", default="/waste/labels", help="MultiLabel topic (default /waste/labels)"
+    )
+
     live = evaluate.add_argument_group(
         "live mode", "replay the bag through a sorter node process instead of scoring in-process"
     )
@@ -266,7 +277,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_frames(args: argparse.Namespace) -> int:
+    from mmsag_ros.bag.export_frames import export_frames
+
+    summary = export_frames(args.bags, args.out, labels_topic=args.labels_topic)
+    skipped = (
+        f", {summary.without_label} frames without a label skipped" if summary.without_label else ""
+    )
+    print(
+        f"exported {summary.frames} frames{skipped} to {summary.out / 'images'}; the model's "
+        f"decisions in {summary.out / 'labels.csv'}: correct them, then train with "
+        f"--set data.format=csv --set data.path={summary.out / 'labels.csv'} "
+        f"--set data.image_root={summary.out / 'images'}"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen bag action."""
-    actions = {"make": _make, "play": _play, "eval": _eval}
+    actions = {"make": _make, "play": _play, "eval": _eval, "export-frames": _export_frames}
     return actions[args.bag_action](args)

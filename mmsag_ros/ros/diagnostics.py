@@ -186,6 +186,8 @@ class NodeState:
     camera_publishers: int = 0
     # The drift watch: (window fill or why it is off, findings beyond the factor or "").
     drift: tuple[str, str] = ("", "")
+    # The frame capture: (its counts, or "off"; its last write error or "").
+    capture: tuple[str, str] = ("off", "")
     # A model swap: "loading <bundle> for <s> s" while one loads, the last one's failure
     # until the next one succeeds, how many took over since the node started.
     model_swap: str = ""
@@ -217,6 +219,8 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
         problems.append(f"a frame in flight for {stats.oldest_in_flight_age_s:.1f} s")
     if stats.stale_cameras:
         problems.append(f"stale: {', '.join(stats.stale_cameras)}")
+    if state.capture[1]:
+        problems.append(f"capture: {state.capture[1]}")
     if state.drift[1]:
         problems.append(f"drift: {state.drift[1]}")
     if state.swap_error:
@@ -266,6 +270,8 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
         "camera_publishers": str(state.camera_publishers),
         "backend": state.backend,
         "model_id": state.model_id,
+        "capture": state.capture[0],
+        "capture_error": state.capture[1],
         "drift_window": state.drift[0],
         "drift": state.drift[1],
         "model_swap": state.model_swap,

@@ -21,6 +21,7 @@ from rclpy.validate_full_topic_name import validate_full_topic_name
 from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.pointing import check_instance_options
+from mmsag_ros.ros.capture import CaptureRules
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
 from mmsag_ros.ros.worker import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.runtime.drift import check_drift_options
@@ -70,6 +71,14 @@ class SorterParams:
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     drift_window: int = 300
     drift_factor: float = 2.0
+    capture_dir: str = ""
+    capture_margin: float = 0.05
+    capture_many_classes: int = 3
+    capture_wide_margin: float = 0.15
+    capture_sample_rate: float = 0.01
+    capture_max_rate_hz: float = 2.0
+    capture_max_mb: int = 1000
+    capture_frames_per_bag: int = 200
     autostart: bool = False
 
     def __post_init__(self) -> None:
@@ -91,6 +100,25 @@ class SorterParams:
             )
         check_instance_options(self.max_instances, self.instance_min_relative)
         check_drift_options(self.drift_window, self.drift_factor)
+        self.capture_rules()  # checks them
+        if self.capture_max_rate_hz < 0 or self.capture_max_mb < 1:
+            raise ConfigError(
+                "capture_max_rate_hz must be >= 0 and capture_max_mb at least 1, got "
+                f"{self.capture_max_rate_hz} and {self.capture_max_mb}"
+            )
+        if self.capture_frames_per_bag < 1:
+            raise ConfigError(
+                f"capture_frames_per_bag must be at least 1, got {self.capture_frames_per_bag}"
+            )
+
+    def capture_rules(self) -> CaptureRules:
+        """The capture rules these parameters describe."""
+        return CaptureRules(
+            margin=self.capture_margin,
+            many_classes=self.capture_many_classes,
+            wide_margin=self.capture_wide_margin,
+            sample_rate=self.capture_sample_rate,
+        )
         _choice("input_type", self.input_type, INPUT_TYPES)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
@@ -270,6 +298,18 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         2.0,
         _descriptor("Ratio to the bundle's reference that /diagnostics warns at; 0 = off."),
     ),
+    ("capture_dir", "", _descriptor("Folder of the capture bags; empty: no capture.")),
+    ("capture_margin", 0.05, _descriptor("Capture a frame with a class this close to threshold.")),
+    (
+        "capture_many_classes",
+        3,
+        _descriptor("Capture a frame with this many classes within capture_wide_margin; 0 off."),
+    ),
+    ("capture_wide_margin", 0.15, _descriptor("Margin of the capture_many_classes rule.")),
+    ("capture_sample_rate", 0.01, _descriptor("Share of all frames captured at random.")),
+    ("capture_max_rate_hz", 2.0, _descriptor("At most this many captures a second; 0 = no cap.")),
+    ("capture_max_mb", 1000, _descriptor("Disk cap of capture_dir; the oldest bags go first.")),
+    ("capture_frames_per_bag", 200, _descriptor("Frames per capture bag.")),
     ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
 )
 # Read at configure or activate; changing them while configured is refused with the reason.

@@ -40,6 +40,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
+from mmsag_ros.ros.capture import FrameCapture
 from mmsag_ros.ros.conversions import array_to_image, prediction_to_message
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, diagnostic_array, sorter_status
 from mmsag_ros.ros.params import (
@@ -151,6 +152,7 @@ class SorterNode(LifecycleNode):
         # where every lifecycle transition runs too.
         self._swap_done = self.create_guard_condition(self._finish_swap)
         self._drift: DriftWatch | None = None
+        self._capture: FrameCapture | None = None
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer: Timer = self._start_diagnostics(
@@ -167,6 +169,14 @@ class SorterNode(LifecycleNode):
             self._params = params = read_parameters(self)
             self._classifier = classifier = _build_classifier(params)
             self._drift = _drift_watch(params, classifier)
+            if params.capture_dir:
+                self._capture = FrameCapture(
+                    Path(params.capture_dir),
+                    image_type=_MSG_TYPES[params.input_type][1],
+                    max_rate_hz=params.capture_max_rate_hz,
+                    max_bytes=params.capture_max_mb * 1_000_000,
+                    frames_per_bag=params.capture_frames_per_bag,
+                )
             self._labels_pub = self.create_lifecycle_publisher(
                 MultiLabel, params.output_topic, labels_qos(depth=params.output_depth)
             )
@@ -303,6 +313,9 @@ class SorterNode(LifecycleNode):
             self._classifier = None
         self._params = None
         self._drift = None
+        capture, self._capture = self._capture, None
+        if capture is not None:
+            capture.close()
         if self._state != "finalized":
             self._state = "unconfigured"
 
@@ -349,10 +362,20 @@ class SorterNode(LifecycleNode):
                 message.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
             publisher.publish(message)
             self._publish_debug(frame, prediction, classifier)
+        self._capture_frame(frame, prediction, message)
         drift = self._drift
         if drift is not None and drift.model_id == classifier.model_id and frame.image is not None:
             drift.add(frame.image, frame.color_order, prediction.scores, prediction.decisions)
         return message.latency_ms
+
+    def _capture_frame(self, frame: Frame, prediction: Prediction, message: MultiLabel) -> None:
+        capture, params = self._capture, self._params
+        if capture is None or params is None:
+            return
+        rules = params.capture_rules()
+        reasons = rules.reasons(prediction.scores, prediction.thresholds, capture.draw())
+        if reasons:
+            capture.offer(self.resolve_topic_name(frame.camera), frame.msg, message, reasons)
 
     def _publish_debug(self, frame: Frame, prediction: Prediction, classifier: Classifier) -> None:
         publisher = self._debug_pub
@@ -424,6 +447,15 @@ class SorterNode(LifecycleNode):
         report = drift.report()
         return f"{report.frames}/{report.window} frames", report.describe()
 
+    def _capture_status(self) -> tuple[str, str]:
+        """``(counts, last write error)`` of the frame capture; ("off", "") without one."""
+        capture = self._capture
+        if capture is None:
+            return "off", ""
+        counts = capture.counts()
+        text = ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
+        return f"{capture.directory}: {text or 'nothing yet'}", capture.error
+
     def _swap_loading(self) -> str:
         swap = self._swap
         if swap is None:
@@ -446,6 +478,7 @@ class SorterNode(LifecycleNode):
             backend=classifier.backend.name if classifier else "",
             model_id=classifier.model_id if classifier else "",
             drift=self._drift_status(params, classifier),
+            capture=self._capture_status(),
             model_swap=self._swap_loading(),
             swap_error=self._swap_error,
             swaps=self._swaps,

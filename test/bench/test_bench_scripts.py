@@ -144,3 +144,22 @@ def test_swap_latency_swaps_a_running_sorter_and_splits_latency_by_phase(tmp_pat
     assert phases["steady"]["end_to_end_ms"]["count"] > 0
     assert phases["after"]["end_to_end_ms"]["count"] > 0
     assert "model id switches at one frame: yes" in result.stdout
+
+
+def test_capture_latency_runs_the_sorter_with_and_without_capture(tmp_path, ros_env):
+    from runtime.runtime_helpers import make_bundle
+
+    from mmsag_ros.data.synth import generate_dataset
+
+    bundle = make_bundle(tmp_path / "a", seed=2)
+    data = tmp_path / "data"
+    generate_dataset(data, num_trainval=1, num_test=40, image_size=(160, 120), seed=4)
+    out = tmp_path / "capture.json"
+    result = _run(
+        "capture_latency.py", "--bundle", str(bundle), "--data", str(data), "--quick",
+        "--out", str(out), env=ros_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    off, on = json.loads(out.read_text())["runs"]
+    assert (off["capture"], on["capture"]) == (False, True)
+    assert off["capture_bags"] == 0 and on["capture_bags"] >= 1 and on["capture_mb"] > 0
