@@ -287,8 +287,7 @@ def _export_frames(args: argparse.Namespace) -> int:
     print(
         f"exported {summary.frames} frames{skipped} to {summary.out / 'images'}; the model's "
         f"decisions in {summary.out / 'labels.csv'}: correct them, then train with "
-        f"--set data.format=csv --set data.path={summary.out / 'labels.csv'} "
-        f"--set data.image_root={summary.out / 'images'}"
+        f'--set "data.extra_train=[{summary.out / "labels.csv"}]" beside your data'
     )
     return 0
 

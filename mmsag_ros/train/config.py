@@ -45,6 +45,10 @@ class DataConfig:
     difficult: str = "ignore"  # VOC difficult entries: ignore | positive | negative
     level: str = "category"  # COCO: category | supercategory
     workers: int = 2
+    # Extra training images: label tables in the CSV layout (`mmsag bag export-frames` writes
+    # <folder>/labels.csv with <folder>/images), appended to the training split only, so
+    # validation and test stay the dataset's own. Same classes, same order.
+    extra_train: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -53,12 +53,38 @@ def load_split(
     return split
 
 
+def _with_extra(train: AnnotatedSplit, tables: list[str]) -> AnnotatedSplit:
+    """``train`` plus the images of each extra label table (``data.extra_train``)."""
+    samples = list(train.samples)
+    for table in tables:
+        path = Path(table)
+        extra = read_csv_labels(path, path.parent / "images")
+        if extra.labels.names != train.labels.names:
+            raise DatasetError(
+                f"data.extra_train {path} has classes {list(extra.labels.names)}, the training "
+                f"data {list(train.labels.names)}"
+            )
+        samples += extra.samples
+    return AnnotatedSplit(
+        labels=train.labels,
+        samples=tuple(samples),
+        name=f"{train.name}+{len(samples) - len(train)} extra",
+        source=f"{train.source} + {', '.join(tables)}",
+    )
+
+
 def load_train_val(data: DataConfig, *, seed: int) -> tuple[AnnotatedSplit, AnnotatedSplit]:
-    """Training and validation splits, carving validation out of training when needed."""
+    """Training and validation splits, carving validation out of training when needed.
+
+    ``data.extra_train`` tables join the training split after validation is carved, so
+    their images never validate.
+    """
     train = load_split(data, data.train_split)
     if data.val_split:
-        return train, load_split(data, data.val_split, labels=train.labels)
-    return split_validation(train, fraction=data.val_fraction, seed=seed)
+        val = load_split(data, data.val_split, labels=train.labels)
+    else:
+        train, val = split_validation(train, fraction=data.val_fraction, seed=seed)
+    return (_with_extra(train, data.extra_train) if data.extra_train else train), val
 
 
 def trainer_splits(

@@ -22,8 +22,11 @@ from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.cli import main
 from mmsag_ros.data.csv_table import read_csv_labels
 from mmsag_ros.data.synth import generate_dataset
+from mmsag_ros.errors import DatasetError
 from mmsag_ros.ros.capture import CaptureRules, FrameCapture, bag_bytes
 from mmsag_ros.ros.conversions import array_to_image
+from mmsag_ros.train.config import DataConfig
+from mmsag_ros.train.splits import load_train_val
 
 # This process's rclpy contexts and the node process share the test's own domain.
 pytestmark = pytest.mark.usefixtures("ros_domain")
@@ -101,7 +104,7 @@ def bundle(tmp_path_factory) -> Path:
 
 def test_a_replay_captures_exactly_the_frames_the_rules_pick_and_they_train_again(bundle, tmp_path):
     data = tmp_path / "data"
-    generate_dataset(data, num_trainval=2, num_test=24, image_size=(128, 96), seed=22)
+    generate_dataset(data, num_trainval=10, num_test=24, image_size=(128, 96), seed=22)
     bag = tmp_path / "bag"
     make_bag(data, bag, compressed=True, fps=10.0)
     rules = {"capture_margin": 0.1, "capture_many_classes": 3, "capture_wide_margin": 0.2,
@@ -137,11 +140,20 @@ def test_a_replay_captures_exactly_the_frames_the_rules_pick_and_they_train_agai
     with (out / "labels.csv").open(newline="") as stream:
         header = next(csv.reader(stream))
     assert header[0] == "filename"
-    # The folder trains as it is (corrected or not): data.format=csv.
+    # It trains together with the original data (the extra images join training only).
+    base = DataConfig(path=str(data))
+    both = DataConfig(path=str(data), extra_train=[str(out / "labels.csv")])
+    (train, val), (train_both, val_both) = (load_train_val(d, seed=0) for d in (base, both))
+    assert len(train_both) == len(train) + len(table)
+    assert [s.image_id for s in val_both.samples] == [s.image_id for s in val.samples]
+    other = out / "other_classes.csv"
+    other.write_text("filename,bottle\n" + f"{table.samples[0].image_path.name},1\n")
+    with pytest.raises(DatasetError, match="has classes \\['bottle'\\], the training data"):
+        load_train_val(DataConfig(path=str(data), extra_train=[str(other)]), seed=0)
     run_dir = tmp_path / "run"
     argv = [
-        "train", "--set", "data.format=csv", "--set", f"data.path={out / 'labels.csv'}",
-        "--set", f"data.image_root={out / 'images'}", "--set", "data.workers=0",
+        "train", "--set", f"data.path={data}", "--set", f"data.extra_train=[{out / 'labels.csv'}]",
+        "--set", "data.workers=0",
         "--set", "model.name=mmsag_r18_224", "--set", "model.pretrained=false",
         "--set", "model.embeddings=learnable", "--set", "epochs=1", "--set", "batch_size=2",
         "--set", "max_batches_per_epoch=2", "--set", "device=cpu", "--out", str(run_dir),
