@@ -177,6 +177,8 @@ class LiveRun:
             had published had arrived here, before it was stopped.
         interrupted: The replay was stopped early.
         recorded: The bag the labels were written to, or None.
+        diagnostics: The key/values of the node's last ``/diagnostics`` report (its drift
+            watch, capture counts, ...), and ``level`` and ``message``.
     """
 
     sent: int
@@ -189,6 +191,7 @@ class LiveRun:
     complete: bool
     interrupted: bool
     recorded: Path | None = None
+    diagnostics: dict[str, str] = field(default_factory=dict)
 
     @property
     def not_received(self) -> int:
@@ -254,6 +257,7 @@ class _Collected:
     camera_publishers: int = 0
     backend: str = ""
     model_id: str = ""
+    diagnostics: dict[str, str] = field(default_factory=dict)
 
 
 class _Collector:
@@ -348,6 +352,8 @@ class _Collector:
                 self.data.camera_publishers = camera_publishers
                 self.data.backend = values.get("backend", "")
                 self.data.model_id = values.get("model_id", "")
+                level = status.level if isinstance(status.level, int) else ord(status.level)
+                self.data.diagnostics = {**values, "level": str(level), "message": status.message}
 
     def cameras_matched(self) -> bool:
         """Whether the node's last report has a matched publisher on every camera topic."""
@@ -708,4 +714,5 @@ def replay_through_sorter(
         complete=settled is not None,
         interrupted=summary.interrupted,
         recorded=record,
+        diagnostics=data.diagnostics,
     )
