@@ -40,7 +40,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
-from mmsag_ros.ros.capture import FrameCapture
+from mmsag_ros.ros.capture import CaptureRules, FrameCapture
 from mmsag_ros.ros.conversions import array_to_image, prediction_to_message
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, diagnostic_array, sorter_status
 from mmsag_ros.ros.params import (
@@ -153,6 +153,7 @@ class SorterNode(LifecycleNode):
         self._swap_done = self.create_guard_condition(self._finish_swap)
         self._drift: DriftWatch | None = None
         self._capture: FrameCapture | None = None
+        self._capture_rules: CaptureRules | None = None
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer: Timer = self._start_diagnostics(
@@ -170,6 +171,7 @@ class SorterNode(LifecycleNode):
             self._classifier = classifier = _build_classifier(params)
             self._drift = _drift_watch(params, classifier)
             if params.capture_dir:
+                self._capture_rules = params.capture_rules()
                 self._capture = FrameCapture(
                     Path(params.capture_dir),
                     image_type=_MSG_TYPES[params.input_type][1],
@@ -369,10 +371,9 @@ class SorterNode(LifecycleNode):
         return message.latency_ms
 
     def _capture_frame(self, frame: Frame, prediction: Prediction, message: MultiLabel) -> None:
-        capture, params = self._capture, self._params
-        if capture is None or params is None:
+        capture, rules = self._capture, self._capture_rules
+        if capture is None or rules is None:
             return
-        rules = params.capture_rules()
         reasons = rules.reasons(prediction.scores, prediction.thresholds, capture.draw())
         if reasons:
             capture.offer(self.resolve_topic_name(frame.camera), frame.msg, message, reasons)
@@ -553,7 +554,7 @@ class SorterNode(LifecycleNode):
         exactly one of them and its MultiLabel names that one's ``model_id``. Threshold
         parameters set at run time carry over; those at -1 follow the new bundle's own. If
         the background load fails, the old model stays, ``bundle`` returns to its previous
-        value and ``/diagnostics`` warns with the reason (``model_swap``).
+        value and ``/diagnostics`` warns with the reason (``model_swap_error``).
         """
         return self.set_parameters([Parameter("bundle", Parameter.Type.STRING, bundle)])[0]
 
