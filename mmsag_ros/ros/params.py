@@ -110,15 +110,6 @@ class SorterParams:
             raise ConfigError(
                 f"capture_frames_per_bag must be at least 1, got {self.capture_frames_per_bag}"
             )
-
-    def capture_rules(self) -> CaptureRules:
-        """The capture rules these parameters describe."""
-        return CaptureRules(
-            margin=self.capture_margin,
-            many_classes=self.capture_many_classes,
-            wide_margin=self.capture_wide_margin,
-            sample_rate=self.capture_sample_rate,
-        )
         _choice("input_type", self.input_type, INPUT_TYPES)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
@@ -142,6 +133,15 @@ class SorterParams:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0.0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+
+    def capture_rules(self) -> CaptureRules:
+        """The capture rules these parameters describe."""
+        return CaptureRules(
+            margin=self.capture_margin,
+            many_classes=self.capture_many_classes,
+            wide_margin=self.capture_wide_margin,
+            sample_rate=self.capture_sample_rate,
+        )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> SorterParams:

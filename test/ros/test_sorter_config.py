@@ -83,6 +83,11 @@ def test_parameter_file_holds_valid_values_for_every_field():
         ({"intra_op_threads": -1}, "intra_op_threads must be >= 0"),
         ({"max_instances": -1}, "max_instances must be an integer >= 0, got -1"),
         ({"instance_min_relative": 1.5}, r"instance_min_relative must lie in \(0, 1\]"),
+        ({"drift_window": 3}, "drift_window must be at least 10 frames, got 3"),
+        ({"drift_factor": 0.5}, "drift_factor must be 0 \\(off\\) or above 1, got 0.5"),
+        ({"capture_margin": 2.0}, r"capture_margin must lie in \[0, 1\], got 2.0"),
+        ({"capture_max_mb": 0}, "capture_max_mb at least 1"),
+        ({"capture_frames_per_bag": 0}, "capture_frames_per_bag must be at least 1"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_value(change, match):
