@@ -381,21 +381,14 @@ class _Scorer:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        try:
-            predictions = self.classifier.classify(
-                [f.image for f, _ in batch], color_orders=[f.color_order for f, _ in batch]
-            )
-        except ImageConversionError:
-            for frame, target in batch:
-                try:
-                    prediction = self.classifier.classify_one(frame.image, frame.color_order)
-                except ImageConversionError as err:
-                    self.unreadable[str(err).split(";")[0]] += 1
-                    continue
-                self._keep(frame, target, prediction)
-            return
-        for (frame, target), prediction in zip(batch, predictions, strict=True):
-            self._keep(frame, target, prediction)
+        results = self.classifier.classify_each(
+            [f.image for f, _ in batch], color_orders=[f.color_order for f, _ in batch]
+        )
+        for (frame, target), result in zip(batch, results, strict=True):
+            if isinstance(result, ImageConversionError):
+                self.unreadable[str(result).split(";")[0]] += 1
+            else:
+                self._keep(frame, target, result)
 
 
 def evaluate_bag(

@@ -201,19 +201,14 @@ def label_bag(
             pending.clear()
             if not batch:
                 return
-            try:
-                predictions = classifier.classify(
-                    [f.image for _, f in batch], color_orders=[f.color_order for _, f in batch]
-                )
-            except ImageConversionError:  # one bad frame: the others still get labels
-                for index, frame in batch:
-                    try:
-                        keep(index, frame, classifier.classify_one(frame.image, frame.color_order))
-                    except ImageConversionError as err:
-                        result.unreadable[str(err).split(";")[0]] += 1
-                return
+            predictions = classifier.classify_each(
+                [f.image for _, f in batch], color_orders=[f.color_order for _, f in batch]
+            )  # one bad frame: the others still get labels
             for (index, frame), prediction in zip(batch, predictions, strict=True):
-                keep(index, frame, prediction)
+                if isinstance(prediction, ImageConversionError):
+                    result.unreadable[str(prediction).split(";")[0]] += 1
+                else:
+                    keep(index, frame, prediction)
 
         frames = iter_frames(bag, topics=image_topics, counts=counts)
         bar = tqdm(frames, desc="labelling", unit="frame", total=total, disable=not progress)

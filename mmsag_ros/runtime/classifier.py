@@ -257,6 +257,32 @@ class Classifier:
             predictions += self._run_batch(images[start:stop], orders[start:stop], start)
         return predictions
 
+    def classify_each(
+        self, images: Sequence[np.ndarray], *, color_orders: str | Sequence[str] = "rgb"
+    ) -> list[Prediction | ImageConversionError]:
+        """Like :meth:`classify`, but a frame that preprocessing refuses costs only itself.
+
+        The frames go as batches first; if one is refused, each frame is classified alone and
+        a refused one gets its ImageConversionError in its place in the result.
+
+        Raises:
+            ImageConversionError: A list of colour orders of another length than ``images``.
+        """
+        images = list(images)
+        try:
+            return list(self.classify(images, color_orders=color_orders))
+        except ImageConversionError:
+            if not isinstance(color_orders, str) and len(color_orders) != len(images):
+                raise
+        orders = [color_orders] * len(images) if isinstance(color_orders, str) else color_orders
+        results: list[Prediction | ImageConversionError] = []
+        for image, order in zip(images, orders, strict=True):
+            try:
+                results.append(self.classify_one(image, order))
+            except ImageConversionError as err:
+                results.append(err)
+        return results
+
     def _run_batch(
         self, images: list[np.ndarray], orders: list[str], offset: int
     ) -> list[Prediction]:

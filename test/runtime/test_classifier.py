@@ -194,6 +194,19 @@ def test_a_bad_frame_in_a_batch_is_named_by_its_index(bundle, frames):
             clf.classify([*frames[:3], frames[0]], color_orders=[*["rgb"] * 3, "mono"])
 
 
+def test_classify_each_gives_a_bad_frame_its_error_and_the_others_their_predictions(bundle, frames):
+    images = [frames[0], frames[1], frames[2].astype(np.float32), frames[0]]
+    with Classifier(bundle, backend="onnxruntime", max_batch=2) as clf:
+        results = clf.classify_each(images)
+        expected = [clf.classify_one(image) for image in (frames[0], frames[1], frames[0])]
+        with pytest.raises(ImageConversionError, match="2 colour orders for 4 images"):
+            clf.classify_each(images, color_orders=["rgb", "bgr"])
+    assert isinstance(results[2], ImageConversionError)
+    assert "has dtype float32" in str(results[2])
+    for result, reference in zip([results[0], results[1], results[3]], expected, strict=True):
+        np.testing.assert_allclose(result.scores, reference.scores, atol=1e-6)
+
+
 def test_colour_orders_must_match_the_images(classifier, frames):
     with pytest.raises(ImageConversionError, match="2 colour orders for 3 images"):
         classifier.classify(frames[:3], color_orders=["rgb", "bgr"])
