@@ -233,6 +233,7 @@ def label_bag(
 def _write_labels_bag(labelling: BagLabelling, path: Path) -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
+    from mmsag_ros.bag.make import header_message
     from mmsag_ros.bag.typestore import mmsag_typestore
 
     store = mmsag_typestore()
@@ -247,13 +248,8 @@ def _write_labels_bag(labelling: BagLabelling, path: Path) -> None:
         with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
             connection = writer.add_connection(LABELS_TOPIC, MULTILABEL_TYPE, typestore=store)
             for frame in labelling.frames:
-                sec, nanosec = divmod(frame.stamp_ns, 1_000_000_000)
-                header = types["std_msgs/msg/Header"](
-                    stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-                    frame_id=frame.frame_id,
-                )
                 message = types[MULTILABEL_TYPE](
-                    header=header,
+                    header=header_message(types, frame.stamp_ns, frame.frame_id),
                     model_id=labelling.model_id,
                     class_names=list(labelling.labels.names),
                     scores=frame.scores,

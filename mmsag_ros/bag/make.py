@@ -39,6 +39,7 @@ __all__ = [
     "MakeSummary",
     "default_image_topic",
     "ground_truth_scores",
+    "header_message",
     "make_bag",
 ]
 
@@ -91,7 +92,8 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _header(types: dict[str, Any], stamp_ns: int, frame_id: str) -> Any:
+def header_message(types: dict[str, Any], stamp_ns: int, frame_id: str) -> Any:
+    """A rosbags ``std_msgs/Header`` for an integer-nanosecond stamp."""
     sec, nanosec = divmod(stamp_ns, _NS_PER_S)
     stamp = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
     return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
@@ -195,7 +197,7 @@ def make_bag(
             sources = []
             for index, sample in enumerate(split_data.samples):
                 stamp_ns = first_ns + index * period_ns
-                header = _header(types, stamp_ns, frame_id)
+                header = header_message(types, stamp_ns, frame_id)
                 frame = _frame_message(types, _read_rgb(sample.image_path), header, compressed)
                 gt = _gt_message(types, header, names, sample.target)
                 writer.write(frames, stamp_ns, store.serialize_cdr(frame, image_type))
