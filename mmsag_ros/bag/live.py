@@ -255,8 +255,7 @@ class _Collected:
     counts: NodeCounts | None = None
     counts_stamp_ns: int = 0
     camera_publishers: int = 0
-    backend: str = ""
-    model_id: str = ""
+    # The node's last report: key/values, level and message.
     diagnostics: dict[str, str] = field(default_factory=dict)
 
 
@@ -350,8 +349,6 @@ class _Collector:
                 self.data.counts = counts
                 self.data.counts_stamp_ns = stamp_to_ns(msg.header.stamp)
                 self.data.camera_publishers = camera_publishers
-                self.data.backend = values.get("backend", "")
-                self.data.model_id = values.get("model_id", "")
                 level = status.level if isinstance(status.level, int) else ord(status.level)
                 self.data.diagnostics = {**values, "level": str(level), "message": status.message}
 
@@ -708,8 +705,8 @@ def replay_through_sorter(
         labels=data.labels,
         node=last if settled is None else settled,
         stray_labels=data.stray,
-        model_id=data.model_id,
-        backend=data.backend,
+        model_id=data.diagnostics.get("model_id", ""),
+        backend=data.diagnostics.get("backend", ""),
         replay_s=replay_s,
         complete=settled is not None,
         interrupted=summary.interrupted,
