@@ -48,3 +48,11 @@ class BundleError(MmsagError):
 
 class ImageConversionError(MmsagError, ValueError):
     """A camera frame cannot be turned into an image array (encoding, size, corrupt data)."""
+
+    @property
+    def reason(self) -> str:
+        """The message up to its first ``;``, without this frame's details.
+
+        The key under which rejected frames are counted.
+        """
+        return str(self).split(";")[0]

@@ -386,7 +386,7 @@ class _Scorer:
         )
         for (frame, target), result in zip(batch, results, strict=True):
             if isinstance(result, ImageConversionError):
-                self.unreadable[str(result).split(";")[0]] += 1
+                self.unreadable[result.reason] += 1
             else:
                 self._keep(frame, target, result)
 

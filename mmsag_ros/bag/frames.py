@@ -352,8 +352,7 @@ def iter_frames(
             try:
                 msg, image, order = _decode(raw, connection.msgtype, classes)
             except ImageConversionError as err:
-                reason = str(err).split(";")[0]
-                counts.unreadable[reason] += 1
+                counts.unreadable[err.reason] += 1
                 _log.debug("%s at %d: %s", connection.topic, log_time_ns, err)
                 yield FrameRecord(
                     connection.topic, connection.msgtype, int(log_time_ns), 0, "", None,

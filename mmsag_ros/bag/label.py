@@ -206,7 +206,7 @@ def label_bag(
             )  # one bad frame: the others still get labels
             for (index, frame), prediction in zip(batch, predictions, strict=True):
                 if isinstance(prediction, ImageConversionError):
-                    result.unreadable[str(prediction).split(";")[0]] += 1
+                    result.unreadable[prediction.reason] += 1
                 else:
                     keep(index, frame, prediction)
 

@@ -363,25 +363,18 @@ class FrameWorker:
         return good
 
     def _classify(self, frames: list[Frame]) -> list[tuple[Frame, Prediction]]:
-        images = [frame.image for frame in frames]
-        orders = [frame.color_order for frame in frames]
-        try:
-            predictions = self._classifier.classify(images, color_orders=orders)
-            return list(zip(frames, predictions, strict=True))
-        except ImageConversionError:
-            pass
-        # One frame the decoder passed but preprocessing refused: classify one by one so the
-        # others of the batch still get their labels.
-        results = []
-        for frame in frames:
-            try:
-                prediction = self._classifier.classify_one(frame.image, frame.color_order)
-            except ImageConversionError as err:
-                self._stats.frame_rejected(frame.ticket, str(err))
-                self._on_reject(frame.camera, str(err))
-                continue
-            results.append((frame, prediction))
-        return results
+        # A frame the decoder passed but preprocessing refuses costs only itself.
+        results = self._classifier.classify_each(
+            [frame.image for frame in frames], color_orders=[f.color_order for f in frames]
+        )
+        classified = []
+        for frame, result in zip(frames, results, strict=True):
+            if isinstance(result, ImageConversionError):
+                self._stats.frame_rejected(frame.ticket, str(result))
+                self._on_reject(frame.camera, str(result))
+            else:
+                classified.append((frame, result))
+        return classified
 
     def _process(self, frames: list[Frame]) -> None:
         good = self._decoded(frames)

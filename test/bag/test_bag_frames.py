@@ -24,7 +24,7 @@ from mmsag_ros.bag.frames import (
 from mmsag_ros.bag.make import ground_truth_scores
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.bundle.labels import MLKW_LABELS
-from mmsag_ros.errors import BagError
+from mmsag_ros.errors import BagError, ImageConversionError
 
 REAL_BAGS = sorted((SHARED_DATA / "bags").glob("*_mcap"))
 
@@ -103,6 +103,10 @@ def test_unreadable_messages_are_counted_not_fatal(tmp_path):
     reasons = " | ".join(counts.unreadable)
     for expected in ("expected step x height", "corrupt", "yuv422", "deserialize"):
         assert expected in reasons
+    # Counted by reason, the part of the message before this frame's own details.
+    for frame in frames[1:]:
+        assert ImageConversionError(frame.error).reason in counts.unreadable
+    assert not any(";" in reason for reason in counts.unreadable)
     assert frames[0].stamp_ns == 1 and frames[0].frame_id == "cam"
 
 

@@ -26,15 +26,12 @@ class GatedClassifier:
         self.fail_with: Exception | None = None
         self.closed = threading.Event()
 
-    def classify(self, images, color_orders):
+    def classify_each(self, images, color_orders):
         self.reached.set()
         assert self.gate.wait(WAIT_S), "the test never opened the gate"
         if self.fail_with is not None:
             raise self.fail_with
-        return self.inner.classify(images, color_orders=color_orders)
-
-    def classify_one(self, image, color_order):
-        return self.inner.classify_one(image, color_order)
+        return self.inner.classify_each(images, color_orders=color_orders)
 
     def set_thresholds(self, thresholds) -> None:
         self.inner.set_thresholds(thresholds)
