@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmsag_ros.bundle.manifest import load_bundle
+from mmsag_ros.export.precision import describe_accuracy
 from mmsag_ros.runtime.backends import create_backend
 from mmsag_ros.runtime.bench import bench_backend, machine_info
 
@@ -75,6 +76,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "model_id": bundle.model_id,
                 "bundle": str(bundle.root),
                 "int8_accuracy": dict(int8.entry.get("accuracy", {})),
+                "int8_accuracy_as_written": dict(int8.entry.get("accuracy_as_written", {})),
                 "int8_conversion": dict(int8.entry.get("conversion", {})),
                 "rows": rows,
             }
@@ -119,13 +121,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append("int8 accuracy against fp32 on the validation split (from each manifest):")
     for model in result["models"]:
-        acc = model["int8_accuracy"]
+        records = {
+            "accuracy": model["int8_accuracy"],
+            "accuracy_as_written": model.get("int8_accuracy_as_written") or None,
+        }
+        scored = describe_accuracy({k: v for k, v in records.items() if v})
         lines.append(
-            f"  {_label(model)}: mAP {100 * acc['variant_map']:.2f} vs {100 * acc['fp32_map']:.2f}"
-            f" (drop {acc['map_drop_points']:.2f} <= {acc['bar_points']:.2f} points), decisions "
-            f"agree {100 * acc['decision_agreement']:.2f}%, max score diff "
-            f"{acc['max_score_diff']:.4f}, {acc['images']} images; "
-            f"{model['int8_conversion'].get('quantized', '')}"
+            f"  {_label(model)}: {scored}; {model['int8_conversion'].get('quantized', '')}"
         )
     return "\n".join(lines)
 

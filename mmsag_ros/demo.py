@@ -129,7 +129,7 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     from mmsag_ros.data.synth import generate_dataset
     from mmsag_ros.data.voc import read_voc, read_voc_boxes
     from mmsag_ros.export.bundle import export_bundle
-    from mmsag_ros.export.precision import VariantScore
+    from mmsag_ros.export.precision import describe_accuracy
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import load_config
     from mmsag_ros.train.evaluate import evaluate_checkpoint, write_pointing
@@ -217,7 +217,7 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
         say(f"   {bundle.model_id}: {len(bundle.labels)} classes")
         for precision, entry in bundle.manifest["variants"].items():
             verdict = "accepted" if entry["accepted"] else "REFUSED"
-            say(f"   {precision} {verdict}: {VariantScore(**entry['accuracy']).summary()}")
+            say(f"   {precision} {verdict}: {describe_accuracy(entry)}")
 
     with _step(f"the held-out test split as a rosbag of JPEG frames -> {bag}", timings, say):
         made = make_bag(data, bag, split="test", compressed=True, fps=options.fps)

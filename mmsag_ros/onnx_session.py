@@ -19,9 +19,12 @@ as ONNX Runtime's own quantizer would do). And a ReLU or ReLU6 between two quant
 saturations at 0 and 255 are the activation's clamps (:func:`fold_relu_quantize`), so ONNX
 Runtime keeps the block in int8 instead of leaving to float for the activation. That one is
 not bit-identical to the file: one rounding instead of two, on a grid twice as fine (half a
-step of difference at most; TensorRT fuses the same pattern its own way).
-Export scores the variant through this function, so its recorded accuracy is the CPU's. The
-file on disk stays the TensorRT form.
+step of difference at most; TensorRT fuses the same pattern its own way). Last, the weights
+get 7 bits (:func:`seven_bit_weights`), because without VNNI the x86 int8 kernels add pairs
+of products into a saturating int16, which full 8-bit weights overflow.
+Export scores the variant through this function twice: as the CPU session runs it and as
+written (``as_written=True``, the Q/DQ arithmetic TensorRT runs); the file on disk stays the
+TensorRT form, and both scores must pass the bar.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 
 __all__ = [
     "CPU_PROVIDER",
+    "SEVEN_BIT_LIMIT",
     "fold_relu_quantize",
     "import_onnxruntime",
     "int32_conv_biases",
     "open_session",
+    "seven_bit_weights",
     "uint8_activations",
 ]
 
@@ -193,6 +198,46 @@ def fold_relu_quantize(model: Any) -> int:
     return folded
 
 
+#: The largest weight magnitude of the CPU form: two products of a uint8 activation and a
+#: weight then sum to at most 2 x 255 x 63 = 32130, inside the int16 that x86's AVX2
+#: ``vpmaddubsw`` saturates at.
+SEVEN_BIT_LIMIT = 63
+
+
+def seven_bit_weights(model: Any) -> int:
+    """Requantize each constant int8 weight of ``model`` to 7 bits (``|w| <= 63``), in place.
+
+    Without VNNI, ONNX Runtime's x86 int8 kernels multiply uint8 activations by int8 weights
+    with ``vpmaddubsw``, which adds pairs of products into a saturating int16: ``2 x 255 x
+    127`` overflows it, silently (the demo's model lost 2.9 mAP points to it). Weights of at
+    most :data:`SEVEN_BIT_LIMIT` cannot overflow, so the CPU form gives the same numbers on
+    every x86 CPU, VNNI or not, which is what makes the accuracy export records hold on the
+    robot's computer. Each weight ``w`` at scale ``s`` becomes ``round(63 w / 127)`` at scale
+    ``127 s / 63`` (the largest weight of a channel keeps its value exactly). Returns how many
+    weights were requantized.
+    """
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    done: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or done & set(node.input[:2]):
+            continue
+        weight, scale = (initializers.get(name) for name in node.input[:2])
+        if weight is None or scale is None:
+            continue
+        values = numpy_helper.to_array(weight)
+        if values.dtype != np.int8 or values.ndim < 2:
+            continue
+        ratio = SEVEN_BIT_LIMIT / 127.0
+        requantized = np.clip(np.rint(values * ratio), -SEVEN_BIT_LIMIT, SEVEN_BIT_LIMIT)
+        widened = numpy_helper.to_array(scale).astype(np.float64) / ratio
+        weight.CopyFrom(numpy_helper.from_array(requantized.astype(np.int8), weight.name))
+        scale.CopyFrom(numpy_helper.from_array(widened.astype(np.float32), scale.name))
+        done |= {weight.name, scale.name}
+    return len(done) // 2
+
+
 def int32_conv_biases(model: Any) -> int:
     """Give each Q/DQ convolution of ``model`` with a float bias an int32 DequantizeLinear bias.
 
@@ -258,14 +303,19 @@ def open_session(
     precision: str = "fp32",
     providers: Sequence[Any] = (CPU_PROVIDER,),
     intra_op_threads: int | None = None,
+    as_written: bool = False,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` over a variant file, set up as the node runs it.
 
     Args:
         path: The variant's ONNX file.
-        precision: Its precision; ``int8`` on the CPU provider alone gets uint8 activations.
+        precision: Its precision; ``int8`` on the CPU provider alone gets the CPU rewrites
+            (uint8 activations, folded ReLUs, int32 biases).
         providers: ONNX Runtime providers, in order (names or ``(name, options)`` pairs).
         intra_op_threads: Threads for one operator; None keeps ONNX Runtime's default.
+        as_written: Run the file node by node, without the CPU rewrites or ONNX Runtime's
+            graph optimisations: an int8 file's Q/DQ computed literally, the arithmetic
+            TensorRT runs (slow; export scores the int8 variant this way too).
 
     Raises:
         BackendUnavailableError: ONNX Runtime is missing or cannot load the file.
@@ -275,20 +325,26 @@ def open_session(
     if intra_op_threads is not None and intra_op_threads < 1:
         raise ConfigError(f"intra_op_threads must be at least 1, got {intra_op_threads}")
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Written literally means node by node: ONNX Runtime's own Q/DQ fusions round differently.
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if as_written
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3  # provider fallbacks are reported by the caller, once
     source: Any = str(path)
     cpu_only = [p if isinstance(p, str) else p[0] for p in providers] == [CPU_PROVIDER]
     try:
-        if precision == "int8" and cpu_only:
+        if precision == "int8" and cpu_only and not as_written:
             import onnx
 
             model = onnx.load(str(path))
             uint8_activations(model)
             fold_relu_quantize(model)
-            int32_conv_biases(model)
+            seven_bit_weights(model)
+            int32_conv_biases(model)  # at the 7-bit weight scales
             source = model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except BundleError:

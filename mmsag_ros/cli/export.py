@@ -103,12 +103,12 @@ def _size(path: Path) -> str:
 
 
 def _variant_lines(bundle: Bundle) -> list[tuple[str, str]]:
-    from mmsag_ros.export.precision import VariantScore
+    from mmsag_ros.export.precision import describe_accuracy
 
     rows = []
     for precision, entry in bundle.manifest.get("variants", {}).items():
         verdict = "accepted" if entry.get("accepted") else "REFUSED, file not kept"
-        rows.append((precision, f"{verdict}: {VariantScore(**entry['accuracy']).summary()}"))
+        rows.append((precision, f"{verdict}: {describe_accuracy(entry)}"))
     return rows
 
 

@@ -40,12 +40,15 @@ from mmsag_ros.errors import ConfigError
 from mmsag_ros.export.precision import (
     DEFAULT_BARS,
     DEFAULT_CALIBRATION_IMAGES,
+    VariantScore,
     check_validation_split,
     convert_fp16,
+    describe_accuracy,
     load_calibration_images,
     onnx_scores,
     quantize_int8,
     score_variant,
+    scored_forms,
 )
 from mmsag_ros.export.reference import measure_reference
 
@@ -237,6 +240,38 @@ def _attempts(precision: str, int8_head: bool) -> list[dict[str, bool]]:
     return [{"head": True, "ends_fp32": False}, *ladder] if int8_head else ladder
 
 
+def _judge(
+    precision: str,
+    path: Path,
+    validation: AnnotatedSplit,
+    fp32_scores: np.ndarray,
+    *,
+    spec: PreprocessSpec,
+    thresholds: np.ndarray,
+    bar_points: float,
+    progress: bool,
+) -> dict[str, VariantScore]:
+    """Each accuracy record of the variant at ``path`` (:func:`scored_forms`) against fp32."""
+    return {
+        record: score_variant(
+            precision,
+            fp32_scores,
+            onnx_scores(
+                path,
+                validation,
+                spec,
+                precision=precision,
+                as_written=as_written,
+                progress=progress,
+            ),
+            validation,
+            thresholds,
+            bar_points=bar_points,
+        )
+        for record, as_written in scored_forms(precision).items()
+    }
+
+
 def _attempt_name(precision: str, attempt: dict[str, bool]) -> str:
     if precision != "int8":
         return precision
@@ -385,26 +420,33 @@ def export_bundle(
                             **attempt,
                         )
                 with _step(f"score {name} on validation", timings, level):
-                    scores = onnx_scores(
-                        path, validation, spec, precision=precision, progress=progress
-                    )
-                    score = score_variant(
+                    scores = _judge(
                         precision,
-                        fp32_scores,
-                        scores,
+                        path,
                         validation,
-                        np.asarray(checkpoint.thresholds),
+                        fp32_scores,
+                        spec=spec,
+                        thresholds=np.asarray(checkpoint.thresholds),
                         bar_points=bars[precision],
+                        progress=progress,
                     )
-                tried.append({"conversion": conversion, "accuracy": score.to_dict()})
-                if score.accepted:
+                attempt_entry = {
+                    "conversion": conversion,
+                    **{record: score.to_dict() for record, score in scores.items()},
+                }
+                tried.append(attempt_entry)
+                accepted = all(score.accepted for score in scores.values())
+                if accepted:
                     break
-                _log.info("%s attempt missed the bar: %s", precision, score.summary())
-            entry: dict[str, Any] = {"conversion": conversion, "accuracy": score.to_dict()}
+                _log.info(
+                    "%s attempt missed the bar: %s", precision, describe_accuracy(attempt_entry)
+                )
+            entry: dict[str, Any] = dict(attempt_entry)
             if len(tried) > 1:
                 entry["attempts"] = tried
-            if score.accepted:
-                _log.info("%s variant accepted: %s", precision, score.summary())
+            summary = describe_accuracy(entry)
+            if accepted:
+                _log.info("%s variant accepted: %s", precision, summary)
                 variants[precision] = {
                     "file": path.name,
                     "sha256": sha256_file(path),
@@ -413,11 +455,11 @@ def export_bundle(
                 }
             else:
                 path.unlink()
-                _log.warning("%s variant REFUSED, not kept: %s", precision, score.summary())
+                _log.warning("%s variant REFUSED, not kept: %s", precision, summary)
                 variants[precision] = {
                     "file": None,
                     "accepted": False,
-                    "reason": score.summary(),
+                    "reason": summary,
                     **entry,
                 }
         manifest = {

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ from mmsag_ros.metrics import mean_average_precision
 from mmsag_ros.onnx_session import open_session
 
 __all__ = [
+    "ACCURACY_RECORDS",
     "CALIBRATION_METHODS",
     "DEFAULT_BARS",
     "DEFAULT_CALIBRATION_IMAGES",
@@ -62,10 +63,12 @@ __all__ = [
     "VariantScore",
     "check_validation_split",
     "convert_fp16",
+    "describe_accuracy",
     "load_calibration_images",
     "onnx_scores",
     "quantize_int8",
     "score_variant",
+    "scored_forms",
 ]
 
 _log = logging.getLogger(__name__)
@@ -88,6 +91,8 @@ FP32_OPS = (
 _BACKBONE_PREFIX = "/model/backbone/"
 _BACKBONE_OPS = ("Conv", "Add", "MaxPool")
 _HEAD_OPS = ("MatMul", "Gemm", "Conv")
+_ACTIVATED_OPS = ("Conv", "Add")
+_ACTIVATIONS = ("Relu", "Clip")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 _CALIBRATION_SPLITS = ("train", "trainval")
 
@@ -227,6 +232,50 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+def _quantize_after_activations(model: Any) -> int:
+    """Remove each Q/DQ pair between a Conv or Add and its ReLU/ReLU6, in place.
+
+    TensorRT fuses a convolution (or residual addition) with its ReLU and quantizes only the
+    fused output; a Q/DQ between the two, which ONNX Runtime's quantizer writes at the
+    pre-activation range (the stem's output spans +-200 before its ReLU6), would be an extra,
+    coarse rounding that TensorRT honours. The quantization after the activation stays.
+    Returns how many pairs were removed.
+    """
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def sole_reader(name: str) -> Any:
+        readers = consumers.get(name, [])
+        return readers[0] if len(readers) == 1 else None
+
+    dropped: set[int] = set()
+    for activation in graph.node:
+        if activation.op_type not in _ACTIVATIONS:
+            continue
+        dequantize = producers.get(activation.input[0])
+        quantize = producers.get(dequantize.input[0]) if dequantize is not None else None
+        source = producers.get(quantize.input[0]) if quantize is not None else None
+        if (
+            source is not None
+            and source.op_type in _ACTIVATED_OPS
+            and dequantize.op_type == "DequantizeLinear"
+            and quantize.op_type == "QuantizeLinear"
+            and sole_reader(quantize.input[0]) is quantize
+            and sole_reader(quantize.output[0]) is dequantize
+            and sole_reader(dequantize.output[0]) is activation
+        ):
+            activation.input[0] = quantize.input[0]
+            dropped |= {id(quantize), id(dequantize)}
+    kept = [node for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(dropped) // 2
+
+
 def quantize_int8(
     onnx_path: Path,
     out_path: Path,
@@ -326,6 +375,7 @@ def quantize_int8(
                     },
                 )
             model = onnx.load(str(quantized))
+            _quantize_after_activations(model)
     except MmsagError:
         raise
     except Exception as err:
@@ -352,19 +402,22 @@ def onnx_scores(
     spec: PreprocessSpec,
     *,
     precision: str = "fp32",
+    as_written: bool = False,
     input_name: str = "images",
     batch_size: int = 8,
     progress: bool = False,
 ) -> np.ndarray:
     """Sigmoid scores (N x C) of an ONNX variant over ``split``, preprocessed as at inference.
 
-    The session is opened as the node opens it (:func:`mmsag_ros.onnx_session.open_session`).
+    The session is opened as the node opens it (:func:`mmsag_ros.onnx_session.open_session`),
+    or with ``as_written`` as TensorRT computes the file.
     """
-    session = open_session(onnx_path, precision=precision)
+    session = open_session(onnx_path, precision=precision, as_written=as_written)
     dataset = MultiLabelImageDataset(split, EvalTransform(spec))
     logits = []
     starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc=f"score {precision}", unit="batch", disable=not progress):
+    desc = f"score {precision}{' as written' if as_written else ''}"
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
         batch = np.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(split)))])
         logits.append(session.run(["logits"], {input_name: batch})[0])
     stacked = np.concatenate(logits).astype(np.float64)
@@ -427,6 +480,32 @@ class VariantScore:
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``accuracy`` record."""
         return asdict(self)
+
+
+#: A variant's accuracy records in its manifest entry, by how its file was run for each. The
+#: int8 file is also scored as written, its Q/DQ computed literally: the arithmetic TensorRT
+#: runs, which the CPU session's rewrites (:mod:`mmsag_ros.onnx_session`) refine.
+ACCURACY_RECORDS = {"accuracy": "CPU session", "accuracy_as_written": "as written (TensorRT)"}
+
+
+def scored_forms(precision: str) -> dict[str, bool]:
+    """The accuracy records a ``precision`` variant gets, each with its ``as_written`` flag."""
+    return (
+        {"accuracy": False, "accuracy_as_written": True}
+        if precision == "int8"
+        else {"accuracy": False}
+    )
+
+
+def describe_accuracy(entry: Mapping[str, Any]) -> str:
+    """A variant's manifest accuracy records on one line (a label on each when there are two)."""
+    present = [key for key in ACCURACY_RECORDS if key in entry]
+    return "; ".join(
+        VariantScore(**entry[key]).summary()
+        if len(present) == 1
+        else f"{ACCURACY_RECORDS[key]}: {VariantScore(**entry[key]).summary()}"
+        for key in present
+    )
 
 
 def score_variant(

@@ -65,10 +65,13 @@ def test_precision_latency_times_fp32_against_the_int8_variant(tmp_path: Path) -
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (model,) = json.loads(out.read_text())["models"]
     assert model["model_id"] == bundle.model_id
-    assert model["int8_accuracy"] == bundle.variant("int8").entry["accuracy"]
+    entry = bundle.variant("int8").entry
+    assert model["int8_accuracy"] == entry["accuracy"]
+    assert model["int8_accuracy_as_written"] == entry["accuracy_as_written"]
     for row in model["rows"]:
         assert row["speedup"] == pytest.approx(row["fp32_ms_per_image"] / row["int8_ms_per_image"])
-    assert "speed-up" in out.with_suffix(".txt").read_text()
+    table = out.with_suffix(".txt").read_text()
+    assert "speed-up" in table and "as written (TensorRT): mAP " in table
 
 
 def test_precision_latency_refuses_a_bundle_without_int8(tmp_path: Path) -> None:

@@ -244,15 +244,20 @@ def test_variants_are_kept_exactly_when_they_pass_their_bar(
     kept = []
     for precision in ("fp16", "int8"):
         entry = manifest["variants"][precision]
-        score = VariantScore(**entry["accuracy"])
-        assert score.precision == precision
-        assert score.bar_points == DEFAULT_BARS[precision]
-        assert score.split == "val" and score.images == len(validation_split) == 6
-        assert score.fp32_map == pytest.approx(fp32_map, abs=1e-12)
-        assert score.map_drop_points == pytest.approx(100 * (score.fp32_map - score.variant_map))
-        assert 0.0 <= score.decision_agreement <= 1.0 and score.max_score_diff > 0.0
-        accepted = score.map_drop_points <= DEFAULT_BARS[precision] + 1e-9
-        assert entry["accepted"] is accepted is score.accepted
+        # int8 is judged twice: as the CPU session runs it and as written (TensorRT's Q/DQ).
+        records = ["accuracy", "accuracy_as_written"] if precision == "int8" else ["accuracy"]
+        assert [key for key in entry if key.startswith("accuracy")] == records
+        scores = [VariantScore(**entry[key]) for key in records]
+        for score in scores:
+            assert score.precision == precision
+            assert score.bar_points == DEFAULT_BARS[precision]
+            assert score.split == "val" and score.images == len(validation_split) == 6
+            assert score.fp32_map == pytest.approx(fp32_map, abs=1e-12)
+            drop = 100 * (score.fp32_map - score.variant_map)
+            assert score.map_drop_points == pytest.approx(drop)
+            assert 0.0 <= score.decision_agreement <= 1.0 and score.max_score_diff > 0.0
+        accepted = all(s.map_drop_points <= DEFAULT_BARS[precision] + 1e-9 for s in scores)
+        assert entry["accepted"] is accepted is all(s.accepted for s in scores)
         path = root / VARIANT_FILES[precision]
         assert path.exists() is accepted
         if accepted:
@@ -264,13 +269,27 @@ def test_variants_are_kept_exactly_when_they_pass_their_bar(
             assert variant.entry == entry and precision not in variant_bundle.refused
             props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
             assert props[PRECISION_METADATA_KEY] == precision
-            # The recorded mAP is the file's, measured again here.
-            scores = onnx_scores(path, validation_split, variant_bundle.spec, precision=precision)
-            assert score.variant_map == pytest.approx(mean_average_precision(scores, targets))
-            assert score.max_score_diff == pytest.approx(np.abs(scores - fp32_scores).max())
+            # The recorded mAPs are the file's, measured again here, each run its own way.
+            for record in records:
+                measured = onnx_scores(
+                    path,
+                    validation_split,
+                    variant_bundle.spec,
+                    precision=precision,
+                    as_written=record == "accuracy_as_written",
+                )
+                recorded = VariantScore(**entry[record])
+                assert recorded.variant_map == pytest.approx(
+                    mean_average_precision(measured, targets)
+                )
+                diff = np.abs(measured - fp32_scores).max()
+                assert recorded.max_score_diff == pytest.approx(diff)
         else:
             assert entry["file"] is None and "sha256" not in entry
-            assert entry["reason"] == score.summary() == variant_bundle.refused[precision]
+            reason = scores[0].summary()
+            if precision == "int8":
+                reason = f"CPU session: {reason}; as written (TensorRT): {scores[1].summary()}"
+            assert entry["reason"] == reason == variant_bundle.refused[precision]
             assert precision not in variant_bundle.variants
             with pytest.raises(BundleError, match=r"refused at export"):
                 variant_bundle.variant(precision)
@@ -322,15 +341,18 @@ def test_a_refused_variant_is_recorded_without_its_file(
     assert [c["head"] for c in conversions] == ["int8", "fp32", "fp32"]
     assert [len(c["fp32_convs"]) for c in conversions] == [0, 0, 2]
     assert all(a["accuracy"]["map_drop_points"] > 0 for a in entry["attempts"])
+    assert all(a["accuracy_as_written"]["images"] == 2 for a in entry["attempts"])
+    assert entry["accuracy_as_written"] == entry["attempts"][-1]["accuracy_as_written"]
     reason = entry["reason"]
-    assert "mAP 50.00 vs fp32 100.00 (drop 50.00 > 0.00 points)" in reason
+    assert reason.startswith("CPU session: mAP 50.00 vs fp32 100.00 (drop 50.00 > 0.00 points)")
+    assert "; as written (TensorRT): mAP " in reason
     assert "on 2 images of 'val'" in reason
     assert bundle.refused == {"int8": reason}
     assert list(bundle.variants) == ["fp32"]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt"]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
     with pytest.raises(
-        BundleError, match=r"no int8 variant: it was refused at export \(mAP 50"
+        BundleError, match=r"no int8 variant: it was refused at export \(CPU session: mAP 50"
     ) as e:
         bundle.variant("int8")
     assert "drop 50.00 > 0.00 points" in str(e.value) and "it has fp32" in str(e.value)

@@ -89,9 +89,11 @@ def test_export_with_int8_prints_the_variant_rows(
     rows = [line for line in printed.splitlines() if line.startswith("int8 ")]
     assert len(rows) == 1, printed
     entry = bundle.manifest["variants"]["int8"]
-    summary = VariantScore(**entry["accuracy"]).summary()
-    assert rows[0].split(None, 1)[1] == f"accepted: {summary}"
-    assert "<= 100.00 points" in summary and "on 6 images of 'val'" in summary
+    cpu, written = (VariantScore(**entry[k]).summary() for k in ("accuracy", "accuracy_as_written"))
+    row = f"accepted: CPU session: {cpu}; as written (TensorRT): {written}"
+    assert rows[0].split(None, 1)[1] == row
+    for summary in (cpu, written):
+        assert "<= 100.00 points" in summary and "on 6 images of 'val'" in summary
     assert bundle.variant("int8").path == out / "model.int8.onnx"
     assert entry["accepted"] is True and entry["accuracy"]["bar_points"] == 100.0
     assert entry["accuracy"]["split"] == "val" and entry["accuracy"]["images"] == 6

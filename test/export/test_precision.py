@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import TensorProto, numpy_helper
 
@@ -31,7 +32,7 @@ from mmsag_ros.export.precision import (
     quantize_int8,
     score_variant,
 )
-from mmsag_ros.onnx_session import open_session
+from mmsag_ros.onnx_session import CPU_PROVIDER, open_session
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 _BACKBONE = "/model/backbone/"
@@ -471,6 +472,31 @@ def test_int8_quantizes_whole_backbone_blocks_by_default(
         assert ops and ops <= {n.name for n in consumers}, op_type
 
 
+@pytest.mark.parametrize("kind", list(_KINDS))
+def test_int8_quantizes_after_each_activation_not_before_it(
+    int8_paths: dict[str, Path], kind: str
+) -> None:
+    # TensorRT fuses Conv (or Add) + ReLU and quantizes the fused output; a Q/DQ between them
+    # would be an extra rounding at the pre-activation range, which TensorRT honours.
+    model = onnx.load(str(int8_paths[kind]))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    activations = [n for n in model.graph.node if n.op_type in ("Relu", "Clip")]
+    assert len(activations) == 17  # ResNet-18: the stem, two per block
+    for activation in activations:
+        source = producers[activation.input[0]]
+        assert source.op_type in ("Conv", "Add"), f"{activation.name} reads {source.op_type}"
+        assert consumers[activation.input[0]] == [activation.op_type], activation.name
+    # The activations feeding int8 consumers are quantized right after the ReLU: all but the
+    # stem's (max pooling reads it in float), the last block's (the fp32 head reads it unless
+    # the head is int8) and, with the ends in fp32, the one feeding the last convolution.
+    quantized = [n for n in activations if "QuantizeLinear" in consumers.get(n.output[0], [])]
+    assert len(quantized) == {"backbone": 15, "head": 16, "ends": 14}[kind]
+
+
 def test_int8_can_keep_the_stem_and_the_last_convolution_in_fp32(
     int8_paths: dict[str, Path], backbone_convs: list[str]
 ) -> None:
@@ -558,6 +584,24 @@ def test_int8_is_tagged_and_runs_close_to_fp32(
     assert not np.array_equal(int8["logits"], fp32["logits"])
     # The head variant quantizes the attention maps themselves: sums move by a few 1e-3.
     assert np.allclose(int8["attention"].sum(axis=(2, 3)), 1.0, atol=1e-2)
+
+
+def test_int8_as_written_computes_the_files_qdq_without_the_cpu_rewrites(
+    tiny_bundle: Bundle, int8_paths: dict[str, Path]
+) -> None:
+    path = int8_paths["backbone"]
+    frames = parity_frames(tiny_bundle.spec, count=3, seed=5)
+    as_written = open_session(path, precision="int8", as_written=True)
+    written = as_written.run(["logits"], {"images": frames})[0]
+    # The reference: the file's nodes one by one, no fusion, no rewrite.
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    literal = onnxruntime.InferenceSession(str(path), options, providers=[CPU_PROVIDER])
+    reference = literal.run(["logits"], {"images": frames})[0]
+    cpu = _run(path, frames, "int8")["logits"]
+    np.testing.assert_array_equal(written, reference)
+    # The CPU session's rewrites (uint8 activations, folded ReLUs, int32 biases) move it.
+    assert np.abs(cpu - reference).max() > 1e-3
 
 
 def test_int8_rejects_bad_calibration_and_methods(tiny_bundle: Bundle, tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 from mmsag_ros.onnx_session import (
+    SEVEN_BIT_LIMIT,
     fold_relu_quantize,
     int32_conv_biases,
     open_session,
+    seven_bit_weights,
     uint8_activations,
 )
 from mmsag_ros.runtime.backends import create_backend, parse_device
@@ -270,6 +272,7 @@ def test_the_int8_cpu_session_is_open_session_with_uint8_activations(
     model = onnx.load(str(path))
     uint8_activations(model)
     fold_relu_quantize(model)
+    seven_bit_weights(model)
     int32_conv_biases(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -278,11 +281,11 @@ def test_the_int8_cpu_session_is_open_session_with_uint8_activations(
     ).run(["logits"], {"images": batch})[0]
     np.testing.assert_array_equal(rewritten, direct["logits"])
 
-    # The same quantization with int8 activations (the file as TensorRT reads it) agrees up to
-    # the kernels' rounding.
-    unrewritten = ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    ).run(["logits", "attention"], {"images": batch})
+    # The file computed as written (TensorRT's arithmetic: int8 activations, 8-bit weights)
+    # agrees up to the rewrites' rounding.
+    unrewritten = open_session(path, precision="int8", as_written=True).run(
+        ["logits", "attention"], {"images": batch}
+    )
     np.testing.assert_allclose(sigmoid(rewritten), sigmoid(unrewritten[0]), atol=2e-2, rtol=0)
     np.testing.assert_allclose(direct["attention"], unrewritten[1], atol=1e-2, rtol=0)
 
@@ -321,6 +324,100 @@ def test_relu_folding_keeps_the_graph_valid_and_its_scores(variant_bundle, varia
         return sigmoid(session.run(["logits"], {"images": batch})[0])
 
     np.testing.assert_allclose(scores(model.SerializeToString()), scores(plain), atol=2e-2)
+
+
+def _weight_dequantizers(model) -> list:
+    """DequantizeLinear nodes of ``model`` that read a constant int8 weight (2-D or more)."""
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [
+        node
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+        and node.input[0] in initializers
+        and initializers[node.input[0]].dtype == np.int8
+        and initializers[node.input[0]].ndim >= 2
+    ]
+
+
+def test_seven_bit_weights_keep_each_weight_within_half_a_step(variant_bundle):
+    import onnx
+
+    model = onnx.load(str(variant_bundle.variant("int8").path))
+    before = {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+    weights = _weight_dequantizers(model)
+    assert len(weights) >= 20  # the backbone's convolutions at least
+    assert any(np.abs(before[n.input[0]]).max() > SEVEN_BIT_LIMIT for n in weights)
+
+    assert seven_bit_weights(model) == len(weights)
+
+    after = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    changed = {name for name in before if not np.array_equal(before[name], after[name])}
+    assert changed <= {i for n in weights for i in n.input[:2]}  # nothing else moves
+    for node in weights:
+        values, scale = after[node.input[0]], after[node.input[1]]
+        assert values.dtype == np.int8 and np.abs(values).max() <= SEVEN_BIT_LIMIT
+        assert scale.dtype == np.float32
+        axis = {a.name: a.i for a in node.attribute}.get("axis", 1)
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        old = before[node.input[0]] * before[node.input[1]].reshape(shape)
+        new = values * scale.reshape(shape)
+        assert (np.abs(new - old) <= scale.reshape(shape) / 2 + 1e-7).all(), node.name
+        # The largest weight of each channel keeps its value.
+        largest = np.abs(before[node.input[0]]).max(
+            axis=tuple(i for i in range(values.ndim) if i != axis)
+        )
+        kept = np.abs(values).max(axis=tuple(i for i in range(values.ndim) if i != axis))
+        np.testing.assert_array_equal(kept[largest == 127], SEVEN_BIT_LIMIT)
+
+
+def _saturating_convolution(channels: int) -> Any:
+    """Q/DQ conv as export writes it: int8 input at +127 steps times int8 weights of +127."""
+    from onnx import TensorProto, helper
+
+    constants = {
+        "x_scale": np.array(1 / 127, np.float32),
+        "x_zero": np.zeros((), np.int8),
+        "w": np.full((1, channels, 1, 1), 127, np.int8),
+        "w_scale": np.full((1,), 1 / 127, np.float32),
+        "w_zero": np.zeros((1,), np.int8),
+        "bias": np.zeros((1,), np.float32),
+        "y_scale": np.array(channels / 127, np.float32),
+        "y_zero": np.zeros((), np.int8),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd", "bias"], ["y"], name="conv"),
+        helper.make_node("QuantizeLinear", ["y", "y_scale", "y_zero"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zero"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "saturating_convolution",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_int8_cpu_session_does_not_overflow_on_full_range_weights(tmp_path):
+    import onnx
+
+    # 64 inputs of 1.0 times weights of 1.0: 64. The int8 kernels of an x86 CPU without VNNI
+    # add pairs of uint8 x int8 products into a saturating int16, so full 8-bit weights
+    # (2 x 255 x 127 > 32767) give a wrong sum on such a CPU; 7-bit weights cannot overflow.
+    path = tmp_path / "saturating.onnx"
+    onnx.save(_saturating_convolution(64), str(path))
+    x = np.ones((1, 64, 4, 4), np.float32)
+    out = open_session(path, precision="int8", intra_op_threads=1).run(["out"], {"x": x})[0]
+    step = 64 / 127
+    np.testing.assert_allclose(out, 64.0, rtol=0, atol=step)
+    # Written literally (TensorRT's arithmetic), the file's own 8-bit weights give 64 too.
+    written = open_session(path, precision="int8", as_written=True).run(["out"], {"x": x})[0]
+    np.testing.assert_allclose(written, 64.0, rtol=0, atol=step / 2)
 
 
 def test_int32_biases_sit_on_the_product_scale(variant_bundle):
