@@ -600,7 +600,8 @@ def test_int8_as_written_computes_the_files_qdq_without_the_cpu_rewrites(
     reference = literal.run(["logits"], {"images": frames})[0]
     cpu = _run(path, frames, "int8")["logits"]
     np.testing.assert_array_equal(written, reference)
-    # The CPU session's rewrites (uint8 activations, folded ReLUs, int32 biases) move it.
+    # The CPU session's rewrites (uint8 activations, folded ReLUs, 7-bit weights, int32
+    # biases) move it.
     assert np.abs(cpu - reference).max() > 1e-3
 
 
