@@ -38,10 +38,12 @@ _STAGES = ("semantic_attention", "fusion", "static_graph", "dynamic_graph")
 # name -> (model, pretrained, most epochs, stages switched on, overrides); the cosine schedule
 # follows the time budget, so the epoch counts are upper bounds.
 _FROZEN_4, _FROZEN_ALL = ("model.freeze_stages=4",), ("model.freeze_stages=9",)
+_CACHED_6 = ("model.freeze_stages=6", "cache_frozen=true")
 RUNS = {
     "effl0_224 full MM-SAG": ("mmsag_effl0_224", True, 12, _STAGES, ()),
     "effl0_224 stages 1-4 frozen": ("mmsag_effl0_224", True, 16, _STAGES, _FROZEN_4),
     "effl0_224 frozen backbone": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL),
+    "effl0_224 1-6 frozen, cached": ("mmsag_effl0_224", True, 40, _STAGES, _CACHED_6),
     "effl0_448 frozen backbone": ("mmsag_effl0_448", True, 8, _STAGES, _FROZEN_ALL),
     "r18_224 full, from scratch": ("mmsag_r18_224", False, 8, _STAGES, ()),
     "effl0_224 linear head": ("mmsag_effl0_224", True, 12, (), ()),

@@ -99,6 +99,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision, on CUDA only
     channels_last: bool = True  # NHWC tensors: about 2x faster convolutions on CPUs
     out_dir: str = "runs/mmsag"
+    # With model.freeze_stages: run the frozen stages once and train on their stored outputs
+    # (fp16, in memory; horizontal flip the only augmentation). See train/feature_cache.py.
+    cache_frozen: bool = False
     time_budget_min: float | None = None  # stop cleanly after this much training time
     max_batches_per_epoch: int | None = None  # cap for smoke runs
     resume: str | None = None

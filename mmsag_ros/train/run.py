@@ -137,7 +137,9 @@ def prepare_training(
     )
     if config.model.freeze_stages:
         _freeze_pretrained_stages(model, config)
-    train_set = MultiLabelImageDataset(train_split, TrainTransform(model.spec), seed=config.seed)
+    # Stored features come from the evaluation transform (train/feature_cache.py).
+    train_transform = EvalTransform if config.cache_frozen else TrainTransform
+    train_set = MultiLabelImageDataset(train_split, train_transform(model.spec), seed=config.seed)
     val_set = MultiLabelImageDataset(val_split, EvalTransform(model.spec), seed=config.seed)
     if context.enabled:
         train_sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed)

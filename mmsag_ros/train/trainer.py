@@ -29,6 +29,7 @@ from mmsag_ros.metrics import MetricReport, MultiLabelMeter, calibrate_threshold
 from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import DistributedContext
+from mmsag_ros.train.feature_cache import ModelTail, cache_frozen_features
 from mmsag_ros.train.losses import build_loss, multi_head_loss
 
 __all__ = ["EpochResult", "Trainer", "build_scheduler", "freeze_batchnorm"]
@@ -117,6 +118,12 @@ class Trainer:
             if context.enabled
             else self.model
         )
+        # What maps a loader batch to outputs: the whole model on images, or with
+        # cache_frozen the stages after the frozen ones on stored features (_use_feature_cache).
+        self._train_forward: nn.Module = self.ddp_model
+        self._eval_forward: nn.Module = self.model
+        if config.cache_frozen:
+            self._check_cache_config()
         optim = config.optim
         self.optimizer = torch.optim.SGD(
             model.param_groups(
@@ -138,6 +145,44 @@ class Trainer:
         self.best_map = -1.0
         self.best_thresholds = [0.5] * len(labels)
 
+    def _check_cache_config(self) -> None:
+        if self.config.model.freeze_stages < 1:
+            raise ConfigError(
+                "cache_frozen=true stores the output of the frozen backbone stages; "
+                "set model.freeze_stages=N (N >= 1) as well"
+            )
+        if self.context.enabled:
+            raise ConfigError(
+                "cache_frozen=true runs in one process; drop it or train without torchrun"
+            )
+
+    def _use_feature_cache(self) -> None:
+        """Run the frozen stages once over both loaders and train on their stored outputs.
+
+        The loaders given to the trainer must use the evaluation transform (prepare_training
+        does this): the stored maps are what every epoch sees.
+        """
+        stages = self.config.model.freeze_stages
+        common = {"device": self.device, "memory_format": self.memory_format}
+        train = cache_frozen_features(
+            self.model,
+            self.train_loader,
+            stages,
+            flip=True,
+            seed=self.config.seed,
+            desc="caching training features",
+            **common,
+        )
+        val = cache_frozen_features(
+            self.model, self.val_loader, stages, desc="caching validation features", **common
+        )
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.train_loader = DataLoader(
+            train, batch_size=self.config.batch_size, shuffle=True, generator=generator
+        )
+        self.val_loader = DataLoader(val, batch_size=self.config.eval_batch_size)
+        self._train_forward = self._eval_forward = ModelTail(self.model, stages)
+
     def _budget_used(self) -> float:
         remaining_s = self._deadline - time.monotonic()
         return 1.0 - remaining_s / (60 * self.config.time_budget_min)
@@ -153,7 +198,7 @@ class Trainer:
         targets = targets.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            outputs = self.ddp_model(images)
+            outputs = self._train_forward(images)
         loss = multi_head_loss(self.loss_fn, [h.float() for h in outputs["head_logits"]], targets)
         self.scaler.scale(loss).backward()
         if self.config.optim.grad_clip > 0:
@@ -206,7 +251,7 @@ class Trainer:
         meter = MultiLabelMeter()
         for images, targets, indices in loader:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                logits = self.model(self._images_to_device(images))["logits"]
+                logits = self._eval_forward(self._images_to_device(images))["logits"]
             meter.update(torch.sigmoid(logits.float()).cpu(), targets, indices)
         meter.all_reduce()
         return meter
@@ -252,6 +297,8 @@ class Trainer:
 
     def fit(self, max_epochs: int | None = None) -> list[EpochResult]:
         """Train until ``max_epochs`` (default: config.epochs) or the time budget runs out."""
+        if self.config.cache_frozen and not isinstance(self._train_forward, ModelTail):
+            self._use_feature_cache()  # inside the time budget: it is part of training's cost
         results = []
         for epoch in range(self.start_epoch, max_epochs or self.config.epochs):
             loss, rate, out_of_time = self._run_epoch(epoch)

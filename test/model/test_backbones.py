@@ -48,6 +48,20 @@ def test_forward_backward_shape_and_finite(name: str) -> None:
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED_CHANNELS))
+def test_the_stages_run_in_turn_are_the_forward_pass(name) -> None:
+    torch.manual_seed(0)
+    backbone = create_backbone(name).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        whole = backbone(x)
+        assert torch.equal(backbone.forward_stages(x), whole)
+        # Split where training caches a frozen prefix: the two halves compose to the whole.
+        split = len(backbone.stages()) - 2
+        prefix = backbone.forward_stages(x, stop=split)
+        assert torch.equal(backbone.forward_stages(prefix, start=split), whole)
+
+
 @pytest.mark.parametrize(
     ("name", "count"), [("efficientnet_lite0", 9), ("resnet18", 5), ("mobilenet_v3_large", 17)]
 )

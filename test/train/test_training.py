@@ -12,12 +12,15 @@ import torch
 
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.cli import main
+from mmsag_ros.data.dataset import MultiLabelImageDataset
 from mmsag_ros.data.synth import generate_dataset
+from mmsag_ros.data.transforms import EvalTransform
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model import create_backbone
 from mmsag_ros.model.checkpoint import load_checkpoint
 from mmsag_ros.train.config import load_config
 from mmsag_ros.train.distributed import DistributedContext
+from mmsag_ros.train.feature_cache import CachedFeatures
 from mmsag_ros.train.run import prepare_training, run_training
 from mmsag_ros.train.splits import load_train_val
 
@@ -212,6 +215,56 @@ def test_frozen_stages_end_training_at_their_pretrained_weights(synth_root, tmp_
     }
     assert any(k.startswith("blocks.3.") for k in moved)
     assert any(k.startswith("conv_head.") for k in moved)
+
+
+def test_cached_frozen_features_train_the_tail_and_score_like_the_image_path(synth_root, tmp_path):
+    config = _config(synth_root, tmp_path, "epochs=2", "model.freeze_stages=6", "cache_frozen=true")
+    trainer = prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+    results = trainer.fit()
+    assert isinstance(trainer.train_loader.dataset, CachedFeatures)
+    assert len(trainer.train_loader.dataset) == 96 and len(trainer.val_loader.dataset) == 24
+    assert results[-1].train_loss < results[0].train_loss
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    packaged = create_backbone("efficientnet_lite0", pretrained=True).trunk.state_dict()
+    state = checkpoint.model_state
+    # Stem and block stages 0-4 stayed ImageNet's; block 5 onward trained.
+    for key, value in packaged.items():
+        if key.startswith(("conv_stem.", "bn1.", *(f"blocks.{i}." for i in range(5)))):
+            assert torch.equal(state[f"backbone.trunk.{key}"], value), key
+    assert not torch.equal(state["backbone.trunk.conv_head.weight"], packaged["conv_head.weight"])
+    # The stored features stand in for the images: scoring the saved model on the
+    # validation images gives the scores the trainer validated on (fp16 storage aside).
+    cached_scores = trainer.predict(trainer.val_loader).scores
+    model = trainer.model.eval()
+    _, val_split = load_train_val(config.data, seed=config.seed)
+    images = MultiLabelImageDataset(val_split, EvalTransform(model.spec), seed=config.seed)
+    with torch.no_grad():
+        batch = torch.stack([torch.as_tensor(images[i][0]) for i in range(len(images))])
+        image_scores = torch.sigmoid(model(batch)["logits"]).numpy()
+    np.testing.assert_allclose(cached_scores, image_scores, atol=5e-3)
+    assert checkpoint.metrics["val"]["map"] == pytest.approx(results[-1].val_map)
+
+
+def test_cached_features_need_frozen_stages(synth_root, tmp_path):
+    config = _config(synth_root, tmp_path, "cache_frozen=true")
+    with pytest.raises(ConfigError, match=r"set model\.freeze_stages"):
+        prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+
+
+def test_cached_feature_flips_are_drawn_per_epoch_and_reproducible():
+    features = torch.arange(2 * 40 * 3 * 4, dtype=torch.float16).reshape(40, 2, 3, 4)
+    cached = CachedFeatures(features, torch.zeros(40, 2), torch.arange(40), flip=True, seed=3)
+
+    def flipped(epoch):
+        cached.set_epoch(epoch)
+        return [not torch.equal(cached[i][0], features[i].float()) for i in range(40)]
+
+    first = flipped(0)
+    assert 5 < sum(first) < 35
+    assert flipped(0) == first and flipped(1) != first
+    mirrored = next(i for i, f in enumerate(first) if f)
+    cached.set_epoch(0)
+    assert torch.equal(cached[mirrored][0], features[mirrored].float().flip(-1))
 
 
 def test_frozen_stages_refuse_a_backbone_without_pretrained_weights(synth_root, tmp_path):

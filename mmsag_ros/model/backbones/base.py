@@ -98,8 +98,24 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def stages(self) -> list[nn.Module]:  # pragma: no cover - abstract
-        """The trunk's parts in the order the image passes them: the stem first."""
+        """The trunk's parts in the order the image passes them, the stem first.
+
+        Each part is a runnable module: passing a batch through all of them in turn is
+        :meth:`forward` (see :meth:`forward_stages`).
+        """
         raise NotImplementedError
+
+    def forward_stages(
+        self, x: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
+        """Run ``stages()[start:stop]`` on ``x``, the input of stage ``start``.
+
+        ``forward_stages(x)`` equals ``forward(x)``; splitting at a frozen stage lets training
+        store the frozen part's output once and run only the rest.
+        """
+        for stage in self.stages()[start:stop]:
+            x = stage(x)
+        return x
 
     def freeze_stages(self, count: int) -> None:
         """Keep the first ``count`` of :meth:`stages` at their current weights while training.

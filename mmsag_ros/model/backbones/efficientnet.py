@@ -137,8 +137,8 @@ class EfficientNetBackbone(Backbone):
     def stages(self) -> list[nn.Module]:
         """Stem (conv_stem, bn1), the seven block stages, then conv_head/bn2: nine stages."""
         t = self.trunk
-        stem = nn.ModuleList([t.conv_stem, t.bn1])
-        return [stem, *t.blocks, nn.ModuleList([t.conv_head, t.bn2])]
+        # timm's bn1/bn2 carry the activation, so each pair is the whole step.
+        return [nn.Sequential(t.conv_stem, t.bn1), *t.blocks, nn.Sequential(t.conv_head, t.bn2)]
 
     def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Accept timm keys as they are and map lukemelas keys (``_conv_stem``...)."""

@@ -32,9 +32,10 @@ class ResNetBackbone(Backbone):
         return t.layer4(t.layer3(t.layer2(t.layer1(x))))
 
     def stages(self) -> list[nn.Module]:
-        """Stem (conv1, bn1), then layer1 to layer4: five stages."""
+        """Stem (conv1, bn1, ReLU, max-pool), then layer1 to layer4: five stages."""
         t = self.trunk
-        return [nn.ModuleList([t.conv1, t.bn1]), t.layer1, t.layer2, t.layer3, t.layer4]
+        stem = nn.Sequential(t.conv1, t.bn1, t.relu, t.maxpool)
+        return [stem, t.layer1, t.layer2, t.layer3, t.layer4]
 
 
 def _create_resnet(arch: str, pretrained: bool) -> ResNetBackbone:

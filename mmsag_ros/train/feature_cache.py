@@ -1,0 +1,124 @@
+"""Train on stored frozen-stage features: the frozen backbone prefix runs once, not every epoch.
+
+With ``model.freeze_stages=N`` the first N backbone stages never change, yet a normal epoch
+still pushes every image through them, and on a CPU they are most of a step's cost (they run
+at the highest resolution). ``cache_frozen=true`` runs them once over the training and
+validation images and keeps their outputs in memory as fp16; the epochs then run only the
+remaining stages and the MM-SAG head. The price is augmentation: the stored maps come from
+the evaluation transform, and the only augmentation left is a horizontal flip of the maps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mmsag_ros.model import MMSAG
+
+__all__ = ["CachedFeatures", "ModelTail", "cache_frozen_features"]
+
+_log = logging.getLogger(__name__)
+
+
+class ModelTail(nn.Module):
+    """The model from backbone stage ``start`` on: stored prefix features in, model outputs out.
+
+    Holds no weights of its own, so the optimizer, checkpoints and DDP see the full model's.
+    """
+
+    def __init__(self, model: MMSAG, start: int) -> None:
+        super().__init__()
+        self.model = model
+        self.start = start
+
+    def forward(self, features: torch.Tensor) -> dict:
+        """Same outputs as ``model(images)`` for the images ``features`` were computed from."""
+        return self.model.forward_head(self.model.backbone.forward_stages(features, self.start))
+
+
+class CachedFeatures(Dataset):
+    """Stored prefix features with their targets, as ``(features, targets, index)`` samples.
+
+    ``flip`` mirrors a sample's map left to right with probability 1/2, drawn from the seed,
+    the epoch (:meth:`set_epoch`) and the index, so a run is reproducible.
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        *,
+        flip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.features, self.targets, self.indices = features, targets, indices
+        self.flip, self.seed, self.epoch = flip, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's flips."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        features = self.features[index].float()
+        if self.flip:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            if rng.random() < 0.5:
+                features = features.flip(-1)
+        return features, self.targets[index], int(self.indices[index])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the stored maps take."""
+        return self.features.numel() * self.features.element_size()
+
+
+@torch.no_grad()
+def cache_frozen_features(
+    model: MMSAG,
+    loader: DataLoader,
+    stages: int,
+    *,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    flip: bool = False,
+    seed: int = 0,
+    desc: str = "caching",
+) -> CachedFeatures:
+    """Run backbone stages ``[0, stages)`` over every batch of ``loader`` and keep the outputs.
+
+    ``loader`` yields ``(images, targets, indices)`` from a dataset with the evaluation
+    transform; the maps are stored as fp16 on the CPU in the loader's order.
+    """
+    backbone = model.backbone
+    was_training = backbone.training
+    backbone.eval()
+    features, targets, indices = [], [], []
+    try:
+        for images, batch_targets, batch_indices in tqdm(loader, desc=desc, leave=False):
+            images = images.to(device, memory_format=memory_format)
+            prefix = backbone.forward_stages(images, stop=stages)
+            features.append(prefix.to("cpu", torch.float16).contiguous())
+            targets.append(batch_targets)
+            indices.append(torch.as_tensor(batch_indices))
+    finally:
+        backbone.train(was_training)
+    cached = CachedFeatures(
+        torch.cat(features), torch.cat(targets), torch.cat(indices), flip=flip, seed=seed
+    )
+    _log.info(
+        "%s: %d feature maps of shape %s (%.0f MiB, fp16)",
+        desc,
+        len(cached),
+        tuple(cached.features.shape[1:]),
+        cached.nbytes / 2**20,
+    )
+    return cached
