@@ -19,17 +19,27 @@ __all__ = [
     "COLOR_ORDERS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NORMALIZATIONS",
     "RESIZE_POLICIES",
     "PreprocessSpec",
     "input_to_source",
     "normalize_into",
     "preprocess",
     "resize_to_input",
+    "source_to_input",
     "to_rgb",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The input normalisations pretrained weights are published with, by name: (mean, std) of
+#: RGB in [0, 1]. ``imagenet`` is torchvision's; ``inception`` is TensorFlow's (x - 127.5) /
+#: 127.5, which its EfficientNet-Lite checkpoints were trained with (timm's
+#: IMAGENET_INCEPTION_MEAN/STD).
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 RESIZE_POLICIES = ("stretch", "letterbox")
 COLOR_ORDERS = ("rgb", "bgr", "rgba", "bgra", "mono")
 
@@ -212,3 +222,17 @@ def input_to_source(
     source_x = (x * size - left) / new_w
     source_y = (y * size - top) / new_h
     return min(max(source_x, 0.0), 1.0), min(max(source_y, 0.0), 1.0)
+
+
+def source_to_input(
+    x: np.ndarray, y: np.ndarray, width: int, height: int, spec: PreprocessSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map points from normalised source coordinates to normalised model-input coordinates.
+
+    The inverse of :func:`input_to_source` (without its clamping); arrays of any shape.
+    """
+    if spec.resize == "stretch":
+        return x, y
+    new_w, new_h, left, top = _letterbox_geometry(width, height, spec.input_size)
+    size = spec.input_size
+    return (x * new_w + left) / size, (y * new_h + top) / size

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from mmsag_ros.bundle.preprocess import NORMALIZATIONS
 from mmsag_ros.errors import ConfigError
 
 __all__ = ["ABLATION_FLAGS", "ModelConfig"]
@@ -42,6 +43,10 @@ class ModelConfig:
         embedding_source: Where the label embeddings came from (``minilm``, ``learnable`` or
             a file name); ``learnable`` makes them a trained parameter, otherwise a constant.
         embedding_dim: Width E of the label embeddings.
+        normalization: Input normalisation the trunk is fed, a key of
+            :data:`~mmsag_ros.bundle.preprocess.NORMALIZATIONS`. New models take their
+            backbone weights' own (:func:`~mmsag_ros.model.create_model`); the default is
+            what every checkpoint saved before this field was trained with.
     """
 
     name: str
@@ -58,6 +63,7 @@ class ModelConfig:
     dynamic_graph: bool = True
     embedding_source: str = "minilm"
     embedding_dim: int = 384
+    normalization: str = "imagenet"
 
     def __post_init__(self) -> None:
         for key in ("input_size", "width", "num_heads", "ffn_dim", "attention_dim"):
@@ -79,6 +85,11 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"normalization must be one of {', '.join(NORMALIZATIONS)}, got "
+                f"{self.normalization!r}"
+            )
         if self.embedding_dim < 1:
             raise ConfigError(f"embedding_dim must be positive, got {self.embedding_dim}")
         later = [f for f in ABLATION_FLAGS[1:] if getattr(self, f)]

@@ -76,8 +76,11 @@ def _create_mmsag(
                 "pass them, or use embedding_source='learnable'"
             )
         overrides["embedding_source"] = "learnable"
+    entry = get_backbone_entry(pinned["backbone"])
+    # A pretrained trunk is fed exactly the normalisation its weights were trained with.
+    overrides.setdefault("normalization", entry.normalization)
     config = ModelConfig(name=name, **pinned, **overrides)
-    has_packaged = get_backbone_entry(config.backbone).has_pretrained
+    has_packaged = entry.has_pretrained
     if pretrained and weights is None and not has_packaged:
         # A 448 px ResNet from random weights trains for days to what ImageNet gives at once:
         # starting there must be asked for, never fallen into.

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsag_ros.bundle.preprocess import PreprocessSpec
+from mmsag_ros.bundle.preprocess import NORMALIZATIONS, PreprocessSpec
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.model.backbones import Backbone, create_backbone
 from mmsag_ros.model.configs import ModelConfig
@@ -74,8 +74,9 @@ class MMSAG(nn.Module):
 
     @property
     def spec(self) -> PreprocessSpec:
-        """Input size and normalisation this model expects (ImageNet mean/std, stretch)."""
-        return PreprocessSpec(input_size=self.config.input_size)
+        """Input size and normalisation this model expects (its trunk's own mean/std, stretch)."""
+        mean, std = NORMALIZATIONS[self.config.normalization]
+        return PreprocessSpec(input_size=self.config.input_size, mean=mean, std=std)
 
     def _embedding_tensor(
         self, values: np.ndarray | torch.Tensor | None, num_labels: int

@@ -38,11 +38,15 @@ class BackboneEntry:
         name: Registry name (``resnet50``).
         builder: Function ``builder(pretrained: bool) -> Backbone``.
         has_pretrained: Whether a packaged (offline) ImageNet weights file exists for it.
+        normalization: Name of the input normalisation its ImageNet weights (packaged, or the
+            library's own for a weights file) were trained with, a key of
+            :data:`~mmsag_ros.bundle.preprocess.NORMALIZATIONS`.
     """
 
     name: str
     builder: Callable[..., object]
     has_pretrained: bool
+    normalization: str = "imagenet"
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
@@ -62,8 +66,13 @@ def _lookup_error(name: str, known: list[str], kind: str) -> ModelNotFoundError:
     )
 
 
-def register_backbone(name: str, *, has_pretrained: bool = False) -> Callable[[_F], _F]:
+def register_backbone(
+    name: str, *, has_pretrained: bool = False, normalization: str = "imagenet"
+) -> Callable[[_F], _F]:
     """Decorator registering ``builder(pretrained: bool) -> Backbone`` under ``name``.
+
+    ``normalization`` names the input normalisation its weights expect (see
+    :class:`BackboneEntry`), the way torchvision's ``Weights.transforms`` records it.
 
     Raises:
         ValueError: ``name`` is already registered.
@@ -71,7 +80,7 @@ def register_backbone(name: str, *, has_pretrained: bool = False) -> Callable[[_
 
     def decorate(builder: _F) -> _F:
         _check_new(name, _BACKBONES, "backbone")
-        _BACKBONES[name] = BackboneEntry(name, builder, has_pretrained)
+        _BACKBONES[name] = BackboneEntry(name, builder, has_pretrained, normalization)
         return builder
 
     return decorate

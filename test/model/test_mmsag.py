@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmsag_ros.bundle.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from mmsag_ros.bundle.preprocess import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
 from mmsag_ros.model import (
     ABLATION_FLAGS,
@@ -186,6 +186,30 @@ def test_pretrained_effl0_loads_the_packaged_trunk() -> None:
     assert torch.equal(model.backbone.trunk.conv_stem.weight, stem)
     fresh = create_model("mmsag_effl0_224", num_labels=3, pretrained=False, **SMALL)
     assert not torch.equal(fresh.backbone.trunk.conv_stem.weight, stem)
+
+
+def test_each_trunk_is_fed_the_normalisation_its_weights_were_trained_with() -> None:
+    # TF's EfficientNet-Lite checkpoints were trained on (x - 127) / 128, torchvision's on
+    # ImageNet mean/std; the model's spec (checkpoint, bundle, node) follows the backbone.
+    effl0 = create_model("mmsag_effl0_224", num_labels=3, pretrained=False, **SMALL)
+    assert effl0.config.normalization == "inception"
+    assert (effl0.spec.mean, effl0.spec.std) == ((0.5,) * 3, (0.5,) * 3)
+    assert _small_model().config.normalization == "imagenet"
+    # Asked for by name, another normalisation wins (a trunk fine-tuned under it, say).
+    chosen = create_model(
+        "mmsag_effl0_224", num_labels=3, pretrained=False, normalization="imagenet", **SMALL
+    )
+    assert (chosen.spec.mean, chosen.spec.std) == NORMALIZATIONS["imagenet"]
+    with pytest.raises(ConfigError, match="normalization must be one of imagenet, inception"):
+        create_model("mmsag_effl0_224", num_labels=3, pretrained=False, normalization="tf")
+
+
+def test_a_config_saved_before_normalisations_were_recorded_keeps_imagenet() -> None:
+    # Every checkpoint written before the field existed was trained on ImageNet mean/std.
+    config = create_model("mmsag_effl0_224", num_labels=3, pretrained=False, **SMALL).config
+    old = {k: v for k, v in config.to_dict().items() if k != "normalization"}
+    rebuilt = build_model(ModelConfig.from_dict(old), num_labels=3)
+    assert (rebuilt.spec.mean, rebuilt.spec.std) == (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def test_create_model_with_local_weights(tmp_path) -> None:

@@ -148,7 +148,9 @@ class EfficientNetBackbone(Backbone):
         return lukemelas_to_timm(trunk_part, self.trunk.state_dict())
 
 
-@register_backbone("efficientnet_lite0", has_pretrained=True)
+# TF's EfficientNet-Lite builder feeds (x - 127) / 128 ("inception-style ... for better
+# post-quantization"); the ported weights expect it, not ImageNet's mean/std (about 2.2x off).
+@register_backbone("efficientnet_lite0", has_pretrained=True, normalization="inception")
 def efficientnet_lite0(pretrained: bool = False) -> EfficientNetBackbone:
     """EfficientNet-Lite0, 1280 channels; ``pretrained`` loads the packaged ImageNet weights."""
     backbone = EfficientNetBackbone("efficientnet_lite0", "tf_efficientnet_lite0")
