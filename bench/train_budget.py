@@ -39,7 +39,35 @@ _STAGES = ("semantic_attention", "fusion", "static_graph", "dynamic_graph")
 # follows the time budget, so the epoch counts are upper bounds.
 _FROZEN_4, _FROZEN_ALL = ("model.freeze_stages=4",), ("model.freeze_stages=9",)
 _CACHED_6 = ("model.freeze_stages=6", "cache_frozen=true")
+# What changed in December 2026, one at a time on the frozen-backbone recipe: the weights' own
+# normalisation (now the default), labels that follow the crop (default), the box attention
+# loss, and the belt's augmentations. "model.overrides.KEY=VALUE" joins the model overrides.
+_OLD = ("model.overrides.normalization=imagenet", "augment.box_keep=null")
+_ATTENTION = ("optim.attention_weight=5",)
+_BELT = ("augment.vflip=true", "augment.rot90=true", "augment.lighting=0.2")
 RUNS = {
+    "effl0_224 frozen, old recipe": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL + _OLD),
+    "effl0_224 frozen + attention": (
+        "mmsag_effl0_224",
+        True,
+        20,
+        _STAGES,
+        _FROZEN_ALL + _ATTENTION,
+    ),
+    "effl0_224 frozen + att + belt": (
+        "mmsag_effl0_224",
+        True,
+        20,
+        _STAGES,
+        _FROZEN_ALL + _ATTENTION + _BELT,
+    ),
+    "effl0_224 1-4 frozen + att + belt": (
+        "mmsag_effl0_224",
+        True,
+        16,
+        _STAGES,
+        _FROZEN_4 + _ATTENTION + _BELT,
+    ),
     "effl0_224 full MM-SAG": ("mmsag_effl0_224", True, 12, _STAGES, ()),
     "effl0_224 stages 1-4 frozen": ("mmsag_effl0_224", True, 16, _STAGES, _FROZEN_4),
     "effl0_224 frozen backbone": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL),
@@ -82,7 +110,11 @@ def _train_and_score(
     model, pretrained, epochs, stages, overrides = RUNS[label]
     name = label.replace(" ", "_").replace(",", "").replace("+", "plus")
     run_dir = args.out / f"{name}_seed{seed}"
-    flags = {stage: stage in stages for stage in _STAGES}
+    flags: dict[str, object] = {stage: stage in stages for stage in _STAGES}
+    for item in [o for o in overrides if o.startswith("model.overrides.")]:
+        key, value = item.removeprefix("model.overrides.").split("=", 1)
+        flags[key] = value
+    overrides = tuple(o for o in overrides if not o.startswith("model.overrides."))
     config = load_config(
         None,
         [
@@ -118,6 +150,11 @@ def _train_and_score(
         "test_map": evaluation.report.map,
         "test_of1": evaluation.report.at_threshold["OF1"],
         "pointing": pointing.accuracy if pointing else None,
+        "pointing_per_class": (
+            {c: pointing.class_accuracy(i) for i, c in enumerate(pointing.classes)}
+            if pointing
+            else None
+        ),
         "instance_recall": pointing.instance_recall if pointing else None,
         "instance_precision": pointing.instance_precision if pointing else None,
         "epochs_done": len(summary.epochs),
@@ -165,11 +202,13 @@ def main() -> None:
     for label in args.runs:
         for seed in args.seeds:
             results.append(_train_and_score(label, seed, data_root, splits, args))
+            # Written after every run: a stopped session keeps the rows it finished.
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    heading = f"{args.budget_min:g}-minute CPU budget on {what} ({machine})"
-    table = format_table(results, heading)
-    (args.out / "results.txt").write_text(table + "\n")
+            machine = f"{platform.processor() or platform.machine()}"
+            heading = f"{args.budget_min:g}-minute CPU budget on {what} ({machine}, "
+            heading += f"{torch.get_num_threads()} threads)"
+            table = format_table(results, heading)
+            (args.out / "results.txt").write_text(table + "\n")
     print("\n" + table)
 
 

@@ -28,7 +28,9 @@ __all__ = [
     "MultiLabelImageDataset",
     "Sample",
     "Transform",
+    "box_masks",
     "check_images",
+    "visible_targets",
 ]
 
 Transform = Callable[[np.ndarray, np.random.Generator | None], np.ndarray]
@@ -46,11 +48,15 @@ class Sample:
         image_path: Where the image file is (or is expected to be).
         target: float32 array of length C: 1 positive, 0 negative, -1 ignore.
         image_id: The dataset's own name for the image (VOC stem, COCO file name, CSV cell).
+        boxes: The objects behind the positive labels, K x 5 float32 rows ``(label, x0, y0,
+            x1, y1)`` with corners normalised to [0, 1] of the image; None when the dataset
+            has no boxes for this image.
     """
 
     image_path: Path
     target: np.ndarray
     image_id: str
+    boxes: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +106,45 @@ class AnnotatedSplit:
         """A new split holding the samples at ``indices`` (in that order)."""
         samples = tuple(self.samples[i] for i in indices)
         return AnnotatedSplit(self.labels, samples, name, self.source, self.image_root)
+
+
+def visible_targets(
+    target: np.ndarray, boxes: np.ndarray, visible: np.ndarray, *, keep: float
+) -> np.ndarray:
+    """The target of an augmented view, from what its crop left of each object.
+
+    A positive class with boxes stays positive while one of its objects shows at least
+    ``keep`` of its area, is ignored (-1) when only a sliver is left, and becomes negative
+    when none of it is in view. Classes without boxes keep their value.
+    """
+    out = target.copy()
+    labels = boxes[:, 0].astype(np.int64)
+    for c in np.flatnonzero(target == 1.0):
+        shown = visible[labels == c]
+        if shown.size:
+            best = float(shown.max())
+            out[c] = 1.0 if best >= keep else 0.0 if best <= 0.0 else -1.0
+    return out
+
+
+def box_masks(boxes: np.ndarray, num_labels: int, grid: int) -> np.ndarray:
+    """Where each class's objects lie on a ``grid`` x ``grid`` map: C x g x g float32 of 0/1.
+
+    A cell belongs to a box when its centre lies inside it; a box too small to hold a cell
+    centre still marks the cell holding its own centre. Classes without boxes are all zero.
+    """
+    masks = np.zeros((num_labels, grid, grid), np.float32)
+    centres = (np.arange(grid, dtype=np.float32) + 0.5) / grid
+    for label, x0, y0, x1, y1 in boxes:
+        if x1 <= x0 or y1 <= y0:
+            continue  # cropped away
+        rows = (centres >= y0) & (centres <= y1)
+        cols = (centres >= x0) & (centres <= x1)
+        masks[int(label)][np.ix_(rows, cols)] = 1.0
+        row = min(int((y0 + y1) / 2 * grid), grid - 1)
+        col = min(int((x0 + x1) / 2 * grid), grid - 1)
+        masks[int(label), row, col] = 1.0
+    return masks
 
 
 def _expected_root(split: AnnotatedSplit) -> Path:
@@ -165,15 +210,29 @@ class MultiLabelImageDataset(Dataset):
         *,
         seed: int = 0,
         check_files: bool = True,
+        box_keep: float | None = None,
+        box_grid: int | None = None,
     ) -> None:
-        """Wrap ``split``; with ``check_files`` every image must exist now, not mid-epoch."""
+        """Wrap ``split``; with ``check_files`` every image must exist now, not mid-epoch.
+
+        With ``box_keep`` (a fraction in (0, 1]) the targets of samples with boxes follow
+        the transform's crop (:func:`visible_targets`); the transform needs an ``apply``.
+        With ``box_grid`` every item carries a fourth part, the :func:`box_masks` of the
+        view on that grid (all zero for a sample without boxes).
+        """
         if check_files:
             check_images(split)
+        if box_keep is not None and not 0.0 < box_keep <= 1.0:
+            raise ConfigError(
+                f"the visible share that keeps a label must lie in (0, 1], got {box_keep}"
+            )
         self.split = split
         self.labels = split.labels
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
+        self.box_keep = box_keep
+        self.box_grid = box_grid
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (call before each epoch)."""
@@ -195,8 +254,21 @@ class MultiLabelImageDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
         sample = self.split.samples[index]
-        image = self.transform(_read_rgb(sample.image_path, self.split), self.rng(index))
-        return image, sample.target.copy(), index
+        image = _read_rgb(sample.image_path, self.split)
+        boxed = sample.boxes is not None and (self.box_keep or self.box_grid) is not None
+        if not boxed:
+            view, target = self.transform(image, self.rng(index)), sample.target.copy()
+            boxes = np.zeros((0, 5), np.float32)
+        else:
+            view, boxes, visible = self.transform.apply(image, self.rng(index), sample.boxes)
+            target = sample.target.copy()
+            if self.box_keep is not None:
+                target = visible_targets(sample.target, boxes, visible, keep=self.box_keep)
+                # An object whose label the crop dropped points nowhere.
+                boxes = boxes[visible >= self.box_keep]
+        if self.box_grid is None:
+            return view, target, index
+        return view, target, index, box_masks(boxes, len(self.labels), self.box_grid)
 
 
 class FakeMultiLabelDataset(Dataset):

@@ -310,13 +310,41 @@ def read_voc(
             f"{split}.txt; available splits: {available}"
         )
     jpeg_dir = voc_dir / "JPEGImages"
+    boxes = _sample_boxes(voc_dir, names, labels)
     samples = tuple(
-        Sample(_image_path(jpeg_dir, name), targets[i].copy(), name) for i, name in enumerate(names)
+        Sample(_image_path(jpeg_dir, name), targets[i].copy(), name, boxes.get(name))
+        for i, name in enumerate(names)
     )
     result = AnnotatedSplit(labels, samples, split, str(voc_dir), jpeg_dir)
     _log.debug("read %d images, %d classes from %s (%s)", len(samples), len(labels), voc_dir, how)
     if check_files:
         check_images(result)
+    return result
+
+
+def _sample_boxes(voc_dir: Path, names: list[str], labels: LabelSet) -> dict[str, np.ndarray]:
+    """Each image's non-difficult boxes as :attr:`Sample.boxes` rows, when all have boxes.
+
+    Boxes are an extra (augmentation that keeps labels true, pointing scores): a dataset
+    whose boxes are missing or malformed is read without them, said in one warning.
+    """
+    try:
+        annotations = read_voc_boxes(voc_dir, names)
+    except DatasetError as err:
+        _log.warning("%s: reading the images without their boxes: %s", voc_dir, err)
+        return {}
+    if annotations is None:
+        return {}
+    known = set(labels.names)
+    result = {}
+    for name, annotation in annotations.items():
+        scale = np.array([annotation.width, annotation.height] * 2, np.float32)
+        rows = [
+            [labels.index(box.name), *(np.array(box.box, np.float32) - [1, 1, 0, 0]) / scale]
+            for box in annotation.boxes
+            if box.name in known and not box.difficult
+        ]
+        result[name] = np.array(rows, np.float32).reshape(-1, 5)
     return result
 
 
@@ -341,9 +369,9 @@ def _read_annotation(path: Path) -> VocAnnotation | None:
             name = (obj.findtext("name") or "").strip()
             flag = (obj.findtext("difficult") or "0").strip() == "1"
             boxes.append(VocBox(name, corners, flag))  # type: ignore[arg-type]
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:
         raise DatasetError(f"{path}: a size or box value is not a number ({err})") from err
-    if width < 1 or height < 1:
+    if boxes and (width < 1 or height < 1):
         raise DatasetError(f"{path} gives no image <size>; boxes need it")
     return VocAnnotation(width, height, tuple(boxes))
 

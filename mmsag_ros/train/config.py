@@ -22,6 +22,7 @@ import yaml
 from mmsag_ros.errors import ConfigError
 
 __all__ = [
+    "AugmentConfig",
     "DataConfig",
     "ModelSection",
     "OptimConfig",
@@ -69,6 +70,20 @@ class ModelSection:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation beyond ML-GCN's random crop (data/transforms.py)."""
+
+    hflip: bool = True
+    vflip: bool = False  # a top-down belt camera has no "up"
+    rot90: bool = False  # ... and no "left": random quarter turns
+    lighting: float = 0.0  # brightness, contrast and lamp colour changes of up to +-s
+    # With boxes (VOC annotations), a positive label stays positive while one of its objects
+    # shows at least this share of its area in the crop, is ignored below it and becomes
+    # negative when none shows. null: labels never change (datasets without boxes).
+    box_keep: float | None = 0.4
+
+
+@dataclass
 class OptimConfig:
     """SGD with a head/backbone learning-rate split and a step or cosine schedule."""
 
@@ -82,6 +97,9 @@ class OptimConfig:
     warmup_epochs: int = 0
     grad_clip: float = 10.0
     loss: str = "asl"  # asl | bce
+    # With boxes: weight of the loss that pulls each present class's attention map onto its
+    # objects (train/losses.py attention_box_loss). 0: attention is learned from labels alone.
+    attention_weight: float = 0.0
 
 
 @dataclass
@@ -90,6 +108,7 @@ class TrainConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = 50
     batch_size: int = 16

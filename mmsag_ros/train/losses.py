@@ -29,6 +29,7 @@ __all__ = [
     "REDUCTIONS",
     "AsymmetricLoss",
     "BCEWithIgnore",
+    "attention_box_loss",
     "build_loss",
     "multi_head_loss",
 ]
@@ -177,3 +178,23 @@ def multi_head_loss(
     for logits in head_logits[1:]:
         total = total + loss(logits, targets)
     return total
+
+
+def attention_box_loss(
+    maps: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """How far each present class's attention is from its objects: mean ``-log(mass on boxes)``.
+
+    ``maps`` are the B x C x h x w class attention maps (each a softmax over positions),
+    ``masks`` the B x C x h x w 0/1 maps of where each class's objects lie
+    (:func:`~mmsag_ros.data.dataset.box_masks`). Only positive labels with a non-empty mask
+    count; with none in the batch the loss is a zero that still has a gradient path.
+    """
+    if maps.shape != masks.shape:
+        raise ValueError(
+            f"attention maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ"
+        )
+    counted = (targets == 1) & (masks.flatten(2).sum(-1) > 0)
+    mass = (maps.float() * masks).flatten(2).sum(-1)
+    loss = -torch.log(mass.clamp_min(1e-6))
+    return (loss * counted).sum() / counted.sum().clamp_min(1)

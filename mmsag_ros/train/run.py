@@ -112,6 +112,37 @@ def _freeze_pretrained_stages(model: MMSAG, config: TrainConfig) -> None:
     )
 
 
+def _train_transform(model: MMSAG, config: TrainConfig) -> EvalTransform | TrainTransform:
+    if config.cache_frozen:
+        # Stored features come from the evaluation transform (train/feature_cache.py).
+        return EvalTransform(model.spec)
+    augment = config.augment
+    return TrainTransform(
+        model.spec,
+        flip=augment.hflip,
+        vflip=augment.vflip,
+        rot90=augment.rot90,
+        lighting=augment.lighting,
+    )
+
+
+def _attention_grid(model: MMSAG, config: TrainConfig) -> int | None:
+    """Side of the attention maps the box loss compares with boxes; None when it is off."""
+    weight = config.optim.attention_weight
+    if weight < 0:
+        raise ConfigError(f"optim.attention_weight must be 0 or more, got {weight}")
+    if not weight:
+        return None
+    if not model.config.semantic_attention:
+        raise ConfigError(
+            "optim.attention_weight needs the class attention maps: leave "
+            "model.overrides.semantic_attention on, or set the weight to 0"
+        )
+    if config.cache_frozen:
+        raise ConfigError("optim.attention_weight trains on images: drop cache_frozen=true")
+    return model.config.input_size // model.backbone.stride
+
+
 def prepare_training(
     config: TrainConfig, *, device: torch.device, context: DistributedContext
 ) -> Trainer:
@@ -137,9 +168,13 @@ def prepare_training(
     )
     if config.model.freeze_stages:
         _freeze_pretrained_stages(model, config)
-    # Stored features come from the evaluation transform (train/feature_cache.py).
-    train_transform = EvalTransform if config.cache_frozen else TrainTransform
-    train_set = MultiLabelImageDataset(train_split, train_transform(model.spec), seed=config.seed)
+    train_set = MultiLabelImageDataset(
+        train_split,
+        _train_transform(model, config),
+        seed=config.seed,
+        box_keep=config.augment.box_keep,
+        box_grid=_attention_grid(model, config),
+    )
     val_set = MultiLabelImageDataset(val_split, EvalTransform(model.spec), seed=config.seed)
     if context.enabled:
         train_sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed)

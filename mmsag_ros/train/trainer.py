@@ -30,7 +30,7 @@ from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import DistributedContext
 from mmsag_ros.train.feature_cache import ModelTail, cache_frozen_features
-from mmsag_ros.train.losses import build_loss, multi_head_loss
+from mmsag_ros.train.losses import attention_box_loss, build_loss, multi_head_loss
 
 __all__ = ["EpochResult", "Trainer", "build_scheduler", "freeze_batchnorm"]
 
@@ -193,13 +193,19 @@ class Trainer:
     def _images_to_device(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
-    def _run_batch(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+    def _run_batch(
+        self, images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> float:
         images = self._images_to_device(images)
         targets = targets.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             outputs = self._train_forward(images)
         loss = multi_head_loss(self.loss_fn, [h.float() for h in outputs["head_logits"]], targets)
+        if masks is not None:
+            masks = masks.to(self.device, non_blocking=True)
+            box_loss = attention_box_loss(outputs["attention"], masks, targets)
+            loss = loss + self.config.optim.attention_weight * box_loss
         self.scaler.scale(loss).backward()
         if self.config.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -225,10 +231,11 @@ class Trainer:
             leave=False,
         )
         losses, seen, started, out_of_time = [], 0, time.perf_counter(), False
-        for step, (images, targets, _) in enumerate(self.train_loader):
+        for step, (images, targets, _, *masks) in enumerate(self.train_loader):
             if step >= limit:
                 break
-            losses.append(self._run_batch(images, targets))
+            # A fourth part, the box masks, comes with optim.attention_weight (run.py).
+            losses.append(self._run_batch(images, targets, *masks))
             seen += len(images)
             progress.update()
             progress.set_postfix(loss=f"{losses[-1]:.4f}")

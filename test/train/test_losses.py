@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from mmsag_ros.errors import ConfigError
-from mmsag_ros.train.losses import AsymmetricLoss, BCEWithIgnore, build_loss, multi_head_loss
+from mmsag_ros.train.losses import (
+    AsymmetricLoss,
+    BCEWithIgnore,
+    attention_box_loss,
+    build_loss,
+    multi_head_loss,
+)
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.0, 1.5]])
 TARGETS = torch.tensor([[1.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
@@ -133,3 +139,22 @@ def test_build_loss_errors() -> None:
     with pytest.raises(ConfigError, match=r"0 <= clip < 1"):
         AsymmetricLoss(clip=1.5)
     assert build_loss("asl", gamma_neg=2.0).gamma_neg == 2.0
+
+
+def test_attention_box_loss_rewards_mass_on_the_objects():
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0, :2, :2] = 1.0
+    targets = torch.tensor([[1.0, 1.0]])  # class 1 has no box: it does not count
+    on = torch.zeros(1, 2, 16)
+    on[0, 0, 0] = 1.0
+    spread = torch.full((1, 2, 16), 1 / 16, requires_grad=True)
+    assert attention_box_loss(on.reshape(1, 2, 4, 4), masks, targets).item() == pytest.approx(0.0)
+    loss = attention_box_loss(spread.reshape(1, 2, 4, 4), masks, targets)
+    assert loss.item() == pytest.approx(-math.log(4 / 16), rel=1e-5)
+    loss.backward()
+    assert spread.grad[0, 0].abs().sum() > 0 and spread.grad[0, 1].abs().sum() == 0
+    # A negative label or an empty mask counts for nothing.
+    none = attention_box_loss(spread.reshape(1, 2, 4, 4), masks, torch.tensor([[0.0, 1.0]]))
+    assert none.item() == 0.0
+    with pytest.raises(ValueError, match="differ"):
+        attention_box_loss(torch.zeros(1, 2, 3, 3), masks, targets)
