@@ -129,10 +129,11 @@ def score_row(trunk, name: str, train: list[Sample], test: list[Sample], size: i
 
 def rows(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, list, list]]:
     split = split_photos(args.photos, seed=0)
+    cap = args.per_class  # None: every photo
     train_photos = {
-        c: split.photos["train"][c] + split.photos["val"][c] for c in split.photos["test"]
+        c: (split.photos["train"][c] + split.photos["val"][c])[:cap] for c in split.photos["test"]
     }
-    test_photos = dict(split.photos["test"])
+    test_photos = {c: paths[:cap] for c, paths in split.photos["test"].items()}
     side = args.scene_side
     views: dict[str, Callable[[Path], np.ndarray | None]] = {
         "photo": _rgb,
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         help="scene rows to compose, WxH",
     )
     parser.add_argument("--rows", nargs="*", help="only rows whose name contains one of these")
+    parser.add_argument("--per-class", type=int, help="at most this many photos per class")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.manual_seed(0)

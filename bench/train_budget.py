@@ -68,6 +68,13 @@ RUNS = {
         _STAGES,
         _FROZEN_4 + _ATTENTION + _BELT,
     ),
+    "effl0_224 1-6 cached + attention": (
+        "mmsag_effl0_224",
+        True,
+        40,
+        _STAGES,
+        _CACHED_6 + _ATTENTION,
+    ),
     "effl0_224 full MM-SAG": ("mmsag_effl0_224", True, 12, _STAGES, ()),
     "effl0_224 stages 1-4 frozen": ("mmsag_effl0_224", True, 16, _STAGES, _FROZEN_4),
     "effl0_224 frozen backbone": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL),

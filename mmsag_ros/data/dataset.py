@@ -224,7 +224,8 @@ class MultiLabelImageDataset(Dataset):
             check_images(split)
         if box_keep is not None and not 0.0 < box_keep <= 1.0:
             raise ConfigError(
-                f"the visible share that keeps a label must lie in (0, 1], got {box_keep}"
+                "augment.box_keep (the visible share that keeps a label) must lie in (0, 1], "
+                f"got {box_keep}"
             )
         self.split = split
         self.labels = split.labels

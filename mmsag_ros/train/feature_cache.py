@@ -6,6 +6,8 @@ at the highest resolution). ``cache_frozen=true`` runs them once over the traini
 validation images and keeps their outputs in memory as fp16; the epochs then run only the
 remaining stages and the MM-SAG head. The price is augmentation: the stored maps come from
 the evaluation transform, and the only augmentation left is a horizontal flip of the maps.
+Box masks for the attention loss, when the loader yields them, are stored beside the maps
+and flipped with them.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class CachedFeatures(Dataset):
     """Stored prefix features with their targets, as ``(features, targets, index)`` samples.
 
     ``flip`` mirrors a sample's map left to right with probability 1/2, drawn from the seed,
-    the epoch (:meth:`set_epoch`) and the index, so a run is reproducible.
+    the epoch (:meth:`set_epoch`) and the index, so a run is reproducible. With ``masks``
+    (N x C x g x g box masks) samples gain a fourth part, the mask mirrored with the map.
     """
 
     def __init__(
@@ -54,10 +57,12 @@ class CachedFeatures(Dataset):
         targets: torch.Tensor,
         indices: torch.Tensor,
         *,
+        masks: torch.Tensor | None = None,
         flip: bool = False,
         seed: int = 0,
     ) -> None:
         self.features, self.targets, self.indices = features, targets, indices
+        self.masks = masks
         self.flip, self.seed, self.epoch = flip, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,13 +72,16 @@ class CachedFeatures(Dataset):
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple:
         features = self.features[index].float()
+        masks = None if self.masks is None else self.masks[index]
         if self.flip:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             if rng.random() < 0.5:
                 features = features.flip(-1)
-        return features, self.targets[index], int(self.indices[index])
+                masks = None if masks is None else masks.flip(-1)
+        sample = (features, self.targets[index], int(self.indices[index]))
+        return sample if masks is None else (*sample, masks)
 
     @property
     def nbytes(self) -> int:
@@ -101,18 +109,26 @@ def cache_frozen_features(
     backbone = model.backbone
     was_training = backbone.training
     backbone.eval()
-    features, targets, indices = [], [], []
+    features, targets, indices, masks = [], [], [], []
     try:
-        for images, batch_targets, batch_indices in tqdm(loader, desc=desc, leave=False):
+        for images, batch_targets, batch_indices, *batch_masks in tqdm(
+            loader, desc=desc, leave=False
+        ):
             images = images.to(device, memory_format=memory_format)
             prefix = backbone.forward_stages(images, stop=stages)
             features.append(prefix.to("cpu", torch.float16).contiguous())
             targets.append(batch_targets)
             indices.append(torch.as_tensor(batch_indices))
+            masks += batch_masks
     finally:
         backbone.train(was_training)
     cached = CachedFeatures(
-        torch.cat(features), torch.cat(targets), torch.cat(indices), flip=flip, seed=seed
+        torch.cat(features),
+        torch.cat(targets),
+        torch.cat(indices),
+        masks=torch.cat(masks) if masks else None,
+        flip=flip,
+        seed=seed,
     )
     _log.info(
         "%s: %d feature maps of shape %s (%.0f MiB, fp16)",

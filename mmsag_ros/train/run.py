@@ -138,8 +138,6 @@ def _attention_grid(model: MMSAG, config: TrainConfig) -> int | None:
             "optim.attention_weight needs the class attention maps: leave "
             "model.overrides.semantic_attention on, or set the weight to 0"
         )
-    if config.cache_frozen:
-        raise ConfigError("optim.attention_weight trains on images: drop cache_frozen=true")
     return model.config.input_size // model.backbone.stride
 
 

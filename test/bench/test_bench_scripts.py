@@ -107,6 +107,29 @@ def test_compose_throughput_times_cutouts_and_scenes(tmp_path: Path) -> None:
     assert "scenes/s" in result.stdout
 
 
+def test_linear_probe_scores_each_row_under_each_normalisation(tmp_path: Path) -> None:
+    photos = REPO.parent / "shared" / "data" / "trashnet"
+    if not photos.is_dir():
+        pytest.skip(f"the real TrashNet photos are not at {photos}")
+    out = tmp_path / "probe.jsonl"
+    result = _run(
+        "linear_probe.py", "--per-class", "4", "--scenes", "9", "--rows", "photo", "scene",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header["weights_normalization"] == "inception" and header["machine"]["cpu"]
+    assert [r["row"] for r in rows] == [
+        "photo",
+        "photo at scene scale (100 px)",
+        "scene boxes 320x240",
+    ]
+    assert rows[0]["train"] == rows[0]["test"] == 24
+    for row in rows:
+        assert 0 <= row["imagenet"] <= 1 and 0 <= row["inception"] <= 1
+    assert "scene boxes 320x240" in result.stdout
+
+
 def test_train_budget_scores_each_seed_and_tabulates_the_spread(tmp_path: Path) -> None:
     out = tmp_path / "budget"
     result = _run(

@@ -309,7 +309,6 @@ def test_the_box_attention_loss_puts_class_attention_on_the_objects(synth_root, 
 def test_the_box_attention_loss_is_refused_where_it_cannot_work(synth_root, tmp_path):
     for extra, message in [
         (("optim.attention_weight=-1",), "must be 0 or more"),
-        (("model.freeze_stages=6", "cache_frozen=true"), "drop cache_frozen"),
         (
             (
                 "model.overrides={semantic_attention: false, fusion: false, static_graph: false, "
@@ -323,6 +322,22 @@ def test_the_box_attention_loss_is_refused_where_it_cannot_work(synth_root, tmp_
             config = _config(synth_root, tmp_path, *extra)
         with pytest.raises(ConfigError, match=message):
             prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+
+
+def test_cached_features_keep_box_masks_for_the_attention_loss(synth_root, tmp_path):
+    options = ("model.freeze_stages=6", "cache_frozen=true", "optim.attention_weight=5")
+    config = _config(synth_root, tmp_path, "epochs=1", *options)
+    trainer = prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+    trainer.fit()
+    cached = trainer.train_loader.dataset
+    assert cached.masks is not None and cached.masks.shape == (96, 8, 7, 7)
+    # Every positive label of the synthetic frames has a box, so a mask (no crop: whole).
+    positive = cached.targets == 1
+    assert bool((cached.masks.flatten(2).sum(-1)[positive] > 0).all())
+    mirrored = next(
+        i for i in range(len(cached)) if not torch.equal(cached[i][0], cached.features[i].float())
+    )
+    assert torch.equal(cached[mirrored][3], cached.masks[mirrored].flip(-1))
 
 
 def test_cached_features_need_frozen_stages(synth_root, tmp_path):
