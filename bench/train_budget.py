@@ -42,8 +42,12 @@ _CACHED_6 = ("model.freeze_stages=6", "cache_frozen=true")
 # What changed in December 2026, one at a time on the frozen-backbone recipe: the weights' own
 # normalisation (now the default), labels that follow the crop (default), the box attention
 # loss, and the belt's augmentations. "model.overrides.KEY=VALUE" joins the model overrides.
-_OLD = ("model.overrides.normalization=imagenet", "augment.box_keep=null")
-_ATTENTION = ("optim.attention_weight=5",)
+_OLD = (
+    "model.overrides.normalization=imagenet",
+    "augment.box_keep=null",
+    "optim.attention_weight=0",
+)
+_ATTENTION = ("optim.attention_weight=1",)
 _BELT = ("augment.vflip=true", "augment.rot90=true", "augment.lighting=0.2")
 RUNS = {
     "effl0_224 frozen, old recipe": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL + _OLD),
@@ -77,7 +81,13 @@ RUNS = {
     ),
     "effl0_224 full MM-SAG": ("mmsag_effl0_224", True, 12, _STAGES, ()),
     "effl0_224 stages 1-4 frozen": ("mmsag_effl0_224", True, 16, _STAGES, _FROZEN_4),
-    "effl0_224 frozen backbone": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL),
+    "effl0_224 frozen backbone": (
+        "mmsag_effl0_224",
+        True,
+        20,
+        _STAGES,
+        (*_FROZEN_ALL, "optim.attention_weight=0"),
+    ),
     "effl0_224 1-6 frozen, cached": ("mmsag_effl0_224", True, 40, _STAGES, _CACHED_6),
     "effl0_448 frozen backbone": ("mmsag_effl0_448", True, 8, _STAGES, _FROZEN_ALL),
     "r18_224 full, from scratch": ("mmsag_r18_224", False, 8, _STAGES, ()),

@@ -98,8 +98,10 @@ class OptimConfig:
     grad_clip: float = 10.0
     loss: str = "asl"  # asl | bce
     # With boxes: weight of the loss that pulls each present class's attention map onto its
-    # objects (train/losses.py attention_box_loss). 0: attention is learned from labels alone.
-    attention_weight: float = 0.0
+    # objects (train/losses.py attention_box_loss); data without boxes is not affected.
+    # 0: attention is learned from labels alone. bench/results/train_budget_photos.txt: 1 took
+    # pointing from 0.30 to 0.56 and test mAP from 0.65 to 0.68; 5 diverged.
+    attention_weight: float = 1.0
 
 
 @dataclass

@@ -134,10 +134,12 @@ def _attention_grid(model: MMSAG, config: TrainConfig) -> int | None:
     if not weight:
         return None
     if not model.config.semantic_attention:
-        raise ConfigError(
-            "optim.attention_weight needs the class attention maps: leave "
-            "model.overrides.semantic_attention on, or set the weight to 0"
+        _log.warning(
+            "optim.attention_weight=%g is not used: this model has no class attention maps "
+            "(model.overrides.semantic_attention is off)",
+            weight,
         )
+        return None
     return model.config.input_size // model.backbone.stride
 
 

@@ -69,9 +69,23 @@ def test_bad_files_fail_clearly(tmp_path):
         load_config(scalar)
 
 
-@pytest.mark.parametrize("name", ["train_mlkw_r101_448.yaml", "train_effl0_224.yaml"])
+@pytest.mark.parametrize(
+    "name", ["train_mlkw_r101_448.yaml", "train_effl0_224.yaml", "train_effl0_224_cpu.yaml"]
+)
 def test_shipped_configs_load(name):
     from support import REPO
 
     config = load_config(REPO / "config" / name)
     assert config.model.name.startswith("mmsag_")
+
+
+def test_the_demo_trains_with_the_cpu_preset():
+    """One recipe: the demo's overrides say what config/train_effl0_224_cpu.yaml says."""
+    from support import REPO
+
+    from mmsag_ros.demo import DEMO_TRAINING
+
+    preset = load_config(REPO / "config" / "train_effl0_224_cpu.yaml")
+    demo = load_config(None, DEMO_TRAINING)
+    for section in ("model", "augment", "optim"):
+        assert getattr(demo, section) == getattr(preset, section), section
