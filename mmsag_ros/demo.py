@@ -35,8 +35,8 @@ __all__ = ["DEMO_TRAINING", "DemoOptions", "DemoResult", "run_demo"]
 
 # The demo's training recipe, on top of the TrainConfig defaults (users add --set overrides):
 # config/train_effl0_224_cpu.yaml's, the best measured in 10 CPU minutes on real-photo scenes
-# (bench/results/train_budget_photos.txt): the stem and first three block stages frozen, the
-# belt's augmentations, the box attention loss (a TrainConfig default).
+# (bench/results/train_budget_photos_2026-12-06.txt): the stem and first three block stages
+# frozen, the belt's augmentations, the box attention loss (a TrainConfig default).
 DEMO_TRAINING: tuple[str, ...] = (
     "model.name=mmsag_effl0_224",
     "model.pretrained=true",

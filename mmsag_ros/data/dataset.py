@@ -256,17 +256,18 @@ class MultiLabelImageDataset(Dataset):
         index = index % len(self)
         sample = self.split.samples[index]
         image = _read_rgb(sample.image_path, self.split)
-        boxed = sample.boxes is not None and (self.box_keep or self.box_grid) is not None
-        if not boxed:
+        uses_boxes = self.box_keep is not None or self.box_grid is not None
+        if sample.boxes is None or not uses_boxes:
             view, target = self.transform(image, self.rng(index)), sample.target.copy()
             boxes = np.zeros((0, 5), np.float32)
+        elif self.box_keep is None:
+            view, boxes, _ = self.transform.apply(image, self.rng(index), sample.boxes)
+            target = sample.target.copy()
         else:
             view, boxes, visible = self.transform.apply(image, self.rng(index), sample.boxes)
-            target = sample.target.copy()
-            if self.box_keep is not None:
-                target = visible_targets(sample.target, boxes, visible, keep=self.box_keep)
-                # An object whose label the crop dropped points nowhere.
-                boxes = boxes[visible >= self.box_keep]
+            target = visible_targets(sample.target, boxes, visible, keep=self.box_keep)
+            # An object whose label the crop dropped points nowhere.
+            boxes = boxes[visible >= self.box_keep]
         if self.box_grid is None:
             return view, target, index
         return view, target, index, box_masks(boxes, len(self.labels), self.box_grid)

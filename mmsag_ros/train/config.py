@@ -99,8 +99,9 @@ class OptimConfig:
     loss: str = "asl"  # asl | bce
     # With boxes: weight of the loss that pulls each present class's attention map onto its
     # objects (train/losses.py attention_box_loss); data without boxes is not affected.
-    # 0: attention is learned from labels alone. bench/results/train_budget_photos.txt: 1 took
-    # pointing from 0.30 to 0.56 and test mAP from 0.65 to 0.68; 5 diverged.
+    # 0: attention is learned from labels alone. On a frozen trunk 1 took pointing from 0.36
+    # to 0.56 at a cost of 0.035 test mAP; with stages 5-9 training, the CPU preset reached
+    # 0.79 and 0.736 (bench/results/train_budget_photos_2026-12-06.txt, one seed); 5 diverged.
     attention_weight: float = 1.0
 
 
