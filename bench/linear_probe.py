@@ -8,19 +8,22 @@ it), so near-duplicates never cross. Each row feeds the same objects in another 
 - ``photo``: the whole photo (object, backdrop and light);
 - ``photo at scene scale``: shrunk to the size an object has in a scene, then back up;
 - ``cutout``: the object cut out (``data/cutout.py``), on mid-grey at scene scale;
-- ``scene boxes WxH``: each object's box cropped from scenes ``compose_dataset`` made
-  (train scenes from train photos, test scenes from test photos).
+- ``scene boxes WxH STYLE``: each object's box cropped from scenes ``compose_dataset`` made
+  (train scenes from train photos, test scenes from test photos), in a compose style or with
+  one of its steps switched off (``ABLATIONS``), to measure each step's share of the loss.
 
 Each row is scored under every normalisation of ``NORMALIZATIONS``, so the one the trunk's
 weights were trained with can be compared with the others. Rows are appended to the JSON-lines
 file as they finish. About a minute per row on two cores.
 
     .venv/bin/python bench/linear_probe.py --out bench/results/linear_probe.jsonl
+    .venv/bin/python bench/linear_probe.py --rows "scene boxes" --styles original "no camera"
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -36,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mmsag_ros.bundle.preprocess import NORMALIZATIONS, PreprocessSpec, preprocess
 from mmsag_ros.data.compose import compose_dataset, split_photos
+from mmsag_ros.data.compose_scene import COMPOSE_STYLES, ComposeStyle
 from mmsag_ros.data.cutout import cut_out
 from mmsag_ros.data.voc import find_voc_dir, read_voc_boxes
 from mmsag_ros.model import create_backbone
@@ -49,6 +53,20 @@ GREY = 128
 
 # A labelled object in some form: (RGB uint8 image, class name).
 Sample = tuple[np.ndarray, str]
+
+_ORIGINAL = COMPOSE_STYLES["original"]
+#: Compose styles the scene rows can use: the named styles, and the first composer with one
+#: step switched off or changed at a time.
+ABLATIONS: dict[str, ComposeStyle] = {
+    **COMPOSE_STYLES,
+    "no rotation": _ORIGINAL.replace(name="no rotation", rotation=False),
+    "no camera": _ORIGINAL.replace(name="no camera", camera=False),
+    "no shadows": _ORIGINAL.replace(name="no shadows", shadows=False),
+    "no enlarging": _ORIGINAL.replace(name="no enlarging", max_enlarge=1.0),
+    "edge inset 2 px": _ORIGINAL.replace(name="edge inset 2 px", edge_inset=2.0),
+    "cutouts checked": _ORIGINAL.replace(name="cutouts checked", check_cutouts=True),
+    "light camera": _ORIGINAL.replace(name="light camera", blur_sigma=(0.2, 0.5), motion_blur=0.05),
+}
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -111,9 +129,12 @@ def probe_accuracy(train: np.ndarray, y_train: list[str], test: np.ndarray, y_te
     return float(probe.score(scaler.transform(test), y_test))
 
 
-def score_row(trunk, name: str, train: list[Sample], test: list[Sample], size: int) -> dict:
+def score_row(
+    trunk, name: str, train: list[Sample], test: list[Sample], size: int, norms: list[str]
+) -> dict:
     row = {"row": name, "train": len(train), "test": len(test)}
-    for norm, (mean, std) in NORMALIZATIONS.items():
+    for norm in norms:
+        mean, std = NORMALIZATIONS[norm]
         spec = PreprocessSpec(input_size=size, mean=mean, std=std)
         started = time.perf_counter()
         accuracy = probe_accuracy(
@@ -144,8 +165,10 @@ def rows(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, list, list
         if args.rows and not any(r in name for r in args.rows):
             continue
         yield name, list(photo_samples(train_photos, view)), list(photo_samples(test_photos, view))
-    for width, height in args.scene_sizes:
-        name = f"scene boxes {width}x{height}"
+    for (width, height), style in itertools.product(args.scene_sizes, args.styles):
+        name = f"scene boxes {width}x{height} {style}"
+        if args.max_objects != 4:
+            name += f", {args.max_objects} objects at most"
         if args.rows and not any(r in name for r in args.rows):
             continue
         root = work / name.replace(" ", "_")
@@ -156,7 +179,9 @@ def rows(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, list, list
             num_val=0,
             num_test=args.scenes // 3,
             image_size=(width, height),
+            max_objects=args.max_objects,
             seed=0,
+            style=ABLATIONS[style],
         )
         yield name, list(box_samples(root, "train")), list(box_samples(root, "test"))
 
@@ -175,6 +200,21 @@ def main(argv: list[str] | None = None) -> int:
         default=[(320, 240)],
         help="scene rows to compose, WxH",
     )
+    parser.add_argument(
+        "--styles",
+        nargs="+",
+        default=["original"],
+        choices=list(ABLATIONS),
+        help="compose styles (or one-step ablations) of the scene rows",
+    )
+    parser.add_argument(
+        "--normalizations",
+        nargs="+",
+        default=list(NORMALIZATIONS),
+        choices=list(NORMALIZATIONS),
+        help="score each row under these input normalisations",
+    )
+    parser.add_argument("--max-objects", type=int, default=4, help="objects per scene, 1..N")
     parser.add_argument("--rows", nargs="*", help="only rows whose name contains one of these")
     parser.add_argument("--per-class", type=int, help="at most this many photos per class")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -193,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
         out.write(json.dumps(header) + "\n")
-    print(f"{'row':<34}{'train':>7}{'test':>6}" + "".join(f"{n:>11}" for n in NORMALIZATIONS))
+    print(f"{'row':<50}{'train':>7}{'test':>6}" + "".join(f"{n:>11}" for n in args.normalizations))
     with tempfile.TemporaryDirectory() as work:
         for name, train, test in rows(args, Path(work)):
-            row = score_row(trunk, name, train, test, args.size)
+            row = score_row(trunk, name, train, test, args.size, args.normalizations)
             with args.out.open("a") as out:
                 out.write(json.dumps(row) + "\n")
-            scores = "".join(f"{row[n]:>11.3f}" for n in NORMALIZATIONS)
-            print(f"{name:<34}{row['train']:>7}{row['test']:>6}{scores}", flush=True)
+            scores = "".join(f"{row[n]:>11.3f}" for n in args.normalizations)
+            print(f"{name:<50}{row['train']:>7}{row['test']:>6}{scores}", flush=True)
     return 0
 
 

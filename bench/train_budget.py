@@ -7,7 +7,10 @@ peaks. Runs go one after another in one process so that every run sees the same 
 
 Data: by default a synthetic conveyor set (clearly synthetic: it says nothing about real
 waste). With ``--photos DIR`` the scenes are composed from real single-object photos
-(``mmsag data compose``): the test scenes use only photos no training scene saw.
+(``mmsag data compose``): the test scenes use only photos no training scene saw. With
+``--style`` other than ``original``, every run is also scored on the same test photos composed
+by the first composer (``reference`` columns), so that no number improves only because a new
+composer made the test easier.
 
     .venv/bin/python bench/train_budget.py --budget-min 10 --out bench/results/train_budget
     .venv/bin/python bench/train_budget.py --photos ../shared/data/trashnet --seeds 0 1 2
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 
 from mmsag_ros.data.compose import compose_dataset
+from mmsag_ros.data.compose_scene import COMPOSE_STYLES
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc_boxes
 from mmsag_ros.model.checkpoint import load_checkpoint
@@ -98,6 +102,22 @@ RUNS = {
 _METRICS = ("val_map", "test_map", "test_of1", "pointing", "instance_recall", "instance_precision")
 
 
+def _compose(args: argparse.Namespace, root: Path, style: str, num_trainval: int) -> None:
+    if (root / "composed.json").exists():
+        return
+    num_val = num_trainval // 6
+    compose_dataset(
+        args.photos,
+        root,
+        num_train=num_trainval - num_val,
+        num_val=num_val,
+        num_test=args.test,
+        style=style,
+        progress=True,
+        overwrite=root.exists(),
+    )
+
+
 def _prepare_data(args: argparse.Namespace) -> tuple[Path, list[str], str]:
     """The dataset root, its split overrides, and a sentence saying what it is."""
     if args.photos is None:
@@ -105,20 +125,35 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Path, list[str], str]:
         if not (root / "synthetic.json").exists():
             generate_dataset(root, num_trainval=args.trainval, num_test=args.test, progress=True)
         return root, [], f"{args.trainval} synthetic conveyor frames (not camera frames)"
-    root = args.out / "composed_scenes"
-    num_val = args.trainval // 6
-    if not (root / "composed.json").exists():
-        compose_dataset(
-            args.photos,
-            root,
-            num_train=args.trainval - num_val,
-            num_val=num_val,
-            num_test=args.test,
-            progress=True,
-            overwrite=root.exists(),
-        )
+    suffix = "" if args.style == "original" else f"_{args.style}"
+    root = args.out / f"composed_scenes{suffix}"
+    _compose(args, root, args.style, args.trainval)
+    if args.style != "original":
+        # The same seed and test photos, composed as the first composer did: the fixed reference.
+        _compose(args, args.out / "composed_scenes", "original", 0)
     splits = ["data.train_split=train", "data.val_split=val"]
-    return root, splits, f"{args.trainval} scenes composed from the photos in {args.photos}"
+    what = f"{args.trainval} scenes composed ({args.style} style) from the photos in {args.photos}"
+    return root, splits, what
+
+
+def _score(checkpoint, data_root: Path) -> dict:
+    """Test mAP, OF1 and pointing of a checkpoint on a dataset's test split."""
+    test_split = load_split(DataConfig(path=str(data_root)), "test", labels=checkpoint.labels)
+    boxes = read_voc_boxes(data_root, [s.image_id for s in test_split.samples])
+    evaluation = evaluate_checkpoint(checkpoint, test_split, progress=False, boxes=boxes)
+    pointing = evaluation.pointing
+    return {
+        "test_map": evaluation.report.map,
+        "test_of1": evaluation.report.at_threshold["OF1"],
+        "pointing": pointing.accuracy if pointing else None,
+        "pointing_per_class": (
+            {c: pointing.class_accuracy(i) for i, c in enumerate(pointing.classes)}
+            if pointing
+            else None
+        ),
+        "instance_recall": pointing.instance_recall if pointing else None,
+        "instance_precision": pointing.instance_precision if pointing else None,
+    }
 
 
 def _train_and_score(
@@ -156,24 +191,17 @@ def _train_and_score(
     summary = run_training(config)
     train_min = (time.monotonic() - started) / 60
     checkpoint = load_checkpoint(summary.best_checkpoint)
-    test_split = load_split(DataConfig(path=str(data_root)), "test", labels=checkpoint.labels)
-    boxes = read_voc_boxes(data_root, [s.image_id for s in test_split.samples])
-    evaluation = evaluate_checkpoint(checkpoint, test_split, progress=False, boxes=boxes)
-    pointing = evaluation.pointing
+    reference = args.out / "composed_scenes"
+    scores = _score(checkpoint, data_root)
+    if reference != data_root and reference.is_dir():
+        ref = _score(checkpoint, reference)
+        scores.update(reference_map=ref["test_map"], reference_pointing=ref["pointing"])
     return {
         "run": label,
         "seed": seed,
+        "style": args.style if args.photos else None,
         "val_map": summary.best_val_map,
-        "test_map": evaluation.report.map,
-        "test_of1": evaluation.report.at_threshold["OF1"],
-        "pointing": pointing.accuracy if pointing else None,
-        "pointing_per_class": (
-            {c: pointing.class_accuracy(i) for i, c in enumerate(pointing.classes)}
-            if pointing
-            else None
-        ),
-        "instance_recall": pointing.instance_recall if pointing else None,
-        "instance_precision": pointing.instance_precision if pointing else None,
+        **scores,
         "epochs_done": len(summary.epochs),
         "train_images_per_s": statistics.fmean(e.images_per_s for e in summary.epochs),
         "wall_min": train_min,
@@ -190,16 +218,21 @@ def _mean_spread(values: list[float | None]) -> str:
 
 
 def format_table(results: list[dict], heading: str) -> str:
-    """One row per run: mean ± sample standard deviation over its seeds."""
-    columns = ("val mAP", "test mAP", "test OF1", "pointing", "inst R", "inst P")
-    lines = [heading, f"{'run':<30}{'seeds':>6}" + "".join(f"{c:>14}" for c in columns)]
+    """One row per run and style: mean ± sample standard deviation over its seeds."""
+    metrics = list(_METRICS)
+    columns = ["val mAP", "test mAP", "test OF1", "pointing", "inst R", "inst P"]
+    if any("reference_map" in r for r in results):
+        metrics += ["reference_map", "reference_pointing"]
+        columns += ["ref mAP", "ref pointing"]
+    lines = [heading, f"{'run':<36}{'seeds':>6}" + "".join(f"{c:>14}" for c in columns)]
     lines[-1] += f"{'epochs':>8}{'img/s':>7}"
-    for label in dict.fromkeys(r["run"] for r in results):
-        rows = [r for r in results if r["run"] == label]
-        cells = "".join(f"{_mean_spread([r[m] for r in rows]):>14}" for m in _METRICS)
+    for label, style in dict.fromkeys((r["run"], r.get("style")) for r in results):
+        rows = [r for r in results if r["run"] == label and r.get("style") == style]
+        cells = "".join(f"{_mean_spread([r.get(m) for r in rows]):>14}" for m in metrics)
         epochs = statistics.fmean(r["epochs_done"] for r in rows)
         rate = statistics.fmean(r["train_images_per_s"] for r in rows)
-        lines.append(f"{label:<30}{len(rows):>6}{cells}{epochs:>8.1f}{rate:>7.1f}")
+        name = label if style in (None, "original") else f"{label} [{style}]"
+        lines.append(f"{name:<36}{len(rows):>6}{cells}{epochs:>8.1f}{rate:>7.1f}")
     return "\n".join(lines)
 
 
@@ -210,6 +243,12 @@ def main() -> None:
     parser.add_argument("--trainval", type=int, default=2000, help="training + validation")
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--style",
+        default="original",
+        choices=list(COMPOSE_STYLES),
+        help="compose style of the photo scenes (others are also scored on original's test)",
+    )
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--out", type=Path, default=Path("bench/results/train_budget"))
     args = parser.parse_args()

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed; same seed, same bytes [0]")
     parser.add_argument(
+        "--style",
+        default="original",
+        help="how scenes are drawn: original (the first composer) or belt [original]",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a dataset composed into --out before"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         group_size=args.group_size,
         seed=args.seed,
+        style=args.style,
         progress=not args.no_progress and sys.stderr.isatty(),
         overwrite=args.overwrite,
     )
@@ -75,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         f"{total} scenes {width}x{height}, seed {summary.seed}, in {summary.seconds:.1f} s "
         f"({total / max(summary.seconds, 1e-9):.1f} scenes/s); photos cut out: "
         + ", ".join(f"{k} {v}" for k, v in summary.cutouts.items())
+    )
+    rejected = sum(len(v) for v in summary.rejected.values())
+    print(
+        f"style {summary.style.name}: {rejected} cutouts left out by the sanity check"
+        + "".join(f", {k} {len(v)}" for k, v in summary.rejected.items())
+        + f"; contact sheets in {summary.root / 'cutouts'}"
     )
     header = "".join(f" {s + ' photos':>13} {s + ' objects':>14}" for s in COMPOSE_SPLITS)
     print(f"  {'class':<12}{header}")

@@ -16,7 +16,12 @@ object, so the trainer, ``mmsag eval`` and the pointing scores read them like an
   photo of that class. Objects are scaled to a random size, rotated, mirrored and placed where
   they overlap earlier ones by at most ``max_overlap`` of the smaller object; an object that
   finds no such spot (or whose photo had no object to cut out) is replaced by another draw.
-  Boxes are each object's visible extent.
+  Boxes are each object's visible extent. How each step is drawn is a named style
+  (:mod:`mmsag_ros.data.compose_scene`): ``original``, the first composer, kept as a fixed test
+  reference, or ``belt``.
+- **Cutouts looked at.** Every photo's cutout is drawn on a contact sheet per class
+  (``cutouts/<class>.png``); a style that checks cutouts leaves out, counts and lists those that
+  fail the sanity check (``cutout_problem``: small, strip, ragged).
 - **Marked as composed.** ``composed.json`` and ``README.txt`` say the scenes are composed from
   photos (not camera frames), from which folder, with which seed, and which photo went to
   which split; the VOC ``<source>`` field says so per image.
@@ -26,29 +31,20 @@ The same photos and seed give byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
-import math
 import re
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mmsag_ros.data.cutout import CUTOUT_KINDS, Cutout, cut_out
-from mmsag_ros.data.synth_scene import (
-    Layer,
-    SceneObject,
-    annotate,
-    camera_effects,
-    composite,
-    draw_belt,
-    frame_mask,
-)
+from mmsag_ros.data.compose_scene import ComposeStyle, Cutouts, compose_style, render_scene
+from mmsag_ros.data.contact_sheet import write_contact_sheet
 from mmsag_ros.data.voc_writer import (
     annotation_xml,
     image_label,
@@ -67,9 +63,6 @@ _MARKER = "composed.json"
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 _NUMBER = re.compile(r"(\d+)$")
 _MIN_SIDE_PX = 64
-_PLACEMENT_TRIES = 30  # spots tried for one object
-_OBJECT_TRIES = 4  # objects drawn per wanted one (empty cutouts and crowded belts skip)
-_SIZE_RANGE = (0.3, 0.55)  # object's longer side, a fraction of the scene's shorter side
 _SOURCE = {
     "database": "mmsag composed belt scenes (COMPOSED from real photos, not camera frames)",
     "tool": "mmsag_ros.data.compose",
@@ -104,6 +97,8 @@ class ComposeSummary:
         objects: split -> class -> annotated objects.
         photos: split -> class -> photos available to that split.
         cutouts: cutout kind -> photos (``object``, ``sheet``, ``empty``; empty ones unused).
+        style: The style the scenes were drawn in.
+        rejected: problem -> photos whose cutouts the style's check left out.
         seconds: Wall time of the run.
     """
 
@@ -116,6 +111,8 @@ class ComposeSummary:
     objects: Mapping[str, Mapping[str, int]]
     photos: Mapping[str, Mapping[str, int]]
     cutouts: Mapping[str, int]
+    style: ComposeStyle
+    rejected: Mapping[str, Sequence[str]]
     seconds: float
 
 
@@ -194,131 +191,6 @@ def split_photos(
     return PhotoSplit(photos=photos, groups=groups_out)
 
 
-def _photo_rng(path: Path) -> np.random.Generator:
-    # A photo's sheet outline depends on the photo alone, not on the order it is first used.
-    digest = hashlib.sha256(path.name.encode("utf-8")).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-class _Cutouts:
-    """Each photo cut out once, on first use."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, Cutout] = {}
-        self.kinds = dict.fromkeys(CUTOUT_KINDS, 0)
-
-    def get(self, path: Path) -> Cutout:
-        if path not in self._cache:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise DatasetError(f"cannot decode photo {path}; remove it or replace the file")
-            self._cache[path] = cut = cut_out(bgr, _photo_rng(path))
-            self.kinds[cut.kind] += 1
-        return self._cache[path]
-
-
-def _square_patch(
-    cut: Cutout, rng: np.random.Generator, long_side: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The cutout scaled, rotated and maybe mirrored, on a square canvas (rgb float, alpha)."""
-    height, width = cut.alpha.shape
-    scale = long_side / max(height, width)
-    rgb, alpha = cut.rgb, cut.alpha
-    if rng.random() < 0.5:
-        rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
-    side = math.ceil(math.hypot(height, width) * scale) + 2
-    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), rng.uniform(0, 360), scale)
-    matrix[:, 2] += (side / 2 - width / 2, side / 2 - height / 2)
-    warp = {"dsize": (side, side), "flags": cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR}
-    patch_rgb = cv2.warpAffine(np.ascontiguousarray(rgb), matrix, **warp)
-    patch_alpha = cv2.warpAffine(np.ascontiguousarray(alpha), matrix, **warp)
-    gain = rng.uniform(0.85, 1.1)  # the belt's light is not the photo studio's
-    return patch_rgb.astype(np.float32) * gain, patch_alpha
-
-
-def _place(
-    rng: np.random.Generator,
-    footprint: np.ndarray,
-    size: tuple[int, int],
-    placed: Sequence[np.ndarray],
-    max_overlap: float,
-) -> tuple[int, int, np.ndarray] | None:
-    width, height = size
-    side = footprint.shape[0]
-    area = int(footprint.sum())
-    for _ in range(_PLACEMENT_TRIES):
-        # The centre stays inside the frame; up to about a third of an object may run off it.
-        x0 = round(rng.uniform(0.05, 0.95) * width - side / 2)
-        y0 = round(rng.uniform(0.05, 0.95) * height - side / 2)
-        frame = frame_mask((height, width), footprint, x0, y0)
-        if frame.sum() < 0.65 * area:
-            continue
-        if all(
-            (frame & other).sum() <= max_overlap * min(frame.sum(), other.sum()) for other in placed
-        ):
-            return x0, y0, frame
-    return None
-
-
-def _draw_cutout(
-    rng: np.random.Generator, candidates: Sequence[Path], cutouts: _Cutouts
-) -> Cutout | None:
-    """A usable cutout of one class (None if every draw had nothing to cut out).
-
-    Photos without an object are drawn again within the class, so that a class with many of
-    them keeps its share of the objects.
-    """
-    for _ in range(_OBJECT_TRIES * 4):
-        cut = cutouts.get(candidates[int(rng.integers(len(candidates)))])
-        if cut.kind != "empty":
-            return cut
-    return None
-
-
-def _render(
-    rng: np.random.Generator,
-    photos: Mapping[str, Sequence[Path]],
-    cutouts: _Cutouts,
-    size: tuple[int, int],
-    max_objects: int,
-    max_overlap: float,
-) -> tuple[np.ndarray, list[SceneObject]]:
-    width, height = size
-    image = draw_belt(rng, width, height)
-    names = sorted(photos)
-    shadow_dir = rng.uniform(0, 2 * math.pi)
-    shadow_strength = rng.uniform(0.2, 0.4)
-    layers: list[Layer] = []
-    frames: list[np.ndarray] = []
-    wanted = int(rng.integers(1, max_objects + 1))
-    for _ in range(_OBJECT_TRIES * wanted):
-        if len(layers) == wanted:
-            break
-        name = names[int(rng.integers(len(names)))]
-        cut = _draw_cutout(rng, photos[name], cutouts)
-        if cut is None:
-            continue
-        long_side = rng.uniform(*_SIZE_RANGE) * min(width, height)
-        patch_rgb, alpha = _square_patch(cut, rng, long_side)
-        footprint = alpha >= 24
-        spot = _place(rng, footprint, size, frames, max_overlap)
-        if spot is None:
-            continue
-        x0, y0, frame = spot
-        offset = (0.04 * long_side + 1) * np.array([math.cos(shadow_dir), math.sin(shadow_dir)])
-        shift = np.array([[1, 0, offset[0]], [0, 1, offset[1]]], np.float32)
-        side = alpha.shape[0]
-        shadow = cv2.warpAffine(alpha, shift, (side, side)).astype(np.float32)
-        shadow = cv2.GaussianBlur(shadow, (0, 0), 0.04 * long_side + 0.8)
-        composite(image, np.zeros_like(patch_rgb), shadow * shadow_strength, x0, y0)
-        composite(image, patch_rgb, alpha, x0, y0)
-        cover = frame_mask((height, width), alpha >= 128, x0, y0)
-        layers.append(Layer(name, frame, cover, int(footprint.sum())))
-        frames.append(frame)
-    objects = annotate(layers, np.zeros((height, width), bool))
-    return camera_effects(rng, image), objects
-
-
 def compose_dataset(
     photos_dir: Path,
     out_dir: Path,
@@ -333,13 +205,15 @@ def compose_dataset(
     test_fraction: float = 0.2,
     group_size: int = 10,
     seed: int = 0,
+    style: str | ComposeStyle = "original",
     progress: bool = False,
     overwrite: bool = False,
 ) -> ComposeSummary:
     """Compose belt scenes from an image-folder dataset and write them in the VOC2007 layout.
 
     Writes ``out_dir/VOCdevkit/VOC2007`` with the splits ``train``, ``val``, ``test`` and
-    ``trainval`` (train + val), plus ``composed.json`` and ``README.txt``.
+    ``trainval`` (train + val), plus ``composed.json``, ``README.txt`` and a contact sheet of
+    each class's cutouts, ``cutouts/<class>.png``.
 
     Args:
         photos_dir: ``<class>/*.jpg`` folders, one object per photo.
@@ -354,12 +228,13 @@ def compose_dataset(
         test_fraction: Share kept for test scenes.
         group_size: Consecutive photo numbers grouped into one split (see :func:`split_photos`).
         seed: Non-negative seed; the same photos and seed give byte-identical files.
+        style: How scenes are drawn, a :class:`ComposeStyle` or a name in ``COMPOSE_STYLES``.
         progress: Show a progress bar.
         overwrite: Replace a dataset this function wrote to ``out_dir`` before.
 
     Raises:
-        ConfigError: Bad counts, sizes, fractions or seed, a missing photo folder, a split
-            without usable photos of some class, a non-empty output directory.
+        ConfigError: Bad counts, sizes, fractions, seed or style, a missing photo folder, a
+            split without usable photos of some class, a non-empty output directory.
         DatasetError: A photo cannot be decoded or a file cannot be written.
     """
     start = time.perf_counter()
@@ -379,6 +254,7 @@ def compose_dataset(
         raise ConfigError(f"max_overlap must lie in [0, 1), got {max_overlap}")
     if seed < 0:
         raise ConfigError(f"seed must be >= 0, got {seed}")
+    style = compose_style(style)
     split = split_photos(
         photos_dir,
         seed=seed,
@@ -395,7 +271,8 @@ def compose_dataset(
                 "or add photos"
             )
     voc = prepare_voc_dir(out_dir, overwrite, _MARKER)
-    cutouts = _Cutouts()
+    cutouts = Cutouts(check=style.check_cutouts)
+    _write_contact_sheets(out_dir / "cutouts", split, cutouts)
     ids: dict[str, list[str]] = {s: [] for s in (*COMPOSE_SPLITS, "trainval")}
     image_labels: dict[str, dict[str, int]] = {}
     objects = {s: dict.fromkeys(names, 0) for s in ids}
@@ -405,13 +282,14 @@ def compose_dataset(
             for index in range(counts[name_split]):
                 image_id = f"{name_split}_{index:06d}"
                 rng = np.random.default_rng([seed, _SPLIT_CODES[name_split], index])
-                image, scene = _render(
+                image, scene = render_scene(
                     rng,
                     split.photos[name_split],
                     cutouts,
                     (width, height),
                     max_objects,
                     max_overlap,
+                    style,
                 )
                 write_jpeg(voc / "JPEGImages" / f"{image_id}.jpg", image)
                 (voc / "Annotations" / f"{image_id}.xml").write_text(
@@ -438,10 +316,21 @@ def compose_dataset(
         objects=objects,
         photos={s: {n: len(split.photos[s][n]) for n in names} for s in COMPOSE_SPLITS},
         cutouts=dict(cutouts.kinds),
+        style=style,
+        rejected={k: tuple(sorted(v)) for k, v in sorted(cutouts.rejected.items())},
         seconds=time.perf_counter() - start,
     )
     _write_metadata(photos_dir, summary, split, group_size, max_objects, max_overlap)
     return summary
+
+
+def _write_contact_sheets(folder: Path, split: PhotoSplit, cutouts: Cutouts) -> None:
+    """Cut every photo (the scenes reuse the cuts) and draw each class's cutouts on one sheet."""
+    shutil.rmtree(folder, ignore_errors=True)  # a replaced dataset's classes may differ
+    folder.mkdir()
+    for name in split.photos["train"]:
+        paths = sorted(p for s in COMPOSE_SPLITS for p in split.photos[s][name])
+        write_contact_sheet(folder / f"{name}.png", [cutouts.inspect(p) for p in paths])
 
 
 def _write_metadata(
@@ -459,6 +348,7 @@ def _write_metadata(
         "generator": "mmsag_ros.data.compose",
         "photos": str(photos_dir.resolve()),
         "seed": summary.seed,
+        "style": dataclasses.asdict(summary.style),
         "image_size": list(summary.image_size),
         "classes": list(summary.classes),
         "max_objects": max_objects,
@@ -471,6 +361,7 @@ def _write_metadata(
             "photo_groups": {s: dict(c) for s, c in split.groups.items()},
             "cutouts": dict(summary.cutouts),
         },
+        "rejected_cutouts": {k: list(v) for k, v in summary.rejected.items()},
         "photo_split": {
             s: {n: [p.name for p in paths] for n, paths in per_class.items()}
             for s, per_class in split.photos.items()
@@ -484,11 +375,13 @@ def _write_metadata(
         "Belt scenes composed by mmsag_ros.data.compose from single-object photos in "
         f"{photos_dir.resolve()}: each photo's object cut out of its background and laid with "
         "others on a drawn belt, with drawn lighting and camera noise. "
-        f"Seed {summary.seed}, {width}x{height} pixels, 1 to {max_objects} objects a scene, in "
+        f"Seed {summary.seed}, style {summary.style.name!r}, {width}x{height} pixels, 1 to "
+        f"{max_objects} objects a scene, in "
         "the PASCAL VOC2007 layout under VOCdevkit/VOC2007 (splits train, val, test and "
         "trainval = train + val). Photos were split by groups of "
         f"{group_size} consecutive numbers per class, so no photo (nor its near-duplicates) "
-        "appears in two splits; composed.json lists which photo went where. The objects are "
+        "appears in two splits; composed.json lists which photo went where and which cutouts "
+        "the sanity check left out; cutouts/<class>.png shows every cutout. The objects are "
         "real, the scenes are not: scores on them measure recognition of real objects, not "
         "accuracy on a real belt camera.\n"
         f"Classes: {', '.join(summary.classes)}.\n",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["CUTOUT_KINDS", "Cutout", "cut_out"]
+__all__ = ["CUTOUT_KINDS", "CUTOUT_PROBLEMS", "Cutout", "cut_out", "cutout_problem"]
 
 #: How a photo was cut: ``object`` (GrabCut), ``sheet`` (item fills the photo), ``empty``.
 CUTOUT_KINDS = ("object", "sheet", "empty")
@@ -36,6 +36,12 @@ _SHEET_MAX_LIGHTNESS = 120.0  # a border darker than this (8-bit Lab L) is no li
 _SHEET_MIN_CHROMA = 20.0  # ... nor one more colourful than this (cardboard brown is ~25)
 _LAB_WEIGHTS = (0.5, 1.0, 1.0)  # shading moves lightness; objects move colour too
 _GRABCUT_ITERATIONS = 4
+
+#: What :func:`cutout_problem` can find wrong with a cutout.
+CUTOUT_PROBLEMS = ("small", "strip", "ragged")
+_MIN_OBJECT_AREA = 0.025  # of the photo: smaller cuts are specks, or pieces of a missed item
+_MAX_ELONGATION = 5.0  # longer over shorter side of the tightest rotated box
+_MIN_SOLIDITY = 0.55  # object area over its convex hull's: lower is fragments, not an item
 
 
 @dataclass(frozen=True)
@@ -171,3 +177,27 @@ def _crop(rgb: np.ndarray, alpha: np.ndarray, kind: str, area: float) -> Cutout:
     return Cutout(
         np.ascontiguousarray(rgb[window]), np.ascontiguousarray(alpha[window]), kind, area
     )
+
+
+def cutout_problem(cut: Cutout) -> str | None:
+    """What looks wrong with a cutout, one of :data:`CUTOUT_PROBLEMS`, or None.
+
+    ``small``: the object covers under 2.5 % of its photo (a speck, or the part of a pale or
+    transparent item the cut found). ``strip``: its tightest rotated box is over five times as
+    long as wide (an edge or a shadow, rarely an item). ``ragged``: it fills under 55 % of its
+    convex hull (scattered fragments). Sheets are whole photos and always pass.
+    """
+    if cut.kind == "sheet":
+        return None
+    if cut.kind == "empty" or cut.area_fraction < _MIN_OBJECT_AREA:
+        return "small"
+    points = cv2.findNonZero((cut.alpha >= 128).astype(np.uint8))
+    if points is None:
+        return "small"
+    _, (width, height), _ = cv2.minAreaRect(points)
+    if max(width, height) > _MAX_ELONGATION * max(min(width, height), 1.0):
+        return "strip"
+    hull = cv2.contourArea(cv2.convexHull(points))
+    if len(points) < _MIN_SOLIDITY * hull:
+        return "ragged"
+    return None

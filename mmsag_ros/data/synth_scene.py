@@ -160,8 +160,19 @@ def frame_mask(shape: tuple[int, int], patch_mask: np.ndarray, x0: int, y0: int)
     return out
 
 
-def camera_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """Lighting gradient, white balance, blur and sensor noise; returns uint8 RGB."""
+def camera_effects(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    *,
+    blur_sigma: tuple[float, float] = (0.35, 0.9),
+    motion_blur: float = 0.2,
+    noise: tuple[float, float] = (1.5, 5.0),
+) -> np.ndarray:
+    """Lighting gradient, white balance, blur and sensor noise; returns uint8 RGB.
+
+    ``blur_sigma`` and ``noise`` are ranges (pixels, 8-bit levels), ``motion_blur`` a chance.
+    The defaults are the drawn scenes' and the first composer's camera.
+    """
     h, w = image.shape[:2]
     xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
     ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
@@ -170,13 +181,13 @@ def camera_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     light -= rng.uniform(0.0, 0.5) * (xs * xs + ys * ys)
     gain = rng.uniform(0.85, 1.15) * rng.uniform(0.94, 1.06, 3).astype(np.float32)
     image *= light[..., None] * gain.astype(np.float32)
-    if rng.random() < 0.2:  # belt motion
+    if rng.random() < motion_blur:  # belt motion
         k = int(rng.integers(3, 6))
         image = cv2.filter2D(image, -1, np.full((1, k), 1.0 / k, np.float32))
-    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.35, 0.9))
-    noise = rng.standard_normal(image.shape, np.float32)
-    noise *= rng.uniform(1.5, 5.0)
-    image += noise
+    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(*blur_sigma))
+    grain = rng.standard_normal(image.shape, np.float32)
+    grain *= rng.uniform(*noise)
+    image += grain
     image += 0.5  # round to nearest on the cast below
     return np.clip(image, 0, 255, out=image).astype(np.uint8)
 

@@ -114,7 +114,7 @@ def test_linear_probe_scores_each_row_under_each_normalisation(tmp_path: Path) -
     out = tmp_path / "probe.jsonl"
     result = _run(
         "linear_probe.py", "--per-class", "4", "--scenes", "9", "--rows", "photo", "scene",
-        "--out", str(out),
+        "--styles", "original", "no camera", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -122,12 +122,13 @@ def test_linear_probe_scores_each_row_under_each_normalisation(tmp_path: Path) -
     assert [r["row"] for r in rows] == [
         "photo",
         "photo at scene scale (100 px)",
-        "scene boxes 320x240",
+        "scene boxes 320x240 original",
+        "scene boxes 320x240 no camera",
     ]
     assert rows[0]["train"] == rows[0]["test"] == 24
     for row in rows:
         assert 0 <= row["imagenet"] <= 1 and 0 <= row["inception"] <= 1
-    assert "scene boxes 320x240" in result.stdout
+    assert "scene boxes 320x240 no camera" in result.stdout
 
 
 def test_train_budget_scores_each_seed_and_tabulates_the_spread(tmp_path: Path) -> None:
@@ -148,6 +149,30 @@ def test_train_budget_scores_each_seed_and_tabulates_the_spread(tmp_path: Path) 
     table = (out / "results.txt").read_text()
     mean = sum(r["test_map"] for r in runs) / 2
     assert f"{mean:.3f}±" in table and "synthetic conveyor frames" in table
+
+
+def test_train_budget_scores_a_new_compose_style_on_the_original_test_too(tmp_path: Path):
+    trashnet = REPO.parent / "shared" / "data" / "trashnet"
+    if not trashnet.is_dir():
+        pytest.skip(f"the real TrashNet photos are not at {trashnet}")
+    for folder in sorted(p for p in trashnet.iterdir() if p.is_dir()):
+        (tmp_path / "photos" / folder.name).mkdir(parents=True)
+        for photo in sorted(folder.glob("*.jpg"))[:15]:
+            (tmp_path / "photos" / folder.name / photo.name).symlink_to(photo)
+    out = tmp_path / "budget"
+    result = _run(
+        "train_budget.py", "--budget-min", "0.02", "--trainval", "12", "--test", "6",
+        "--photos", str(tmp_path / "photos"), "--style", "belt",
+        "--runs", "effl0_224 frozen backbone", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (run,) = json.loads((out / "results.json").read_text())
+    assert run["style"] == "belt" and 0 <= run["reference_map"] <= 1
+    styles = [json.loads((out / d / "composed.json").read_text())["style"]["name"] for d in (
+        "composed_scenes_belt", "composed_scenes")]  # fmt: skip
+    assert styles == ["belt", "original"]
+    table = (out / "results.txt").read_text()
+    assert "ref mAP" in table and "effl0_224 frozen backbone [belt]" in table
 
 
 def test_swap_latency_swaps_a_running_sorter_and_splits_latency_by_phase(tmp_path, ros_env):

@@ -13,7 +13,8 @@ from support import SHARED_DATA
 
 from mmsag_ros.cli import main
 from mmsag_ros.data.compose import COMPOSE_SPLITS, compose_dataset, split_photos
-from mmsag_ros.data.cutout import cut_out
+from mmsag_ros.data.compose_scene import COMPOSE_STYLES, Cutouts
+from mmsag_ros.data.cutout import Cutout, cut_out, cutout_problem
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.data.voc_writer import prepare_voc_dir
 from mmsag_ros.errors import ConfigError, DatasetError
@@ -109,6 +110,43 @@ def test_real_photos_are_cut_out_mostly_as_objects():
     assert kinds.get("object", 0) >= 0.7 * sum(kinds.values()), kinds
 
 
+def _cutout(mask: np.ndarray, area_fraction: float = 0.2, kind: str = "object") -> Cutout:
+    alpha = mask.astype(np.uint8) * 255
+    return Cutout(np.full((*mask.shape, 3), 90, np.uint8), alpha, kind, area_fraction)
+
+
+def test_the_sanity_check_finds_specks_strips_and_fragments():
+    yy, xx = np.mgrid[:100, :100]
+    disk = (yy - 50) ** 2 + (xx - 50) ** 2 <= 45**2
+    assert cutout_problem(_cutout(disk)) is None
+    assert cutout_problem(_cutout(disk, area_fraction=0.02)) == "small"
+    strip = np.zeros((100, 100), bool)
+    strip[45:53, :] = True  # 100 x 8 px
+    assert cutout_problem(_cutout(strip)) == "strip"
+    diagonal = np.abs(yy - xx) <= 4  # a strip at 45 degrees: its upright box is square
+    assert cutout_problem(_cutout(diagonal)) == "strip"
+    fragments = np.zeros((100, 100), bool)
+    for y, x in ((10, 10), (10, 80), (80, 10), (80, 80)):
+        fragments[y : y + 12, x : x + 12] = True
+    assert cutout_problem(_cutout(fragments)) == "ragged"
+    assert cutout_problem(_cutout(fragments, kind="sheet")) is None  # a sheet is the photo
+
+
+def test_a_checking_style_leaves_out_faulty_cutouts_and_lists_them(tmp_path):
+    speck = np.full((384, 288, 3), 236, np.uint8)
+    cv2.circle(speck, (150, 200), 27, (40, 60, 200), -1)  # 2 % of the photo
+    disk = np.full((384, 288, 3), 236, np.uint8)
+    cv2.circle(disk, (150, 200), 70, (40, 60, 200), -1)
+    cv2.imwrite(str(tmp_path / "speck1.jpg"), speck)
+    cv2.imwrite(str(tmp_path / "disk1.jpg"), disk)
+    checked, unchecked = Cutouts(check=True), Cutouts(check=False)
+    assert checked.get(tmp_path / "speck1.jpg") is None
+    assert unchecked.get(tmp_path / "speck1.jpg") is not None
+    assert checked.get(tmp_path / "disk1.jpg") is not None
+    assert checked.rejected == {"small": ["speck1.jpg"]} and unchecked.rejected == {}
+    assert checked.inspect(tmp_path / "speck1.jpg")[1] == "small"  # still there to look at
+
+
 @needs_photos
 def test_near_duplicate_photos_stay_in_one_split(photos):
     split = split_photos(photos, seed=3, val_fraction=0.2, test_fraction=0.2, group_size=5)
@@ -174,6 +212,50 @@ def test_composed_data_says_what_it_is_and_where_each_photo_went(composed, photo
 
 
 @needs_photos
+def test_each_class_gets_a_contact_sheet_of_its_cutouts(composed, photos):
+    out, summary = composed
+    for name in CLASSES:
+        sheet = cv2.imread(str(out / "cutouts" / f"{name}.png"))
+        # 30 photos of 64 px tiles in rows of 20: two rows.
+        assert sheet.shape == (128, 20 * 64, 3), name
+        assert sheet[:64].std() > 10  # cutouts drawn, not a blank page
+    assert sum(summary.cutouts.values()) == len(list(photos.glob("*/*.jpg")))
+
+
+@needs_photos
+def test_a_style_changes_only_its_steps(photos, composed, tmp_path):
+    out, summary = composed
+    assert summary.style == COMPOSE_STYLES["original"]
+    plain = tmp_path / "plain"
+    style = COMPOSE_STYLES["original"].replace(name="no camera", camera=False)
+    options = {"num_train": 10, "num_val": 4, "num_test": 4, "image_size": SIZE, "seed": 5}
+    compose_dataset(photos, plain, style=style, **options)
+    for xml in sorted((out / "VOCdevkit" / "VOC2007" / "Annotations").glob("*.xml")):
+        twin = plain / xml.relative_to(out)
+        assert _objects(twin) == _objects(xml), xml.name  # the same objects in the same places
+    image = "VOCdevkit/VOC2007/JPEGImages/train_000000.jpg"
+    assert (plain / image).read_bytes() != (out / image).read_bytes()
+    meta = json.loads((plain / "composed.json").read_text())
+    assert meta["style"]["name"] == "no camera" and meta["style"]["camera"] is False
+
+
+@needs_photos
+def test_the_belt_style_lists_what_its_check_left_out(photos, tmp_path):
+    summary = compose_dataset(
+        photos, tmp_path / "belt", num_train=6, num_val=0, num_test=0, image_size=SIZE,
+        style="belt",
+    )  # fmt: skip
+    meta = json.loads((tmp_path / "belt" / "composed.json").read_text())
+    assert meta["style"]["check_cutouts"] is True
+    assert meta["rejected_cutouts"] == {k: list(v) for k, v in summary.rejected.items()}
+    listed = {name for names in summary.rejected.values() for name in names}
+    for path in photos.glob("*/*.jpg"):
+        cut = cut_out(cv2.imread(str(path)), np.random.default_rng(0))
+        faulty = cut.kind != "empty" and cutout_problem(cut) is not None  # empties: never used
+        assert (path.name in listed) == faulty, path.name
+
+
+@needs_photos
 def test_the_same_seed_writes_the_same_bytes(photos, composed, tmp_path):
     out, _ = composed
     again = tmp_path / "again"
@@ -200,6 +282,7 @@ def test_the_same_seed_writes_the_same_bytes(photos, composed, tmp_path):
         ({"test_fraction": 0.9}, "leave photos for training"),
         ({"group_size": 0}, "group_size must be at least 1"),
         ({"seed": -1}, "seed must be >= 0"),
+        ({"style": "studio"}, "unknown compose style 'studio'; choose one of original, belt"),
     ],
 )
 def test_bad_options_are_one_clear_error(photos, tmp_path, kwargs, match):
@@ -235,6 +318,7 @@ def test_cli_composes_and_prints_the_split_table(photos, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert "COMPOSED scenes" in printed and "not camera frames" in printed
+    assert "style original: 0 cutouts left out" in printed
     assert all(name in printed for name in CLASSES)
     assert len(read_voc(out, "test")) == 1
     assert main([*args, "--train", "1"]) != 0  # not empty now, no --overwrite
