@@ -25,6 +25,10 @@ __all__ = ["CHANNELS", "array_to_image", "image_to_array", "prediction_to_messag
 CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
 
 
+# Row padding a camera may add (DMA and SIMD alignment: at most a page).
+_MAX_ROW_PADDING = 4096
+
+
 def image_to_array(msg: Image) -> np.ndarray:
     """View a ``sensor_msgs/Image`` as an ``(height, width, channels)`` uint8 array.
 
@@ -45,6 +49,11 @@ def image_to_array(msg: Image) -> np.ndarray:
     if step < row_bytes:
         raise ImageConversionError(
             f"step {step} is shorter than a {msg.encoding} row of width {width} ({row_bytes} bytes)"
+        )
+    if step - row_bytes > max(row_bytes, _MAX_ROW_PADDING):
+        raise ImageConversionError(
+            f"step {step} pads a {row_bytes}-byte {msg.encoding} row by more than a row (and "
+            f"more than {_MAX_ROW_PADDING} bytes); no camera aligns rows that far"
         )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != step * height:

@@ -16,12 +16,18 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from runtime.runtime_helpers import make_bundle
-from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import CompressedImage, Image
 from worker_support import WAIT_S, GatedClassifier, Publisher, frame_msg, frame_pixels, settled
 
 from mmsag_ros.errors import ImageConversionError
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, StatsSnapshot, sorter_status
-from mmsag_ros.ros.worker import FrameWorker, compressed_image_size, decode_frame
+from mmsag_ros.ros.worker import (
+    MAX_JPEG_SCANS,
+    FrameWorker,
+    compressed_header,
+    compressed_image_size,
+    decode_frame,
+)
 from mmsag_ros.runtime.classifier import Classifier
 
 
@@ -267,6 +273,59 @@ def test_compressed_image_size_refuses_what_is_not_an_image(data, match):
         compressed_image_size(data)
     with pytest.raises(ImageConversionError):
         decode_frame(CompressedImage(format="jpeg", data=data))
+
+
+def _scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each SOS segment with its entropy-coded data, found the slow way."""
+    spans, offset = [], 2
+    while data[offset + 1] != 0xD9:
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        end = offset + 2 + length
+        if data[offset + 1] == 0xDA:
+            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
+                end += 1
+            spans.append((offset, end))
+        offset = end
+    return spans
+
+
+def test_jpegs_of_too_many_progressive_scans_are_refused_before_decoding():
+    image = np.random.default_rng(0).integers(0, 256, (240, 320, 3), np.uint8)
+    baseline = cv2.imencode(".jpg", image)[1].tobytes()
+    progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert compressed_header(baseline) == (320, 240, 1)
+    spans = _scans(progressive)
+    assert 1 < len(spans) <= MAX_JPEG_SCANS
+    assert compressed_header(progressive) == (320, 240, len(spans))
+    assert decode_frame(CompressedImage(format="jpeg", data=progressive))[0].shape == (240, 320, 3)
+    # The last refinement scan repeated: a small file that makes the decoder pass over the
+    # image once per copy.
+    start, end = spans[-1]
+    hostile = progressive[:end] + progressive[start:end] * 3000 + progressive[end:]
+    assert compressed_header(hostile)[2] == MAX_JPEG_SCANS + 1  # counting stops there
+    with pytest.raises(ImageConversionError, match=f"more than {MAX_JPEG_SCANS} scans"):
+        decode_frame(CompressedImage(format="jpeg", data=hostile))
+
+
+def test_a_jpeg_size_is_found_past_large_exif_and_icc_blocks():
+    image = np.random.default_rng(1).integers(0, 256, (90, 120, 3), np.uint8)
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    icc = b"".join(b"\xff\xe2" + (60_002).to_bytes(2, "big") + bytes(60_000) for _ in range(4))
+    tagged = data[:2] + icc + data[2:]  # 240 kB of APP2 before the frame header
+    assert compressed_image_size(tagged) == (120, 90)
+    decoded, _ = decode_frame(CompressedImage(format="jpeg", data=tagged))
+    assert np.array_equal(decoded, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+
+
+def test_frames_of_absurd_byte_counts_are_refused():
+    with pytest.raises(ImageConversionError, match="pads a 3-byte rgb8 row by more than a row"):
+        decode_frame(Image(width=1, height=1, encoding="rgb8", step=50_000_000,
+                           data=bytes(50_000_000)))  # fmt: skip
+    padded = Image(width=4, height=2, encoding="mono8", step=64, data=bytes(128))  # aligned rows
+    assert decode_frame(padded)[0].shape == (2, 4, 1)
+    png = cv2.imencode(".png", np.zeros((50, 50, 3), np.uint8))[1].tobytes()
+    with pytest.raises(ImageConversionError, match="exceeds 8 bytes per pixel"):
+        decode_frame(CompressedImage(format="png", data=png + bytes(90_000)), max_pixels=10_000)
 
 
 def test_stats_settle_each_ticket_once_and_stay_balanced_under_threads():
