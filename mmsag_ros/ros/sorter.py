@@ -528,6 +528,8 @@ class SorterNode(LifecycleNode):
                 swap_to = None
         except MmsagError as err:
             return SetParametersResult(successful=False, reason=str(err))
+        except Exception as err:  # a hostile manifest must not reach the executor and stop it
+            return SetParametersResult(successful=False, reason=_reason(err))
         if swap_to is not None:
             self._start_swap(params)
         if self._params is not None:

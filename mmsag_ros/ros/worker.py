@@ -309,13 +309,14 @@ class FrameWorker:
 
         The batch in inference finishes with the current model, so every frame is labelled by
         exactly one of the two. The worker then closes the model it replaced. Thresholds queued
-        before this call were meant for the replaced model and are discarded.
+        before this call were meant for the replaced model and are discarded. A replacement
+        still waiting (no frame came since: an idle belt) is superseded and closed here.
         """
         with self._cond:
-            if self._pending_classifier is not None:
-                raise RuntimeError("a classifier replacement is already waiting")
-            self._pending_classifier = classifier
+            stale, self._pending_classifier = self._pending_classifier, classifier
             self._pending_thresholds = None
+        if stale is not None and stale is not classifier:
+            stale.close()
 
     @property
     def classifier(self) -> Classifier:

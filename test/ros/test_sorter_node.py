@@ -213,6 +213,42 @@ def test_a_swap_that_cannot_work_leaves_the_old_model_running_and_says_why(
     assert values["model_swaps"] == "0" and values["model_id"] == old.model_id
 
 
+def test_swaps_on_an_idle_belt_and_hostile_manifests_never_stop_the_executor(
+    node, bundle_dir, other_bundle_dir, tmp_path
+):
+    assert node.trigger_configure() == Ret.SUCCESS
+    assert node.trigger_activate() == Ret.SUCCESS
+    first = node._classifier
+    # No frame comes, so the worker never takes a replacement: each newer one supersedes the
+    # one still waiting, which is closed.
+    assert node.swap_bundle(str(other_bundle_dir)).successful
+    spin_until(node, lambda: node._swap is None)
+    waiting = node._classifier
+    assert node.swap_bundle(str(bundle_dir)).successful
+    spin_until(node, lambda: node._swap is None)  # raised inside the executor before
+    assert node._classifier.model_id == first.model_id and not waiting.backend.loaded
+    # The worker still holds the first model until a frame comes; then the newest takes over.
+    assert node._worker.classifier is first and first.backend.loaded
+    # Manifests no parser survives: refused with the reason, the model keeps running.
+    hostile = {
+        "deeply nested": "[" * 100_000 + "]" * 100_000,
+        "a huge integer": '{"format_version": ' + "9" * 100_000 + "}",
+    }
+    for what, text in hostile.items():
+        folder = _copy_bundle(bundle_dir, tmp_path / what.replace(" ", "_"))
+        (folder / "manifest.json").write_text(text)
+        refused = node.swap_bundle(str(folder))
+        assert not refused.successful and refused.reason, what
+    unreadable = _copy_bundle(bundle_dir, tmp_path / "unreadable")
+    (unreadable / "manifest.json").unlink()
+    (unreadable / "manifest.json").mkdir()
+    refused = node.swap_bundle(str(unreadable))
+    assert not refused.successful and "manifest.json" in refused.reason
+    assert node.get_parameter("bundle").value == str(bundle_dir)
+    values = {kv.key: kv.value for kv in node.status().values}
+    assert values["model_swaps"] == "2" and values["lifecycle_state"] == "active"
+
+
 def test_diagnostics_warn_when_the_belt_no_longer_looks_like_the_training_data(
     ros_env, tmp_path, bundle_dir
 ):
