@@ -316,10 +316,43 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
 STATIC_PARAMETERS = frozenset(name for name, _, _ in _DECLARATIONS) - DYNAMIC_PARAMETERS
 
 
+_DOUBLES = frozenset(name for name, default, _ in _DECLARATIONS if isinstance(default, float))
+_DOUBLE_ARRAYS = frozenset(
+    name for name, default, _ in _DECLARATIONS if default == Parameter.Type.DOUBLE_ARRAY
+)
+
+
+def integers_as_doubles(parameters: Sequence[Parameter]) -> list[Parameter]:
+    """The parameters with integers given to double parameters turned into doubles.
+
+    ``ros2 param set /waste/sorter threshold 1`` and ``-p threshold:=1`` send an integer, which
+    rclpy refuses for a double parameter ("expected 3 got 2"); a person meant 1.0.
+    """
+    converted = []
+    for parameter in parameters:
+        if parameter.name in _DOUBLES and parameter.type_ == Parameter.Type.INTEGER:
+            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+        elif parameter.name in _DOUBLE_ARRAYS and parameter.type_ == Parameter.Type.INTEGER_ARRAY:
+            values = [float(v) for v in parameter.value]
+            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE_ARRAY, values)
+        converted.append(parameter)
+    return converted
+
+
 def declare_parameters(node: Node) -> None:
-    """Declare every sorter parameter on ``node`` with its descriptor."""
+    """Declare every sorter parameter on ``node`` with its descriptor.
+
+    Integers given for double parameters, on the command line or in a parameter file, or set
+    later (from Iron on, where rclpy has pre-set callbacks), are taken as doubles.
+    """
+    # rclpy checks the overrides' types at declaration, before any callback could run.
+    overrides = getattr(node, "_parameter_overrides", {})
+    for parameter in integers_as_doubles(list(overrides.values())):
+        overrides[parameter.name] = parameter
     for name, default, descriptor in _DECLARATIONS:
         node.declare_parameter(name, default, descriptor)
+    if hasattr(node, "add_pre_set_parameters_callback"):  # not in Humble's rclpy
+        node.add_pre_set_parameters_callback(integers_as_doubles)
 
 
 def read_parameters(node: Node, overrides: Sequence[Parameter] = ()) -> SorterParams:

@@ -90,6 +90,22 @@ def test_a_variant_the_bundle_lacks_fails_configure_with_the_reason(bundle_dir, 
         assert "has no fp16 variant: it was not exported" in node._configure_error
 
 
+def test_integers_are_taken_for_double_parameters(bundle_dir, ros_env):
+    # As `-p threshold:=1` and `ros2 param set … threshold 0` send them.
+    overrides = {"bundle": str(bundle_dir), "backend": "onnxruntime", "threshold": 1}
+    with sorter_node(ros_env, **overrides, max_rate_hz=30) as node:
+        assert node.get_parameter("threshold").value == 1.0
+        assert node.get_parameter("max_rate_hz").type_ == Parameter.Type.DOUBLE
+        result = node.set_parameters([Parameter("threshold", value=0)])[0]
+        assert result.successful, result.reason
+        assert node.get_parameter("threshold").type_ == Parameter.Type.DOUBLE
+        assert node.set_parameters([Parameter("class_thresholds", value=[1, -1])])[0].successful
+        assert list(node.get_parameter("class_thresholds").value) == [1.0, -1.0]
+        # Other types stay refused, and integer parameters stay integers.
+        assert not node.set_parameters([Parameter("threshold", value="high")])[0].successful
+        assert not node.set_parameters([Parameter("max_instances", value=2.0)])[0].successful
+
+
 def test_deactivate_with_a_stuck_batch_hands_the_model_to_the_batch(node):
     assert node.trigger_configure() == Ret.SUCCESS
     gated = GatedClassifier(node._classifier)
