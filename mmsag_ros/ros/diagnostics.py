@@ -193,13 +193,17 @@ class NodeState:
     model_swap: str = ""
     swap_error: str = ""
     swaps: int = 0
+    # Exceptions a callback raised into the executor (which kept spinning), and the last one.
+    callback_errors: int = 0
+    callback_error: str = ""
 
 
 def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tuple[bytes, str]:
     if state.lifecycle_state != "active":
         if state.configure_error:
             return DiagnosticStatus.ERROR, f"configure failed: {state.configure_error}"
-        return DiagnosticStatus.OK, state.lifecycle_state
+        # Not labelling is worth a look, whether a lifecycle manager or a person left it so.
+        return DiagnosticStatus.WARN, f"{state.lifecycle_state}: not labelling"
     if state.type_mismatches:
         return DiagnosticStatus.ERROR, f"wrong message type on {', '.join(state.type_mismatches)}"
     # Frames keep arriving but no label has gone out for a whole staleness period.
@@ -225,6 +229,8 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
         problems.append(f"drift: {state.drift[1]}")
     if state.swap_error:
         problems.append(f"model {state.swap_error}; still running {state.model_id}")
+    if state.callback_errors:
+        problems.append(f"{state.callback_errors} callback error(s) ({state.callback_error})")
     if problems:
         return DiagnosticStatus.WARN, "; ".join(problems)
     return DiagnosticStatus.OK, "running"
@@ -234,9 +240,9 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
     """The node's DiagnosticStatus: level and message from its state and counters, every value.
 
     ERROR: a failed configure, a camera topic of the wrong type, or frames arriving with no
-    labels going out. WARN: rejected or failed frames in the last window, a frame in flight
-    longer than ``stale_after_s``, stale cameras, drift beyond the factor, a failed model
-    swap. The keys are the same in every state.
+    labels going out. WARN: not active, rejected or failed frames in the last window, a frame
+    in flight longer than ``stale_after_s``, stale cameras, drift beyond the factor, a failed
+    model swap, a callback that raised. The keys are the same in every state.
     """
     level, message = _level(state, stats, stale_after_s)
     latencies = stats.latencies_ms
@@ -277,6 +283,8 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
         "model_swap": state.model_swap,
         "model_swap_error": state.swap_error,
         "model_swaps": str(state.swaps),
+        "callback_errors": str(state.callback_errors),
+        "last_callback_error": state.callback_error,
     }
     return DiagnosticStatus(
         level=level,

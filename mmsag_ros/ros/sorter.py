@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ class SorterNode(LifecycleNode):
         self._swap: _Swap | None = None
         self._swap_error = ""
         self._swaps = 0
+        self._callback_errors = 0
+        self._callback_error = ""
         self._reverting_bundle = False
         # The loading thread triggers it; the swap itself is finished on the executor thread,
         # where every lifecycle transition runs too.
@@ -486,6 +489,8 @@ class SorterNode(LifecycleNode):
             model_swap=self._swap_loading(),
             swap_error=self._swap_error,
             swaps=self._swaps,
+            callback_errors=self._callback_errors,
+            callback_error=self._callback_error,
             type_mismatches=mismatches,
             labels_subscribers=self._subscriber_count(self._labels_pub),
             debug_image_subscribers=self._subscriber_count(self._debug_pub),
@@ -498,6 +503,16 @@ class SorterNode(LifecycleNode):
 
     def _report(self) -> None:
         self._diag_pub.publish(diagnostic_array(self.status(), self.get_clock().now().to_msg()))
+
+    def callback_failed(self, err: Exception) -> None:
+        """Count and log an exception a callback raised into the executor, which spins on."""
+        self._callback_errors += 1
+        self._callback_error = _reason(err)
+        self.get_logger().error(
+            f"a callback raised {self._callback_error}; the node keeps running\n"
+            + "".join(traceback.format_exception(err)),
+            throttle_duration_sec=5.0,
+        )
 
     # Parameters --------------------------------------------------------------------------
 
@@ -645,6 +660,15 @@ class SorterNode(LifecycleNode):
         )
 
 
+def _spin_once(executor: SingleThreadedExecutor, node: SorterNode, timeout_s: float) -> None:
+    try:
+        executor.spin_once(timeout_sec=timeout_s)
+    except ExternalShutdownException:
+        raise
+    except Exception as err:  # one callback's bug must not stop the cell's labels
+        node.callback_failed(err)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run one sorter node until Ctrl-C, an external shutdown or its shutdown transition."""
     rclpy.init(args=args)
@@ -655,12 +679,15 @@ def main(args: list[str] | None = None) -> None:
         executor.add_node(node)
         node.autostart()
         while rclpy.ok() and not node.finalized:
-            executor.spin_once(timeout_sec=0.1)
+            _spin_once(executor, node, 0.1)
         linger_until = time.monotonic() + _SHUTDOWN_LINGER_S
         while rclpy.ok() and time.monotonic() < linger_until:
-            executor.spin_once(timeout_sec=0.05)
+            _spin_once(executor, node, 0.05)
+        if node is not None and not node.finalized:
+            node.get_logger().info("ROS shut down (Ctrl-C or an external shutdown); exiting")
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if node is not None:
+            node.get_logger().info("interrupted (Ctrl-C or an external shutdown); exiting")
     finally:
         if node is not None:
             node.release()

@@ -106,6 +106,29 @@ def test_integers_are_taken_for_double_parameters(bundle_dir, ros_env):
         assert not node.set_parameters([Parameter("max_instances", value=2.0)])[0].successful
 
 
+def test_an_exception_in_a_callback_is_counted_and_the_executor_spins_on(node):
+    from mmsag_ros.ros.sorter import _spin_once
+
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    calls = []
+
+    def buggy() -> None:
+        calls.append(1)
+        raise KeyError("a bug in some callback")
+
+    timer = node.create_timer(0.01, buggy)
+    try:
+        while len(calls) < 2:
+            _spin_once(executor, node, 0.1)  # raised out of main() before
+    finally:
+        node.destroy_timer(timer)
+        executor.remove_node(node)
+    values = {kv.key: kv.value for kv in node.status().values}
+    assert int(values["callback_errors"]) >= 2
+    assert values["last_callback_error"] == "KeyError: 'a bug in some callback'"
+
+
 def test_deactivate_with_a_stuck_batch_hands_the_model_to_the_batch(node):
     assert node.trigger_configure() == Ret.SUCCESS
     gated = GatedClassifier(node._classifier)

@@ -386,7 +386,7 @@ def test_status_levels_and_values_in_every_state():
     base = dict(name="/cell/sorter: sorter", hardware_id="/cell/sorter")
     stats = SorterStats()
     status, values = _status(NodeState(lifecycle_state="unconfigured", **base), stats)
-    assert (status.level, status.message) == (DiagnosticStatus.OK, "unconfigured")
+    assert (status.level, status.message) == (DiagnosticStatus.WARN, "unconfigured: not labelling")
     assert status.hardware_id == "/cell/sorter"
     assert values["lifecycle_state"] == "unconfigured" and values["in_flight"] == "0"
     failed = NodeState(
@@ -400,6 +400,15 @@ def test_status_levels_and_values_in_every_state():
     stats.watch(("cam",))
     stats.label_published(stats.frame_received("cam"), 1.0)
     assert _status(active, stats)[0].level == DiagnosticStatus.OK
+    raised = NodeState(
+        lifecycle_state="active", callback_errors=2, callback_error="KeyError: 'x'", **base
+    )
+    status, values = _status(raised, stats)
+    assert (status.level, status.message) == (
+        DiagnosticStatus.WARN,
+        "2 callback error(s) (KeyError: 'x')",
+    )
+    assert (values["callback_errors"], values["last_callback_error"]) == ("2", "KeyError: 'x'")
     stats.frame_rejected(stats.frame_received("cam"), "empty compressed image (no data)")
     status, values = _status(active, stats)
     assert status.level == DiagnosticStatus.WARN
