@@ -158,7 +158,6 @@ class SorterNode(LifecycleNode):
         self._capture: FrameCapture | None = None
         self._capture_rules: CaptureRules | None = None
         # Camera parameter -> resolved topic, for capture bags (resolved once, off the hot path).
-        self._camera_names: dict[str, str] = {}
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer: Timer = self._start_diagnostics(
@@ -271,11 +270,13 @@ class SorterNode(LifecycleNode):
             generation=self._generation,
         )
         self._worker.start()
-        self._stats.watch(params.camera_topics)
-        self._camera_names = {t: self.resolve_topic_name(t) for t in params.camera_topics}
+        # Cameras go by their full names everywhere (diagnostics, logs, capture bags), so that
+        # the cells of one plant can be told apart.
+        cameras = [self.resolve_topic_name(t) for t in params.camera_topics]
+        self._stats.watch(cameras)
         msg_type = _MSG_TYPES[params.input_type][0]
         qos = image_qos(params.image_reliability, params.image_depth)
-        for topic in params.camera_topics:
+        for topic in cameras:
             self._subscriptions.append(
                 self.create_subscription(
                     msg_type, topic, lambda msg, cam=topic: self._on_frame(cam, msg), qos
@@ -382,7 +383,7 @@ class SorterNode(LifecycleNode):
             return
         reasons = rules.reasons(prediction.scores, prediction.thresholds, capture.draw())
         if reasons:
-            capture.offer(self._camera_names[frame.camera], frame.msg, message, reasons)
+            capture.offer(frame.camera, frame.msg, message, reasons)
 
     def _publish_debug(self, frame: Frame, prediction: Prediction, classifier: Classifier) -> None:
         publisher = self._debug_pub

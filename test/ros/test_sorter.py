@@ -125,7 +125,8 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
     # The camera topic with the fewest publishers is cam_idle, which has none.
     assert last["camera_publishers"] == "0"
     # Subscribed, but nothing ever arrived: stale once stale_after_s has passed.
-    assert "cam_idle" in result["stale"]["stale_cameras"].split(","), reports
+    # By full name, as type_mismatches: several cells' cameras can be told apart.
+    assert "/cam_idle" in result["stale"]["stale_cameras"].split(","), reports
     assert result["stale"]["level"] == WARN and "stale" in result["stale"]["message"]
     # Rejected frames turn the status to WARN in the report that counts them.
     assert any(d["level"] == WARN and "rejected" in d["message"] for d in reports)
