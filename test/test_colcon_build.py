@@ -82,7 +82,10 @@ def test_colcon_build_and_import_from_install_space(symlink, tmp_path):
     assert (share / "config" / "fastdds_shm.xml").is_file()
     assert (share / "config" / "sorter.yaml").is_file()
     assert (share / "launch" / "sorter.launch.py").is_file()
-    assert os.access(install / "mmsag_ros" / "lib" / "mmsag_ros" / "sorter", os.X_OK)
+    sorter = install / "mmsag_ros" / "lib" / "mmsag_ros" / "sorter"
+    assert os.access(sorter, os.X_OK)
+    # Started by the interpreter it was built for, not the first python3 on PATH.
+    assert sorter.read_text().splitlines()[0] == f"#!{sys.executable}"
     # As on a robot: source the workspace, then run Python. The bootstrapper is told the library
     # path is set so that the order (install space before the venv) is ours, not random.
     env.update(_ROS_WHEELS_BOOTSTRAP_COMPLETE="1", LD_LIBRARY_PATH=_wheel_library_path())
