@@ -66,6 +66,9 @@ ABLATIONS: dict[str, ComposeStyle] = {
     "edge inset 2 px": _ORIGINAL.replace(name="edge inset 2 px", edge_inset=2.0),
     "cutouts checked": _ORIGINAL.replace(name="cutouts checked", check_cutouts=True),
     "light camera": _ORIGINAL.replace(name="light camera", blur_sigma=(0.2, 0.5), motion_blur=0.05),
+    "no camera lighting": _ORIGINAL.replace(name="no camera lighting", camera_lighting=False),
+    "no camera blur": _ORIGINAL.replace(name="no camera blur", blur_sigma=(0, 0), motion_blur=0),
+    "no camera noise": _ORIGINAL.replace(name="no camera noise", noise=(0, 0)),
 }
 
 

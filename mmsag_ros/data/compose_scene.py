@@ -56,6 +56,7 @@ class ComposeStyle:
             (strips, scattered fragments, items the cut missed).
         shadows: Drop a soft shadow under each object.
         camera: Pass the frame through the camera model (light, white balance, blur, noise).
+        camera_lighting: The camera model's light gradient, vignette and white balance.
         blur_sigma: Range of the camera's Gaussian blur, in scene pixels.
         motion_blur: Chance of a short horizontal motion blur (a strobed belt camera has little).
         noise: Range of the sensor noise's standard deviation, in 8-bit levels.
@@ -68,6 +69,7 @@ class ComposeStyle:
     check_cutouts: bool = False
     shadows: bool = True
     camera: bool = True
+    camera_lighting: bool = True
     blur_sigma: tuple[float, float] = (0.35, 0.9)
     motion_blur: float = 0.2
     noise: tuple[float, float] = (1.5, 5.0)
@@ -263,4 +265,5 @@ def render_scene(
     if not style.camera:
         return np.clip(image + 0.5, 0, 255).astype(np.uint8), objects
     camera = {"blur_sigma": style.blur_sigma, "motion_blur": style.motion_blur}
-    return camera_effects(rng, image, noise=style.noise, **camera), objects
+    camera.update(noise=style.noise, lighting=style.camera_lighting)
+    return camera_effects(rng, image, **camera), objects

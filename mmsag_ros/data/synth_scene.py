@@ -167,10 +167,12 @@ def camera_effects(
     blur_sigma: tuple[float, float] = (0.35, 0.9),
     motion_blur: float = 0.2,
     noise: tuple[float, float] = (1.5, 5.0),
+    lighting: bool = True,
 ) -> np.ndarray:
     """Lighting gradient, white balance, blur and sensor noise; returns uint8 RGB.
 
-    ``blur_sigma`` and ``noise`` are ranges (pixels, 8-bit levels), ``motion_blur`` a chance.
+    ``blur_sigma`` and ``noise`` are ranges (pixels, 8-bit levels; a sigma of 0 is no blur),
+    ``motion_blur`` a chance, ``lighting`` switches the gradient, vignette and white balance.
     The defaults are the drawn scenes' and the first composer's camera.
     """
     h, w = image.shape[:2]
@@ -180,11 +182,14 @@ def camera_effects(
     light = 1.0 + rng.uniform(0.1, 0.35) * (xs * math.cos(direction) + ys * math.sin(direction))
     light -= rng.uniform(0.0, 0.5) * (xs * xs + ys * ys)
     gain = rng.uniform(0.85, 1.15) * rng.uniform(0.94, 1.06, 3).astype(np.float32)
-    image *= light[..., None] * gain.astype(np.float32)
+    if lighting:
+        image *= light[..., None] * gain.astype(np.float32)
     if rng.random() < motion_blur:  # belt motion
         k = int(rng.integers(3, 6))
         image = cv2.filter2D(image, -1, np.full((1, k), 1.0 / k, np.float32))
-    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(*blur_sigma))
+    sigma = rng.uniform(*blur_sigma)
+    if sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
     grain = rng.standard_normal(image.shape, np.float32)
     grain *= rng.uniform(*noise)
     image += grain
