@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmsag_ros.bag.csv_cells import read_cell, text_cell
 from mmsag_ros.bag.frames import (
     FrameRecord,
     ReadCounts,
@@ -284,7 +285,7 @@ def read_gt_csv(path: Path, labels: LabelSet) -> GroundTruth:
                 f"{path}, line {line}: need {order.size} values of 1, 0 or -1, "
                 f"got {row[first_class:]}"
             )
-        frame_id = row[1].strip() if first_class == 2 else ""
+        frame_id = read_cell(row[1].strip()) if first_class == 2 else ""
         if (stamp, frame_id) in seen:
             which = f"frame_id {frame_id!r}" if frame_id else "no frame_id"
             raise DatasetError(
@@ -658,7 +659,7 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
         writer.writerow(["stamp_ns", "frame_id", *evaluation.labels.names])
         rows = zip(evaluation.stamps_ns, evaluation.frame_ids, evaluation.scores, strict=True)
         for stamp, frame_id, row in rows:
-            writer.writerow([int(stamp), frame_id, *(f"{v:.6f}" for v in row)])
+            writer.writerow([int(stamp), text_cell(frame_id), *(f"{v:.6f}" for v in row)])
     plot_pr_curves(
         evaluation.scores, evaluation.targets, evaluation.labels, out_dir / "pr_curves.png"
     )

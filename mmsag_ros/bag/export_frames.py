@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
+from mmsag_ros.bag.csv_cells import text_cell
 from mmsag_ros.bag.frames import (
     COMPRESSED_TYPE,
     MULTILABEL_TYPE,
@@ -33,7 +34,7 @@ from mmsag_ros.bag.frames import (
     ros_image_classes,
     stamp_to_ns,
 )
-from mmsag_ros.errors import BagError, ConfigError
+from mmsag_ros.errors import BagError, ConfigError, ImageConversionError
 
 __all__ = ["ExportSummary", "export_frames"]
 
@@ -48,6 +49,9 @@ class ExportSummary:
     frames: int = 0
     without_label: int = 0
     class_names: tuple[str, ...] = ()
+    # Frames that do not decode (corrupt, wrong encoding), skipped; the first reason.
+    undecodable: int = 0
+    first_undecodable: str = ""
 
 
 def _labels_by_header(reader: Any, bag: Path, topic: str) -> dict[tuple[int, str], Any]:
@@ -106,22 +110,27 @@ def export_frames(
                         f"{list(summary.class_names)}; export each model's bags on their own"
                     )
                 name = f"{bag.name}_{summary.frames:05d}"
-                if connection.msgtype == COMPRESSED_TYPE and "png" not in msg.format.lower():
-                    (images / f"{name}.jpg").write_bytes(bytes(msg.data))
-                    filename = f"{name}.jpg"
-                else:
+                try:
                     classes = ros_image_classes()
                     image, order = decode_frame(
                         deserialize_message(bytes(raw), classes[connection.msgtype])
                     )
+                except ImageConversionError as err:  # one bad frame costs only itself
+                    summary.undecodable += 1
+                    summary.first_undecodable = summary.first_undecodable or f"{bag}: {err}"
+                    continue
+                if connection.msgtype == COMPRESSED_TYPE and "png" not in msg.format.lower():
+                    (images / f"{name}.jpg").write_bytes(bytes(msg.data))  # as the camera sent it
+                    filename = f"{name}.jpg"
+                else:
                     if order in _TO_BGR:
                         image = cv2.cvtColor(image, _TO_BGR[order])
                     filename = f"{name}.png"
                     cv2.imwrite(str(images / filename), image)
                 rows.append([filename, *(int(d) for d in label.decisions)])
                 scores.append(
-                    [filename, stamp_to_ns(msg.header.stamp), msg.header.frame_id,
-                     label.model_id, *(f"{v:.6f}" for v in label.scores)]
+                    [filename, stamp_to_ns(msg.header.stamp), text_cell(msg.header.frame_id),
+                     text_cell(label.model_id), *(f"{v:.6f}" for v in label.scores)]
                 )  # fmt: skip
                 summary.frames += 1
     if not rows:

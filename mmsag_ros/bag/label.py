@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mmsag_ros.bag.csv_cells import text_cell
 from mmsag_ros.bag.frames import (
     MULTILABEL_TYPE,
     FrameRecord,
@@ -283,10 +284,9 @@ def write_bag_labelling(labelling: BagLabelling, out_dir: Path) -> str:
         decisions.writerow(["stamp_ns", "frame_id", *names])
         scores.writerow(["stamp_ns", "frame_id", "topic", *names])
         for frame in labelling.frames:
-            decisions.writerow([frame.stamp_ns, frame.frame_id, *(int(d) for d in frame.decisions)])
-            scores.writerow(
-                [frame.stamp_ns, frame.frame_id, frame.topic, *(f"{v:.6f}" for v in frame.scores)]
-            )
+            frame_id, topic = text_cell(frame.frame_id), text_cell(frame.topic)
+            decisions.writerow([frame.stamp_ns, frame_id, *(int(d) for d in frame.decisions)])
+            scores.writerow([frame.stamp_ns, frame_id, topic, *(f"{v:.6f}" for v in frame.scores)])
     labels_bag = out_dir / "labels"
     shutil.rmtree(labels_bag, ignore_errors=True)
     _write_labels_bag(labelling, labels_bag)

@@ -284,6 +284,11 @@ def _export_frames(args: argparse.Namespace) -> int:
     skipped = (
         f", {summary.without_label} frames without a label skipped" if summary.without_label else ""
     )
+    if summary.undecodable:
+        skipped += (
+            f", {summary.undecodable} frames that do not decode skipped (first: "
+            f"{summary.first_undecodable})"
+        )
     print(
         f"exported {summary.frames} frames{skipped} to {summary.out / 'images'}; the model's "
         f"decisions in {summary.out / 'labels.csv'}: correct them, then train with "
