@@ -39,6 +39,8 @@ def _load_json(path: Path) -> Any:
         ) from err
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"cannot read annotation file {path}: {err}") from err
+    except (ValueError, RecursionError) as err:  # a number of thousands of digits, deep nesting
+        raise DatasetError(f"{path} is not a usable COCO file: {err}") from err
 
 
 def _records(data: Any, key: str, path: Path) -> list[Mapping[str, Any]]:
@@ -55,13 +57,22 @@ def _records(data: Any, key: str, path: Path) -> list[Mapping[str, Any]]:
     return records
 
 
+_ID_KEYS = frozenset({"id", "image_id", "category_id"})
+
+
 def _field(record: Mapping[str, Any], key: str, kind: str, number: int, path: Path) -> Any:
     try:
-        return record[key]
+        value = record[key]
     except KeyError:
         raise DatasetError(
             f"{path}: {kind} number {number} (0-based) has no {key!r} field: {dict(record)}"
         ) from None
+    if key in _ID_KEYS and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        raise DatasetError(
+            f"{path}: {kind} number {number} (0-based) has {key} {value!r}; ids are integers "
+            "or strings"
+        )
+    return value
 
 
 def _class_table(

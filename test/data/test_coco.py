@@ -97,6 +97,20 @@ def test_missing_top_level_key(tmp_path, key):
         read_coco(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a usable COCO file"),
+        ('{"images": ' + "9" * 100_000 + "}", "not a usable COCO file"),
+    ],
+)
+def test_json_no_parser_survives_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "annotations.json"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        read_coco(path)
+
+
 def test_top_level_must_be_an_object(tmp_path):
     with pytest.raises(DatasetError, match="top level is a list"):
         read_coco(_write(tmp_path, [1, 2]))
@@ -123,6 +137,11 @@ def test_top_level_must_be_an_object(tmp_path):
             lambda d: d["categories"].append({"id": 4, "name": "Can", "supercategory": "X"}),
             r"category name 'Can' is used by two category ids",
         ),
+        # Ids a dict cannot hold, or that sort with nothing: one line, not a TypeError.
+        (lambda d: d["images"][0].update(id=[10]), r"image number 0 .* has id \[10\]"),
+        (lambda d: d["categories"][0].update(id={"a": 1}), "category number 0 .* ids are"),
+        (lambda d: d["annotations"][0].update(image_id=None), "annotation number 0 .* image_id"),
+        (lambda d: d["annotations"][0].update(category_id=1.5), "category_id 1.5; ids are"),
     ],
 )
 def test_inconsistent_annotations(tmp_path, mutate, message):
