@@ -7,6 +7,9 @@
     ros2 launch mmsag_ros sorter.launch.py namespace:=cell_2 bundle:=... \
         camera_topics:=/cell_2/camera/image_raw          # a second cell beside the first
     ros2 launch mmsag_ros sorter.launch.py bundle:=... precision:=int8   # a bundle variant
+    ros2 launch mmsag_ros sorter.launch.py bundle:=... device:=cuda backend:=tensorrt \
+        precision:=fp16                                   # the engine built for this GPU
+    ros2 launch mmsag_ros sorter.launch.py bundle:=... autostart:=false  # a lifecycle manager
 
 ``config/sorter.yaml`` (or ``params_file:=``) holds every default; an argument left empty
 keeps the parameter file's value, so only what differs per cell is given here. ``compressed``
@@ -20,9 +23,9 @@ nothing is remapped to an absolute name, so several cells never share an output 
 ``/diagnostics`` is absolute, as every ROS monitor expects. ``use_sim_time:=true`` makes the node
 follow ``/clock`` (simulation, bag replay).
 
-The parameter file sets ``autostart: true``; set it to false there when a lifecycle manager
-drives the node. The decisions above are made by :mod:`mmsag_ros.ros.launch_args` (tested
-without ``launch``); this file only reads the arguments.
+The parameter file sets ``autostart: true``; ``autostart:=false`` leaves the node unconfigured
+for a lifecycle manager to drive. The decisions above are made by
+:mod:`mmsag_ros.ros.launch_args` (tested without ``launch``); this file only reads the arguments.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ _SETTINGS_ARGUMENTS = (
     "camera_topics",
     "compressed",
     "precision",
+    "device",
+    "backend",
+    "autostart",
+    "debug_image",
     "use_sim_time",
 )
 
@@ -110,6 +117,35 @@ def generate_launch_description() -> LaunchDescription:
                 choices=["", "fp32", "fp16", "int8"],
                 description=(
                     "Bundle variant to run: fp32, fp16 or int8 (empty: the parameter file's)"
+                ),
+            ),
+            DeclareLaunchArgument(
+                "device",
+                default_value="",
+                description="cpu, cuda, cuda:N or auto (empty: the parameter file's)",
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                choices=["", "auto", "tensorrt", "onnxruntime", "torch"],
+                description="Inference backend (empty: the parameter file's)",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="",
+                choices=["", "true", "false"],
+                description=(
+                    "Configure and activate at start; false for a lifecycle manager "
+                    "(empty: the parameter file's)"
+                ),
+            ),
+            DeclareLaunchArgument(
+                "debug_image",
+                default_value="",
+                choices=["", "true", "false"],
+                description=(
+                    "Publish frames with scores and attention drawn on debug_image "
+                    "(empty: the parameter file's)"
                 ),
             ),
             DeclareLaunchArgument(

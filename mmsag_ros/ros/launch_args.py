@@ -15,8 +15,13 @@ The rules:
   (``/camera/image_raw``) are unaffected by the namespace.
 * ``compressed``: empty (the default) keeps the parameter file's ``input_type``; ``true`` or
   ``false`` override it with ``compressed`` or ``image``.
-* ``bundle``, ``camera_topics`` (comma-separated) and ``precision`` (the bundle variant:
-  ``fp32``, ``fp16``, ``int8``): empty keeps the parameter file's value.
+* ``bundle``, ``camera_topics`` (comma-separated), ``precision`` (the bundle variant:
+  ``fp32``, ``fp16``, ``int8``), ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) and
+  ``backend`` (``auto``, ``tensorrt``, ``onnxruntime``, ``torch``): empty keeps the parameter
+  file's value. A GPU cell says ``device:=cuda backend:=tensorrt`` and needs no copy of the
+  file for it.
+* ``autostart`` and ``debug_image``: ``true``/``false`` override the file's; empty keeps it.
+  ``autostart:=false`` leaves the node unconfigured for a lifecycle manager.
 * ``use_sim_time`` (default ``false``) is always passed to the node: it is the parameter every
   rclpy node declares for itself, and the simulation or bag replay decides it, not the cell's
   parameter file.
@@ -30,6 +35,8 @@ from dataclasses import dataclass
 
 from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import ConfigError
+from mmsag_ros.runtime.backends import BACKEND_KINDS
+from mmsag_ros.runtime.backends.base import parse_device
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -99,6 +106,10 @@ def sorter_overrides(
     camera_topics: str = "",
     compressed: str = "",
     precision: str = "",
+    device: str = "",
+    backend: str = "",
+    autostart: str = "",
+    debug_image: str = "",
     use_sim_time: str = "false",
 ) -> dict[str, ParameterValue]:
     """The parameters the launch arguments override (the rest come from the parameter file).
@@ -108,11 +119,15 @@ def sorter_overrides(
         camera_topics: Comma-separated topics; empty keeps the parameter file's.
         compressed: ``true``/``false`` set ``input_type``; empty keeps the parameter file's.
         precision: ``fp32``, ``fp16`` or ``int8``; empty keeps the parameter file's.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; empty keeps the parameter file's.
+        backend: ``auto`` or a backend kind; empty keeps the parameter file's.
+        autostart: ``true``/``false`` override the parameter file's; empty keeps it.
+        debug_image: ``true``/``false`` override the parameter file's; empty keeps it.
         use_sim_time: ``true`` or ``false``, always passed.
 
     Raises:
         ConfigError: A boolean argument that is neither true nor false (nor empty where
-            allowed), or an unknown precision.
+            allowed), an unknown precision, device or backend.
     """
     overrides: dict[str, ParameterValue] = {}
     variant = precision.strip()
@@ -122,6 +137,11 @@ def sorter_overrides(
         )
     if variant:
         overrides["precision"] = variant
+    overrides.update(_device_and_backend(device.strip(), backend.strip()))
+    for name, value in (("autostart", autostart), ("debug_image", debug_image)):
+        flag = _boolean(name, value, allow_empty=True)
+        if flag is not None:
+            overrides[name] = flag
     if bundle.strip():
         overrides["bundle"] = bundle.strip()
     topics = [topic.strip() for topic in camera_topics.split(",") if topic.strip()]
@@ -134,12 +154,34 @@ def sorter_overrides(
     return overrides
 
 
+def _device_and_backend(device: str, backend: str) -> dict[str, ParameterValue]:
+    overrides: dict[str, ParameterValue] = {}
+    if device:
+        if device.lower() != "auto":
+            try:
+                parse_device(device)
+            except ConfigError:
+                raise ConfigError(
+                    f"launch argument device must be cpu, cuda, cuda:N, auto or empty, got "
+                    f"{device!r}"
+                ) from None
+        overrides["device"] = device.lower()
+    if backend:
+        if backend not in ("auto", *BACKEND_KINDS):
+            raise ConfigError(
+                f"launch argument backend must be auto, {', '.join(BACKEND_KINDS)} or empty, "
+                f"got {backend!r}"
+            )
+        overrides["backend"] = backend
+    return overrides
+
+
 def sorter_settings(arguments: Mapping[str, str]) -> SorterSettings:
     """The node's namespace and parameter overrides from the launch arguments' strings.
 
     Args:
-        arguments: The values of ``namespace``, ``bundle``, ``camera_topics``, ``compressed``,
-            ``precision`` and ``use_sim_time``; a missing one takes the launch file's default.
+        arguments: The values of ``namespace`` and of :func:`sorter_overrides`'s arguments;
+            a missing one takes the launch file's default.
     """
     return SorterSettings(
         namespace=sorter_namespace(arguments.get("namespace", DEFAULT_NAMESPACE)),
@@ -148,6 +190,10 @@ def sorter_settings(arguments: Mapping[str, str]) -> SorterSettings:
             camera_topics=arguments.get("camera_topics", ""),
             compressed=arguments.get("compressed", ""),
             precision=arguments.get("precision", ""),
+            device=arguments.get("device", ""),
+            backend=arguments.get("backend", ""),
+            autostart=arguments.get("autostart", ""),
+            debug_image=arguments.get("debug_image", ""),
             use_sim_time=arguments.get("use_sim_time", "false"),
         ),
     )

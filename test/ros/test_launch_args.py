@@ -108,6 +108,26 @@ def test_bundle_and_camera_topics_override_only_when_given():
     assert sorter_overrides(bundle="  ", camera_topics=" , ") == {"use_sim_time": False}
 
 
+def test_a_gpu_cell_sets_device_backend_and_precision_from_the_command_line():
+    overrides = sorter_overrides(device="cuda", backend="tensorrt", precision="fp16")
+    assert overrides == {
+        "device": "cuda",
+        "backend": "tensorrt",
+        "precision": "fp16",
+        "use_sim_time": False,
+    }
+    assert sorter_overrides(device="CUDA:1")["device"] == "cuda:1"
+    assert sorter_overrides(device="auto", backend="auto")["backend"] == "auto"
+    assert not {"device", "backend"} & set(sorter_overrides(device=" ", backend=""))
+
+
+@pytest.mark.parametrize("name", ["autostart", "debug_image"])
+def test_autostart_and_debug_image_override_only_when_given(name):
+    assert sorter_overrides(**{name: "false"})[name] is False
+    assert sorter_overrides(**{name: "true"})[name] is True
+    assert name not in sorter_overrides(**{name: ""})
+
+
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), ("TRUE", True)])
 def test_use_sim_time_is_always_passed_as_a_boolean(value, expected):
     assert sorter_overrides(use_sim_time=value)["use_sim_time"] is expected
@@ -137,6 +157,9 @@ def test_namespaces_stay_relative_unless_given_absolute(namespace, expected):
         ({"namespace": "cell 2"}, r"namespace 'cell 2' is not a valid ROS namespace"),
         ({"namespace": "2nd_cell"}, r"namespace '2nd_cell' is not a valid ROS namespace"),
         ({"namespace": "plant//cell"}, r"namespace 'plant//cell' is not a valid"),
+        ({"device": "gpu"}, r"device must be cpu, cuda, cuda:N, auto or empty, got 'gpu'"),
+        ({"backend": "tensorflow"}, r"backend must be auto, .*tensorrt.* or empty"),
+        ({"autostart": "no"}, r"autostart must be true, false or empty, got 'no'"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(arguments, match):
