@@ -13,8 +13,10 @@ is within ``max_bytes`` again (the bag being written is not counted: keep it sma
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
+import re
 import shutil
 import threading
 import time
@@ -33,6 +35,10 @@ __all__ = ["CAPTURE_LABELS_TOPIC", "CaptureRules", "FrameCapture", "bag_bytes"]
 
 CAPTURE_LABELS_TOPIC = "/waste/labels"
 _QUEUE_SIZE = 64
+# capture_s<sequence>_<UTC time>: the sequence orders the ring (continued from the bags on disk),
+# since a robot that boots with a wrong clock would otherwise delete its newest bags first.
+_BAG_NAME = re.compile(r"capture_s(\d+)_")
+_PRIVATE = 0o750  # frames of a plant's belt are not for every account on the robot
 _MULTILABEL_TYPE = "mmsag_ros/msg/MultiLabel"
 
 
@@ -108,7 +114,7 @@ class FrameCapture:
             )
         self.directory = Path(directory)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=_PRIVATE)
         except OSError as err:
             raise ConfigError(f"cannot create capture_dir {self.directory}: {err}") from err
         self.image_type = image_type
@@ -120,8 +126,9 @@ class FrameCapture:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._last_capture_s = -float("inf")
-        self._sequence = 0
+        self._sequence = max((_sequence_of(p) for p in self._bags()), default=0)
         self._error = ""
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sorter-capture", daemon=True)
         self._thread.start()
 
@@ -158,16 +165,27 @@ class FrameCapture:
         """The last write error, until a frame is written again; captures go on in a new bag."""
         return self._error
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Write what is queued, close the bag and stop the thread."""
-        self._queue.put(None)
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Write what is queued, close the bag and stop the thread; False if it is still busy.
+
+        Waits at most ``timeout_s``, even for a hung disk with a full queue.
+        """
+        self._stop.set()
+        with contextlib.suppress(queue.Full):  # then the thread stops once the queue is empty
+            self._queue.put_nowait(None)
         self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _bags(self) -> list[Path]:
-        return sorted(p for p in self.directory.glob("capture_*") if p.is_dir())
+        """Bag folders, oldest first (by sequence; folders of older names before them)."""
+        bags = [p for p in self.directory.glob("capture_*") if p.is_dir()]
+        return sorted(bags, key=lambda p: (_sequence_of(p), p.name))
 
     def _enforce_cap(self) -> None:
-        bags = self._bags()
+        try:
+            bags = self._bags()
+        except OSError:
+            return
         sizes = {bag: bag_bytes(bag) for bag in bags}
         total = sum(sizes.values())
         for bag in bags:
@@ -185,13 +203,33 @@ class FrameCapture:
 
         self._sequence += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        path = self.directory / f"capture_{stamp}_{self._sequence:04d}"
+        path = self.directory / f"capture_s{self._sequence:08d}_{stamp}"
         writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
-        writer.open()
-        labels = writer.add_connection(
-            CAPTURE_LABELS_TOPIC, _MULTILABEL_TYPE, typestore=mmsag_typestore()
-        )
+        try:
+            writer.open()
+            path.chmod(_PRIVATE)
+            labels = writer.add_connection(
+                CAPTURE_LABELS_TOPIC, _MULTILABEL_TYPE, typestore=mmsag_typestore()
+            )
+        except BaseException:
+            self._close(writer)
+            raise
         return writer, {}, labels
+
+    def _close(self, writer: Any, frames: int = 0) -> None:
+        """Close a bag, or remove it when it cannot be closed (it would lack footer and metadata).
+
+        The ``frames`` of a removed bag count as failed writes, not as captured.
+        """
+        try:
+            writer.close()
+        except Exception as err:
+            self._error = self._error or f"{type(err).__name__}: {err}"
+            shutil.rmtree(writer.path, ignore_errors=True)
+            with self._lock:
+                self._counts["bags_discarded"] += 1
+                self._counts["captured"] -= frames
+                self._counts["write_failed"] += frames
 
     def _run(self) -> None:
         from rclpy.serialization import serialize_message
@@ -202,8 +240,14 @@ class FrameCapture:
         cameras: dict[str, Any] = {}
         labels = None
         in_bag = 0
+        self._enforce_cap()  # the cap holds from the start, for bags an earlier run left
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    break
+                continue
             if item is None:
                 break
             topic, frame, label = item
@@ -223,17 +267,22 @@ class FrameCapture:
                 with self._lock:
                     self._counts["captured"] += 1
                 if in_bag >= self.frames_per_bag:
-                    writer.close()
-                    writer = None
+                    closing, writer = writer, None
+                    self._close(closing, in_bag)
                     self._enforce_cap()
             except Exception as err:  # a full disk or a removed folder must not stop labelling
                 self._error = f"{type(err).__name__}: {err}"
                 with self._lock:
                     self._counts["write_failed"] += 1
-                writer = None
+                if writer is not None:
+                    closing, writer = writer, None
+                    self._close(closing, in_bag)
+                self._enforce_cap()
         if writer is not None:
-            try:
-                writer.close()
-            except Exception as err:
-                self._error = f"{type(err).__name__}: {err}"
-            self._enforce_cap()
+            self._close(writer, in_bag)
+        self._enforce_cap()
+
+
+def _sequence_of(bag: Path) -> int:
+    match = _BAG_NAME.match(bag.name)
+    return int(match.group(1)) if match else 0

@@ -5,6 +5,7 @@ capture bags -> ``mmsag bag export-frames`` -> ``mmsag train``."""
 from __future__ import annotations
 
 import csv
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,58 @@ def test_the_ring_of_bags_keeps_the_newest_frames_within_the_disk_cap(tmp_path):
         ids = [reader.deserialize(raw, c.msgtype).header.frame_id
                for c, _, raw in reader.messages()]  # fmt: skip
     assert ids[-2:] == ["cam/22", "cam/22"]
+
+
+def test_the_ring_continues_its_sequence_whatever_the_clock_says(tmp_path):
+    folder = tmp_path / "capture"
+    # Bags of an earlier run, named as if the clock ran a year ahead then.
+    for sequence, stamp in ((7, "20271201T000000"), (8, "20271202T000000")):
+        (folder / f"capture_s{sequence:08d}_{stamp}").mkdir(parents=True)
+    (folder / "capture_20261101T000000_0003").mkdir()  # the naming before sequences
+    capture = FrameCapture(
+        folder, image_type="sensor_msgs/msg/Image", max_rate_hz=0.0, frames_per_bag=1
+    )
+    frame = _frame(0)
+    assert capture.offer("/cam", frame, _label(frame), ["random_sample"])
+    assert capture.close()
+    names = [p.name for p in capture._bags()]
+    assert names[0] == "capture_20261101T000000_0003"  # oldest first, the cap deletes it first
+    assert names[1:3] == ["capture_s00000007_20271201T000000", "capture_s00000008_20271202T000000"]
+    assert names[3].startswith("capture_s00000009_")  # the newest, though its clock is earlier
+    assert (folder / names[3]).stat().st_mode & 0o777 == 0o750
+
+
+def test_a_full_disk_leaves_only_readable_bags_and_close_never_hangs(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        capture = FrameCapture(
+            disk / "capture", image_type="sensor_msgs/msg/Image", max_rate_hz=0.0,
+            max_bytes=100_000_000, frames_per_bag=3,
+        )  # fmt: skip
+        offered = 0
+        for index in range(40):  # 57.6 kB each: the 1 MB disk is full after about 17
+            frame = _frame(index)
+            offered += capture.offer("/cam", frame, _label(frame), ["random_sample"])
+        assert capture.close(timeout_s=120)
+        counts = capture.counts()
+        # Frames of a bag the full disk kept from closing count as failed, not captured.
+        assert counts["write_failed"] > 0 and counts["bags_discarded"] > 0 and capture.error
+        assert counts["captured"] + counts["write_failed"] == offered
+        bags = sorted((disk / "capture").glob("capture_*"))
+        assert bags, "some bags fit before the disk filled"
+        store = mmsag_typestore()
+        for bag in bags:  # every folder left is a whole bag, with its metadata
+            assert (bag / "metadata.yaml").is_file(), sorted(bag.iterdir())
+            with AnyReader([bag], default_typestore=store) as reader:
+                assert reader.message_count > 0
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
 
 
 def test_captures_are_rate_limited_without_waiting(tmp_path):
