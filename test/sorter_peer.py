@@ -236,7 +236,7 @@ def scenario(peer: Peer, count: int) -> dict:
     cam = peer.cameras[0]
     frame, _ = make_frame(0)
     bad = [
-        peer.image(cam, 900, array=frame, encoding="yuv422"),
+        peer.image(cam, 900, array=frame, encoding="32FC1"),
         peer.image(cam, 901, array=frame, encoding="rgb8", data=bytes(10)),
     ]
     for count, msg in enumerate(bad, start=1):

@@ -19,7 +19,13 @@ from mmsag_ros.msg import AttentionPeak, InstancePeaks, MultiLabel
 if TYPE_CHECKING:
     from mmsag_ros.runtime.classifier import Prediction
 
-__all__ = ["CHANNELS", "array_to_image", "image_to_array", "prediction_to_message"]
+__all__ = [
+    "CHANNELS",
+    "array_to_image",
+    "image_rows",
+    "image_to_array",
+    "prediction_to_message",
+]
 
 # Supported 8-bit encodings and their channel counts.
 CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
@@ -29,23 +35,16 @@ CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8
 _MAX_ROW_PADDING = 4096
 
 
-def image_to_array(msg: Image) -> np.ndarray:
-    """View a ``sensor_msgs/Image`` as an ``(height, width, channels)`` uint8 array.
+def image_rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
+    """The message's pixel rows without their padding, ``(height, width * bytes_per_pixel)``.
 
-    The array shares memory with the message (read-only) unless the message's rows are padded,
-    in which case it is a strided view that skips the padding. Mono images keep a channel axis
-    of length 1. Raises ImageConversionError for unsupported encodings, big-endian data and any
-    disagreement between width, height, step and the data length.
+    A view of the message's buffer (strided when rows are padded). Raises ImageConversionError
+    for an empty image and any disagreement between width, height, step and the data length.
     """
-    channels = CHANNELS.get(msg.encoding)
-    if channels is None:
-        raise ImageConversionError(
-            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(CHANNELS)}"
-        )
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ImageConversionError(f"empty image ({width}x{height})")
-    row_bytes = width * channels
+    row_bytes = width * bytes_per_pixel
     if step < row_bytes:
         raise ImageConversionError(
             f"step {step} is shorter than a {msg.encoding} row of width {width} ({row_bytes} bytes)"
@@ -61,8 +60,24 @@ def image_to_array(msg: Image) -> np.ndarray:
             f"data holds {data.size} bytes, expected step x height = {step} x {height}"
             f" = {step * height}"
         )
-    rows = data.reshape(height, step)
-    return rows[:, :row_bytes].reshape(height, width, channels)
+    return data.reshape(height, step)[:, :row_bytes]
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """View an 8-bit ``sensor_msgs/Image`` as an ``(height, width, channels)`` uint8 array.
+
+    The array shares memory with the message (read-only) unless the message's rows are padded,
+    in which case it is a strided view that skips the padding. Mono images keep a channel axis
+    of length 1. Raises ImageConversionError for encodings other than :data:`CHANNELS`' and any
+    disagreement between width, height, step and the data length. Other camera encodings
+    (Bayer, YUV, 16-bit) go through :func:`mmsag_ros.ros.camera_encodings.camera_array`.
+    """
+    channels = CHANNELS.get(msg.encoding)
+    if channels is None:
+        raise ImageConversionError(
+            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(CHANNELS)}"
+        )
+    return image_rows(msg, channels).reshape(msg.height, msg.width, channels)
 
 
 def array_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:

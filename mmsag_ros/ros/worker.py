@@ -26,12 +26,11 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
 from mmsag_ros.errors import ImageConversionError
-from mmsag_ros.ros.conversions import image_to_array
+from mmsag_ros.ros.camera_encodings import camera_array
 from mmsag_ros.ros.diagnostics import SorterStats
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 
 __all__ = [
-    "COLOR_ORDERS",
     "DEFAULT_MAX_INPUT_PIXELS",
     "MAX_JPEG_SCANS",
     "Frame",
@@ -43,13 +42,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-COLOR_ORDERS: dict[str, str] = {
-    "rgb8": "rgb",
-    "bgr8": "bgr",
-    "mono8": "mono",
-    "rgba8": "rgba",
-    "bgra8": "bgra",
-}
 _COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 # 4096 x 4096 (16 MP): above every common belt camera; 48 MB decoded at most.
 DEFAULT_MAX_INPUT_PIXELS = 16_777_216
@@ -178,15 +170,9 @@ def decode_frame(
             corrupt data, an empty frame, more than ``max_pixels`` pixels.
     """
     if isinstance(msg, Image):
-        order = COLOR_ORDERS.get(msg.encoding)
-        if order is None:
-            raise ImageConversionError(
-                f"unsupported image encoding {msg.encoding!r}; expected one of "
-                f"{', '.join(COLOR_ORDERS)}"
-            )
         _check_pixels(msg.width, msg.height, max_pixels)
         _check_bytes(max(len(msg.data), msg.step * msg.height), max_pixels)
-        return image_to_array(msg), order
+        return camera_array(msg)
     fmt = msg.format.lower()
     if fmt and not any(name in fmt for name in _COMPRESSED_FORMATS):
         raise ImageConversionError(

@@ -83,8 +83,8 @@ def _write_broken_bag(path: Path) -> None:
             header=_header(store, 3), format="jpeg", data=np.frombuffer(b"\xff\xd8junk", np.uint8)
         )
         writer.write(jpeg, 3, store.serialize_cdr(corrupt, COMPRESSED_TYPE))
-        yuv = _image(store, 4, encoding="yuv422")
-        writer.write(raw, 4, store.serialize_cdr(yuv, IMAGE_TYPE))
+        depth = _image(store, 4, encoding="32FC1")  # a depth image: not for the model
+        writer.write(raw, 4, store.serialize_cdr(depth, IMAGE_TYPE))
         writer.write(raw, 5, bytes(good[:20]))  # CDR cut short
         string = store.types["std_msgs/msg/String"](data="not an image")
         writer.write(text, 6, store.serialize_cdr(string, "std_msgs/msg/String"))
@@ -101,7 +101,7 @@ def test_unreadable_messages_are_counted_not_fatal(tmp_path):
     assert [f.error is None for f in frames] == [True, False, False, False, False]
     assert counts.num_unreadable == 4
     reasons = " | ".join(counts.unreadable)
-    for expected in ("expected step x height", "corrupt", "yuv422", "deserialize"):
+    for expected in ("expected step x height", "corrupt", "32FC1", "deserialize"):
         assert expected in reasons
     # Counted by reason, the part of the message before this frame's own details.
     for frame in frames[1:]:

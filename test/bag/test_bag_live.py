@@ -270,7 +270,7 @@ def _write_bag_with_bad_frames(path: Path) -> list[int]:
             pixels = np.full((6, 8, 3), 40 * index, np.uint8).reshape(-1)
             encoding = "rgb8"
             if index % 2:  # too few bytes, or an encoding the node does not take
-                pixels, encoding = (pixels[:100], "rgb8") if index % 4 == 1 else (pixels, "yuv422")
+                pixels, encoding = (pixels[:100], "rgb8") if index % 4 == 1 else (pixels, "32FC1")
             else:
                 good.append(stamp_ns)
             image = types[IMAGE_TYPE](

@@ -71,7 +71,7 @@ def test_every_frame_is_published_dropped_or_rejected(classifier):
         for index in (1, 2):
             worker.offer("cam_a", frame_msg(index))
         bad = frame_msg(3)
-        bad.encoding = "yuv422"
+        bad.encoding = "32FC1"  # a depth encoding: not a camera image the model takes
         worker.offer("cam_b", bad)
         waiting = stats.snapshot(stale_after_s=1.0)
         assert (waiting.in_flight, waiting.dropped) == (3, 1)
@@ -83,7 +83,7 @@ def test_every_frame_is_published_dropped_or_rejected(classifier):
     assert sorted(publisher.labels) == ["cam/0", "cam/2"]
     assert (final.received, final.published, final.dropped, final.rejected) == (4, 2, 1, 1)
     assert final.failed == 0 and balanced(final)
-    assert "yuv422" in rejects[0]
+    assert "32FC1" in rejects[0]
     expected = classifier.classify_one(frame_pixels(2), "rgb")
     np.testing.assert_allclose(publisher.labels["cam/2"].scores, expected.scores, atol=1e-5)
 

@@ -1,0 +1,84 @@
+"""Raw camera encodings to the 8-bit arrays the classifier takes, without cv_bridge.
+
+Machine-vision drivers publish Bayer mosaics by default, USB cameras YUV 4:2:2, depth-style and
+scientific cameras 16-bit: each becomes a uint8 array and its colour order here. The 8-bit
+colour and mono encodings are views of the message's buffer (no copy); the others are
+converted once, with the conversions cv_bridge uses (OpenCV's Bayer codes are named one pixel
+off from ROS's: ``bayer_rggb8`` is OpenCV's ``BayerBG``). 16-bit values keep their top byte.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import Image
+
+from mmsag_ros.errors import ImageConversionError
+from mmsag_ros.ros.conversions import CHANNELS, image_rows, image_to_array
+
+__all__ = ["CAMERA_ENCODINGS", "camera_array"]
+
+# 8-bit encodings viewed in place: encoding -> colour order.
+_VIEWED = {"rgb8": "rgb", "bgr8": "bgr", "mono8": "mono", "rgba8": "rgba", "bgra8": "bgra"}
+# 16-bit encodings: encoding -> (channels, colour order).
+_WIDE = {"mono16": (1, "mono"), "rgb16": (3, "rgb"), "bgr16": (3, "bgr")}
+_BAYER = {
+    "rggb": cv2.COLOR_BayerBG2BGR,
+    "bggr": cv2.COLOR_BayerRG2BGR,
+    "gbrg": cv2.COLOR_BayerGR2BGR,
+    "grbg": cv2.COLOR_BayerGB2BGR,
+}
+# ROS's yuv422 is UYVY; yuv422_yuy2 and yuyv are YUYV.
+_YUV = {
+    "yuv422": cv2.COLOR_YUV2BGR_UYVY,
+    "uyvy": cv2.COLOR_YUV2BGR_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2BGR_YUY2,
+    "yuyv": cv2.COLOR_YUV2BGR_YUY2,
+}
+
+#: Every encoding a sorter takes.
+CAMERA_ENCODINGS: tuple[str, ...] = (
+    *_VIEWED,
+    *_WIDE,
+    *(f"bayer_{order}{bits}" for bits in (8, 16) for order in _BAYER),
+    *_YUV,
+)
+assert set(_VIEWED) == set(CHANNELS)
+
+
+def _top_bytes(msg: Image, channels: int) -> np.ndarray:
+    """A 16-bit image's most significant bytes, ``(height, width, channels)`` uint8."""
+    rows = image_rows(msg, 2 * channels)
+    dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+    wide = np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width, channels)
+    return (wide >> 8).astype(np.uint8)
+
+
+def camera_array(msg: Image) -> tuple[np.ndarray, str]:
+    """The frame as a ``(height, width, channels)`` uint8 array and its colour order.
+
+    Raises:
+        ImageConversionError: An encoding not in :data:`CAMERA_ENCODINGS`, sizes that disagree
+            with the data, an odd width for YUV 4:2:2.
+    """
+    encoding = msg.encoding.lower()
+    if encoding in _VIEWED:
+        return image_to_array(msg), _VIEWED[encoding]
+    if encoding in _WIDE:
+        channels, order = _WIDE[encoding]
+        return _top_bytes(msg, channels), order
+    if encoding.startswith("bayer_") and encoding[6:10] in _BAYER and encoding[10:] in ("8", "16"):
+        if encoding.endswith("16"):
+            mosaic = _top_bytes(msg, 1)[..., 0]
+        else:
+            mosaic = np.ascontiguousarray(image_rows(msg, 1))
+        return cv2.cvtColor(mosaic, _BAYER[encoding[6:10]]), "bgr"
+    if encoding in _YUV:
+        if msg.width % 2:
+            raise ImageConversionError(f"{encoding} needs an even width, got {msg.width}")
+        packed = np.ascontiguousarray(image_rows(msg, 2)).reshape(msg.height, msg.width, 2)
+        return cv2.cvtColor(packed, _YUV[encoding]), "bgr"
+    raise ImageConversionError(
+        f"unsupported image encoding {msg.encoding!r}; expected one of "
+        f"{', '.join(CAMERA_ENCODINGS)}"
+    )
