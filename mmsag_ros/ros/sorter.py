@@ -157,7 +157,6 @@ class SorterNode(LifecycleNode):
         self._drift: DriftWatch | None = None
         self._capture: FrameCapture | None = None
         self._capture_rules: CaptureRules | None = None
-        # Camera parameter -> resolved topic, for capture bags (resolved once, off the hot path).
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer: Timer = self._start_diagnostics(

@@ -161,9 +161,10 @@ def decode_frame(
 ) -> tuple[np.ndarray, str]:
     """Turn a camera message into a uint8 array and its colour order for the classifier.
 
-    Raw images are viewed without a copy; JPEG and PNG are decoded with OpenCV (BGR out) once
-    their header says they fit in ``max_pixels``, so a small file announcing a huge image
-    cannot make the decoder allocate gigabytes.
+    8-bit raw images are viewed without a copy, Bayer, YUV and 16-bit ones converted
+    (:mod:`~mmsag_ros.ros.camera_encodings`); JPEG and PNG are decoded with OpenCV (BGR out)
+    once their header says they fit in ``max_pixels`` with few enough scans, so a small file
+    announcing a huge image cannot make the decoder allocate gigabytes, nor stall it.
 
     Raises:
         ImageConversionError: Unknown encoding or format, inconsistent sizes, truncated or
