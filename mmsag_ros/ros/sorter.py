@@ -29,6 +29,7 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
@@ -159,6 +160,7 @@ class SorterNode(LifecycleNode):
         self._capture_rules: CaptureRules | None = None
         # Diagnostics run in every state: a monitor should see an unconfigured sorter too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_timer: Timer = self._start_diagnostics(
             self.get_parameter("diagnostics_period_s").value
         )
@@ -411,7 +413,9 @@ class SorterNode(LifecycleNode):
 
     def _start_diagnostics(self, period_s: float) -> Timer:
         period_s = period_s if isinstance(period_s, float) and period_s > 0.0 else 1.0
-        return self.create_timer(period_s, self._report)
+        # A steady clock: with use_sim_time and no /clock yet, ROS time stands still, and a
+        # monitor must still hear from the node.
+        return self.create_timer(period_s, self._report, clock=self._steady_clock)
 
     def _check_camera_types(self) -> tuple[str, ...]:
         """Camera topics whose publishers send another type than the node subscribes to."""

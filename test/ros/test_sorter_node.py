@@ -106,6 +106,29 @@ def test_integers_are_taken_for_double_parameters(bundle_dir, ros_env):
         assert not node.set_parameters([Parameter("max_instances", value=2.0)])[0].successful
 
 
+def test_diagnostics_keep_coming_on_sim_time_without_a_clock(bundle_dir, ros_env):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    overrides = {"bundle": str(bundle_dir), "use_sim_time": True, "diagnostics_period_s": 0.1}
+    with sorter_node(ros_env, **overrides) as node:
+        reports = []
+        listener = rclpy.create_node("diagnostics_listener", context=node.context)
+        listener.create_subscription(DiagnosticArray, "/diagnostics", reports.append, 10)
+        executor = SingleThreadedExecutor(context=node.context)
+        executor.add_node(node)
+        executor.add_node(listener)
+        deadline = time.monotonic() + WAIT_S
+        try:
+            # Nobody publishes /clock: ROS time stands at zero, the report timer must not.
+            while len(reports) < 3 and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+        finally:
+            executor.shutdown()
+            listener.destroy_node()
+        assert node.get_clock().now().nanoseconds == 0
+        assert len(reports) >= 3
+
+
 def test_an_exception_in_a_callback_is_counted_and_the_executor_spins_on(node):
     from mmsag_ros.ros.sorter import _spin_once
 
