@@ -30,9 +30,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
+from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.subscription import Subscription
@@ -678,7 +680,11 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = SorterNode()
+        try:
+            node = SorterNode()
+        except ParameterException as err:  # a start-up value rclpy refuses: type or range
+            get_logger("sorter").fatal(f"bad parameter: {err}")
+            raise SystemExit(2) from None
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         node.autostart()

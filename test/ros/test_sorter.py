@@ -185,6 +185,17 @@ def test_lifecycle_services_gate_the_output_and_shutdown_ends_the_process(bundle
         assert line in err, err
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("diagnostics_period_s:=0.0", "diagnostics_period_s"), ("max_batch:=many", "max_batch")],
+)
+def test_a_start_up_value_rclpy_refuses_ends_the_process_in_one_line(value, reason, ros_env):
+    node = start_sorter(ros_env, "bundle:=/nowhere", value)
+    _, err = node.communicate(timeout=120)
+    assert node.returncode == 2, err
+    assert "Traceback" not in err and "bad parameter: " in err and reason in err, err
+
+
 @pytest.mark.parametrize("fault", ["broken_bundle", "bad_topic"])
 def test_configure_fails_cleanly_and_says_why(fault, bundle_dir, broken_bundle_dir, ros_env):
     if fault == "broken_bundle":
