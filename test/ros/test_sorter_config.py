@@ -36,6 +36,10 @@ def test_launch_file_compiles_and_declares_the_arguments(tmp_path):
         "camera_topics",
         "compressed",
         "precision",
+        "device",
+        "backend",
+        "autostart",
+        "debug_image",
         "use_sim_time",
         "log_level",
     }
