@@ -19,9 +19,9 @@ object, so the trainer, ``mmsag eval`` and the pointing scores read them like an
   Boxes are each object's visible extent. How each step is drawn is a named style
   (:mod:`mmsag_ros.data.compose_scene`): ``original``, the first composer, kept as a fixed test
   reference, or ``belt``.
-- **Cutouts looked at.** Every photo's cutout is drawn on a contact sheet per class
-  (``cutouts/<class>.png``); a style that checks cutouts leaves out, counts and lists those that
-  fail the sanity check (``cutout_problem``: small, strip, ragged).
+- **Cutouts looked at.** The cutout of every photo the scenes drew is on a contact sheet per
+  class (``cutouts/<class>.png``); a style that checks cutouts leaves out, counts and lists
+  those that fail the sanity check (``cutout_problem``: small, strip, ragged).
 - **Marked as composed.** ``composed.json`` and ``README.txt`` say the scenes are composed from
   photos (not camera frames), from which folder, with which seed, and which photo went to
   which split; the VOC ``<source>`` field says so per image.
@@ -213,7 +213,7 @@ def compose_dataset(
 
     Writes ``out_dir/VOCdevkit/VOC2007`` with the splits ``train``, ``val``, ``test`` and
     ``trainval`` (train + val), plus ``composed.json``, ``README.txt`` and a contact sheet of
-    each class's cutouts, ``cutouts/<class>.png``.
+    each class's cutouts (of the photos the scenes drew), ``cutouts/<class>.png``.
 
     Args:
         photos_dir: ``<class>/*.jpg`` folders, one object per photo.
@@ -272,7 +272,6 @@ def compose_dataset(
             )
     voc = prepare_voc_dir(out_dir, overwrite, _MARKER)
     cutouts = Cutouts(check=style.check_cutouts)
-    _write_contact_sheets(out_dir / "cutouts", split, cutouts)
     ids: dict[str, list[str]] = {s: [] for s in (*COMPOSE_SPLITS, "trainval")}
     image_labels: dict[str, dict[str, int]] = {}
     objects = {s: dict.fromkeys(names, 0) for s in ids}
@@ -306,6 +305,7 @@ def compose_dataset(
     finally:
         bar.close()
     write_split_lists(voc / "ImageSets" / "Main", ids, image_labels, names)
+    _write_contact_sheets(out_dir / "cutouts", split, cutouts)
     summary = ComposeSummary(
         root=out_dir,
         voc_root=voc,
@@ -325,12 +325,13 @@ def compose_dataset(
 
 
 def _write_contact_sheets(folder: Path, split: PhotoSplit, cutouts: Cutouts) -> None:
-    """Cut every photo (the scenes reuse the cuts) and draw each class's cutouts on one sheet."""
+    """Draw each class's cutouts, of every photo the scenes drew, on one sheet per class."""
     shutil.rmtree(folder, ignore_errors=True)  # a replaced dataset's classes may differ
     folder.mkdir()
     for name in split.photos["train"]:
-        paths = sorted(p for s in COMPOSE_SPLITS for p in split.photos[s][name])
-        write_contact_sheet(folder / f"{name}.png", [cutouts.inspect(p) for p in paths])
+        paths = sorted(p for s in COMPOSE_SPLITS for p in split.photos[s][name] if cutouts.seen(p))
+        if paths:
+            write_contact_sheet(folder / f"{name}.png", [cutouts.inspect(p) for p in paths])
 
 
 def _write_metadata(

@@ -142,6 +142,10 @@ class Cutouts:
             self._cache[path] = cut, problem
         return self._cache[path]
 
+    def seen(self, path: Path) -> bool:
+        """Whether the photo was cut (drawn for a scene) so far."""
+        return path in self._cache
+
     def get(self, path: Path) -> Cutout | None:
         """The usable cutout of a photo, or None (nothing to cut, or it failed the check)."""
         cut, problem = self.inspect(path)
