@@ -99,6 +99,8 @@ RUNS = {
     "effl0_224 + semantic attention": ("mmsag_effl0_224", True, 12, _STAGES[:1], ()),
     "effl0_224 + fusion": ("mmsag_effl0_224", True, 12, _STAGES[:2], ()),
 }
+# The original composer's scenes: the data of an original-style run, the fixed test of others.
+_REFERENCE = "composed_scenes"
 _METRICS = ("val_map", "test_map", "test_of1", "pointing", "instance_recall", "instance_precision")
 
 
@@ -126,11 +128,11 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Path, list[str], str]:
             generate_dataset(root, num_trainval=args.trainval, num_test=args.test, progress=True)
         return root, [], f"{args.trainval} synthetic conveyor frames (not camera frames)"
     suffix = "" if args.style == "original" else f"_{args.style}"
-    root = args.out / f"composed_scenes{suffix}"
+    root = args.out / f"{_REFERENCE}{suffix}"
     _compose(args, root, args.style, args.trainval)
     if args.style != "original":
         # The same seed and test photos, composed as the first composer did: the fixed reference.
-        _compose(args, args.out / "composed_scenes", "original", 0)
+        _compose(args, args.out / _REFERENCE, "original", 0)
     splits = ["data.train_split=train", "data.val_split=val"]
     what = f"{args.trainval} scenes composed ({args.style} style) from the photos in {args.photos}"
     return root, splits, what
@@ -191,7 +193,7 @@ def _train_and_score(
     summary = run_training(config)
     train_min = (time.monotonic() - started) / 60
     checkpoint = load_checkpoint(summary.best_checkpoint)
-    reference = args.out / "composed_scenes"
+    reference = args.out / _REFERENCE
     scores = _score(checkpoint, data_root)
     if reference != data_root and reference.is_dir():
         ref = _score(checkpoint, reference)

@@ -18,8 +18,9 @@ from mmsag_ros.ros.conversions import CHANNELS, image_rows, image_to_array
 
 __all__ = ["CAMERA_ENCODINGS", "camera_array"]
 
-# 8-bit encodings viewed in place: encoding -> colour order.
-_VIEWED = {"rgb8": "rgb", "bgr8": "bgr", "mono8": "mono", "rgba8": "rgba", "bgra8": "bgra"}
+# 8-bit encodings viewed in place (conversions.CHANNELS): encoding -> colour order, its name
+# without the bit depth.
+_VIEWED = {encoding: encoding.removesuffix("8") for encoding in CHANNELS}
 # 16-bit encodings: encoding -> (channels, colour order).
 _WIDE = {"mono16": (1, "mono"), "rgb16": (3, "rgb"), "bgr16": (3, "bgr")}
 _BAYER = {
@@ -43,7 +44,6 @@ CAMERA_ENCODINGS: tuple[str, ...] = (
     *(f"bayer_{order}{bits}" for bits in (8, 16) for order in _BAYER),
     *_YUV,
 )
-assert set(_VIEWED) == set(CHANNELS)
 
 
 def _top_bytes(msg: Image, channels: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def camera_array(msg: Image) -> tuple[np.ndarray, str]:
         ImageConversionError: An encoding not in :data:`CAMERA_ENCODINGS`, sizes that disagree
             with the data, an odd width for YUV 4:2:2.
     """
-    encoding = msg.encoding.lower()
+    encoding = msg.encoding
     if encoding in _VIEWED:
         return image_to_array(msg), _VIEWED[encoding]
     if encoding in _WIDE:
