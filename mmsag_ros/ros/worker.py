@@ -83,7 +83,7 @@ MAX_JPEG_SCANS = 32
 _MAX_BYTES_PER_PIXEL = 8
 
 
-def _jpeg_size_and_scans(data: bytes) -> tuple[int, int, int]:
+def _jpeg_size_and_scans(data: memoryview) -> tuple[int, int, int]:
     """Walk a JPEG's segments (past any EXIF or ICC block) to its size and scan count.
 
     Counting stops beyond :data:`MAX_JPEG_SCANS`; a truncated file is read as far as it goes.
@@ -124,14 +124,14 @@ def compressed_header(data: bytes | memoryview) -> tuple[int, int, int]:
     Raises:
         ImageConversionError: Neither a PNG nor a JPEG, or no size in the header.
     """
-    data = bytes(data)
-    if data.startswith(_PNG_SIGNATURE):
-        if len(data) < 24 or data[12:16] != b"IHDR":
+    head = bytes(data[:24])  # the rest is walked in place: no copy of the frame per frame
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b"IHDR":
             raise ImageConversionError("PNG data without an IHDR header (truncated or corrupt)")
-        return (*struct.unpack(">II", data[16:24]), 1)
-    if not data.startswith(b"\xff\xd8"):
+        return (*struct.unpack(">II", head[16:24]), 1)
+    if not head.startswith(b"\xff\xd8"):
         raise ImageConversionError("compressed data is neither PNG nor JPEG (no signature)")
-    return _jpeg_size_and_scans(data)
+    return _jpeg_size_and_scans(memoryview(data))
 
 
 def compressed_image_size(data: bytes | memoryview) -> tuple[int, int]:
