@@ -53,6 +53,10 @@ _OLD = (
 )
 _ATTENTION = ("optim.attention_weight=1",)
 _BELT = ("augment.vflip=true", "augment.rot90=true", "augment.lighting=0.2")
+_CPU = _FROZEN_4 + _ATTENTION + _BELT
+# The recipe search of December 7, one change at a time on the CPU recipe.
+_NARROW = ("model.overrides.width=256", "model.overrides.attention_dim=256")
+_NARROW += ("model.overrides.ffn_dim=512",)
 RUNS = {
     "effl0_224 frozen, old recipe": ("mmsag_effl0_224", True, 20, _STAGES, _FROZEN_ALL + _OLD),
     "effl0_224 frozen + attention": (
@@ -75,6 +79,21 @@ RUNS = {
         16,
         _STAGES,
         _FROZEN_4 + _ATTENTION + _BELT,
+    ),
+    "effl0_224 cpu, width 256": ("mmsag_effl0_224", True, 16, _STAGES, _CPU + _NARROW),
+    "effl0_224 cpu, dropout 0.3": (
+        "mmsag_effl0_224",
+        True,
+        16,
+        _STAGES,
+        (*_CPU, "model.overrides.dropout=0.3"),
+    ),
+    "effl0_224 cpu, wd 5e-4": (
+        "mmsag_effl0_224",
+        True,
+        16,
+        _STAGES,
+        (*_CPU, "optim.weight_decay=5e-4"),
     ),
     "effl0_224 1-6 cached + attention": (
         "mmsag_effl0_224",
@@ -167,7 +186,7 @@ def _train_and_score(
     flags: dict[str, object] = {stage: stage in stages for stage in _STAGES}
     for item in [o for o in overrides if o.startswith("model.overrides.")]:
         key, value = item.removeprefix("model.overrides.").split("=", 1)
-        flags[key] = value
+        flags[key] = value if key == "normalization" else json.loads(value)
     overrides = tuple(o for o in overrides if not o.startswith("model.overrides."))
     config = load_config(
         None,

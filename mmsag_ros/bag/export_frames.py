@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-from tqdm import tqdm
 
 from mmsag_ros.bag.csv_cells import text_cell
 from mmsag_ros.bag.frames import (
@@ -35,6 +34,7 @@ from mmsag_ros.bag.frames import (
     stamp_to_ns,
 )
 from mmsag_ros.errors import BagError, ConfigError, ImageConversionError
+from mmsag_ros.progress import progress_bar
 
 __all__ = ["ExportSummary", "export_frames"]
 
@@ -87,8 +87,8 @@ def export_frames(
     summary = ExportSummary(out=out)
     rows: list[list[Any]] = []
     scores: list[list[Any]] = []
-    for bag in tqdm(
-        [Path(b) for b in bags], desc="export frames", unit="bag", disable=not progress
+    for bag in progress_bar(
+        [Path(b) for b in bags], desc="export frames", unit="bag", enabled=progress
     ):
         with open_bag(bag) as reader:
             labels = _labels_by_header(reader, bag, labels_topic)

@@ -28,7 +28,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mmsag_ros.bag.csv_cells import text_cell
 from mmsag_ros.bag.frames import (
@@ -41,6 +40,7 @@ from mmsag_ros.bag.frames import (
 )
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import BagError, ImageConversionError
+from mmsag_ros.progress import progress_bar
 
 __all__ = ["BagLabelling", "FrameLabel", "label_bag", "write_bag_labelling"]
 
@@ -212,7 +212,7 @@ def label_bag(
                     keep(index, frame, prediction)
 
         frames = iter_frames(bag, topics=image_topics, counts=counts)
-        bar = tqdm(frames, desc="labelling", unit="frame", total=total, disable=not progress)
+        bar = progress_bar(frames, desc="labelling", unit="frame", total=total, enabled=progress)
         for index, frame in enumerate(bar):
             if frame.error is not None:
                 continue

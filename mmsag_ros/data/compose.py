@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mmsag_ros.data.compose_scene import ComposeStyle, Cutouts, compose_style, render_scene
 from mmsag_ros.data.contact_sheet import write_contact_sheet
@@ -53,6 +52,7 @@ from mmsag_ros.data.voc_writer import (
     write_split_lists,
 )
 from mmsag_ros.errors import ConfigError, DatasetError
+from mmsag_ros.progress import progress_bar
 
 __all__ = ["COMPOSE_SPLITS", "ComposeSummary", "PhotoSplit", "compose_dataset", "split_photos"]
 
@@ -275,7 +275,7 @@ def compose_dataset(
     ids: dict[str, list[str]] = {s: [] for s in (*COMPOSE_SPLITS, "trainval")}
     image_labels: dict[str, dict[str, int]] = {}
     objects = {s: dict.fromkeys(names, 0) for s in ids}
-    bar = tqdm(total=sum(counts.values()), desc="compose", unit="scene", disable=not progress)
+    bar = progress_bar(total=sum(counts.values()), desc="compose", unit="scene", enabled=progress)
     try:
         for name_split in COMPOSE_SPLITS:
             for index in range(counts[name_split]):

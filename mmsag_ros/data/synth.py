@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.data.synth_scene import check_synth_labels, render_scene
@@ -28,6 +27,7 @@ from mmsag_ros.data.voc_writer import (
     write_split_lists,
 )
 from mmsag_ros.errors import ConfigError, DatasetError
+from mmsag_ros.progress import progress_bar
 
 __all__ = ["SPLITS", "SynthSummary", "generate_dataset"]
 
@@ -76,13 +76,6 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODES[split], index]))
 
 
-def _progress(total: int, enabled: bool) -> tqdm | None:
-    if not enabled:
-        return None
-
-    return tqdm(total=total, desc="synth", unit="img")
-
-
 def generate_dataset(
     out_dir: Path,
     *,
@@ -107,7 +100,7 @@ def generate_dataset(
         image_size: (width, height) in pixels, each at least 32.
         seed: Non-negative seed; the same seed gives byte-identical files.
         labels: Classes to draw, a subset of MLKW's names in any order.
-        progress: Show a tqdm progress bar.
+        progress: Show a progress bar.
         overwrite: Replace a previous synthetic dataset in ``out_dir``.
 
     Returns:
@@ -134,7 +127,7 @@ def generate_dataset(
     image_labels: dict[str, dict[str, int]] = {}
     objects: dict[str, dict[str, int]] = {s: dict.fromkeys(names, 0) for s in splits}
     empty = dict.fromkeys(splits, 0)
-    bar = _progress(num_trainval + num_test, progress)
+    bar = progress_bar(total=num_trainval + num_test, desc="synth", unit="img", enabled=progress)
     try:
         for split, count in (("trainval", num_trainval), ("test", num_test)):
             for index in range(count):
@@ -155,13 +148,11 @@ def generate_dataset(
                     empty[group] += not scene
                     for obj in scene:
                         objects[group][obj.name] += 1
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
     except OSError as err:
         raise DatasetError(f"cannot write the synthetic dataset under {out_dir}: {err}") from err
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     positives = {
         s: {n: sum(image_labels[i][n] == 1 for i in ids) for n in names}
         for s, ids in splits.items()

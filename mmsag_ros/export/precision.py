@@ -37,7 +37,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mmsag_ros.atomic import atomic_target
 from mmsag_ros.bundle.manifest import PRECISION_METADATA_KEY, PRECISIONS
@@ -53,6 +52,7 @@ from mmsag_ros.export.settings import (
 )
 from mmsag_ros.metrics import mean_average_precision
 from mmsag_ros.onnx_session import open_session
+from mmsag_ros.progress import progress_bar
 
 __all__ = [
     "ACCURACY_RECORDS",
@@ -417,7 +417,7 @@ def onnx_scores(
     logits = []
     starts = range(0, len(dataset), batch_size)
     desc = f"score {precision}{' as written' if as_written else ''}"
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
+    for start in progress_bar(starts, desc=desc, unit="batch", enabled=progress):
         batch = np.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(split)))])
         logits.append(session.run(["logits"], {input_name: batch})[0])
     stacked = np.concatenate(logits).astype(np.float64)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset, check_images
@@ -26,6 +25,7 @@ from mmsag_ros.errors import DatasetError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 from mmsag_ros.model.checkpoint import Checkpoint
 from mmsag_ros.pointing import PointingMeter, PointingReport, attention_peaks, instance_peaks
+from mmsag_ros.progress import progress_bar
 from mmsag_ros.train.report import format_report_table, plot_pr_curves, write_pointing_report
 
 __all__ = [
@@ -96,7 +96,8 @@ def evaluate_checkpoint(
     thresholds = np.asarray(checkpoint.thresholds, dtype=np.float64)
     pointing = PointingMeter(checkpoint.labels.names) if boxes is not None else None
     examples: list[PointingExample] = []
-    for images, targets, indices in tqdm(loader, desc=f"eval {split.name}", disable=not progress):
+    bar = progress_bar(loader, desc=f"eval {split.name}", enabled=progress)
+    for images, targets, indices in bar:
         outputs = model(images.to(device))
         scores = torch.sigmoid(outputs["logits"].float()).cpu()
         meter.update(scores, targets, indices)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from mmsag_ros.model import MMSAG
+from mmsag_ros.progress import progress_bar
 
 __all__ = ["CachedFeatures", "ModelTail", "cache_frozen_features"]
 
@@ -111,7 +111,7 @@ def cache_frozen_features(
     backbone.eval()
     features, targets, indices, masks = [], [], [], []
     try:
-        for images, batch_targets, batch_indices, *batch_masks in tqdm(
+        for images, batch_targets, batch_indices, *batch_masks in progress_bar(
             loader, desc=desc, leave=False
         ):
             images = images.to(device, memory_format=memory_format)

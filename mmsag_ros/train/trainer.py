@@ -21,12 +21,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter, calibrate_thresholds
 from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from mmsag_ros.progress import progress_bar
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import DistributedContext
 from mmsag_ros.train.feature_cache import ModelTail, cache_frozen_features
@@ -224,10 +224,10 @@ class Trainer:
         if self.config.model.freeze_bn:
             freeze_batchnorm(self.model)
         limit = self.config.max_batches_per_epoch or len(self.train_loader)
-        progress = tqdm(
+        progress = progress_bar(
             total=min(limit, len(self.train_loader)),
             desc=f"epoch {epoch + 1}/{self.config.epochs}",
-            disable=not self.context.is_primary(),
+            enabled=self.context.is_primary(),
             leave=False,
         )
         losses, seen, started, out_of_time = [], 0, time.perf_counter(), False
