@@ -198,6 +198,7 @@ class SorterNode(LifecycleNode):
             self.release()
             return Ret.FAILURE
         self._state = "inactive"
+        self._swap_error = ""  # a failed swap concerned the model that configure replaced
         self.get_logger().info(
             f"configured {classifier.model_id} on {classifier.backend.name} "
             f"({len(classifier.labels)} classes) for {', '.join(params.camera_topics)}"

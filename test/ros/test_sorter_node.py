@@ -273,6 +273,14 @@ def test_a_swap_that_cannot_work_leaves_the_old_model_running_and_says_why(
     assert status.level == DiagnosticStatus.WARN and "damaged" in status.message
     assert values["model_swap_error"].startswith(f"swap to {damaged} failed: ")
     assert values["model_swaps"] == "0" and values["model_id"] == old.model_id
+    # A full reconfigure loads a good model again: the old failure no longer applies.
+    assert node.trigger_deactivate() == Ret.SUCCESS
+    assert node.trigger_cleanup() == Ret.SUCCESS
+    assert node.trigger_configure() == Ret.SUCCESS
+    assert node.trigger_activate() == Ret.SUCCESS
+    status = node.status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["model_swap_error"] == "" and "damaged" not in status.message
 
 
 def test_swaps_on_an_idle_belt_and_hostile_manifests_never_stop_the_executor(
