@@ -7,11 +7,17 @@ effort, keep last). Publication times follow the bag's recording times divided b
 With ``restamp`` each frame's ``header.stamp`` becomes the time it is published (``frame_id``
 and payload unchanged): a node's latency, which counts from the stamp, then measures the node
 instead of the bag's age.
+
+With ``clock_hz`` the replay's position in recorded time is published on ``/clock``, as
+``ros2 bag play --clock`` does: nodes started with ``use_sim_time`` then see the frames' own
+stamps as now. Before each frame and ``clock_hz`` times a second between frames; a loop starts
+the clock over, so time jumps back once per pass.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -36,7 +42,8 @@ __all__ = ["PlaySummary", "play_bag"]
 _log = logging.getLogger(__name__)
 
 _SETTLE_S = 0.2
-_SINGLE_FRAME_S = 0.1  # loop period of a bag with a single frame, at rate 1
+CLOCK_TOPIC = "/clock"
+_SINGLE_FRAME_NS = 100_000_000  # loop period of a bag with a single frame, at rate 1
 
 
 @dataclass
@@ -98,12 +105,61 @@ class _Restamper:
             return raw  # no readable header: published as recorded, for the subscriber to refuse
 
 
+class _Pacer:
+    """Waits for each frame's due time, ticking ``/clock`` with the recorded time meanwhile."""
+
+    def __init__(
+        self,
+        rate: float,
+        stop: threading.Event,
+        publish_clock: Callable[[int], None] | None = None,
+        clock_hz: float = 0.0,
+    ) -> None:
+        self.rate, self.stop, self._publish_clock = rate, stop, publish_clock
+        self._tick_s = 1.0 / clock_hz if clock_hz > 0 else math.inf
+        self._started = time.monotonic()
+        self._first_ns = 0
+
+    def start_pass(self, first_ns: int) -> None:
+        self._started, self._first_ns = time.monotonic(), first_ns
+
+    def wait_until(self, recorded_ns: int) -> bool:
+        """Wait until the replay reaches ``recorded_ns``; True when ``stop`` was set."""
+        due = self._started + (recorded_ns - self._first_ns) / 1e9 / self.rate
+        while (remaining := due - time.monotonic()) > 0:
+            if self.stop.wait(min(remaining, self._tick_s)):
+                return True
+            self.tick(min(self.now_ns(), recorded_ns))  # a late wake-up must not pass the frame
+        self.tick(recorded_ns)
+        return self.stop.is_set()
+
+    def now_ns(self) -> int:
+        return self._first_ns + int((time.monotonic() - self._started) * self.rate * 1e9)
+
+    def tick(self, recorded_ns: int) -> None:
+        if self._publish_clock is not None:
+            self._publish_clock(recorded_ns)
+
+
+def _clock_publisher(node: Any) -> Callable[[int], None]:
+    """A function publishing a time in nanoseconds on ``/clock`` (reliable, depth 10)."""
+    from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    publisher = node.create_publisher(Clock, CLOCK_TOPIC, 10)
+
+    def publish(time_ns: int) -> None:
+        sec, nanosec = divmod(time_ns, 1_000_000_000)
+        publisher.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
+
+    return publish
+
+
 def _one_pass(
     bag: Path,
     topics: Sequence[str] | None,
     publishers: dict[str, Any],
-    rate: float,
-    stop: threading.Event,
+    pacer: _Pacer,
     summary: PlaySummary,
     on_publish: Callable[[str, bytes, bytes], None] | None,
     restamp: Callable[[bytes], bytes] | None,
@@ -114,12 +170,12 @@ def _one_pass(
         first_ns: int | None = None
         last_ns = 0
         count = 0
-        started = time.monotonic()
         for connection, log_time_ns, raw in raw_messages(reader, connections, bag):
-            first_ns = log_time_ns if first_ns is None else first_ns
+            if first_ns is None:
+                first_ns = log_time_ns
+                pacer.start_pass(first_ns)
             last_ns, count = log_time_ns, count + 1
-            due = started + (log_time_ns - first_ns) / 1e9 / rate
-            if stop.wait(max(0.0, due - time.monotonic())):
+            if pacer.wait_until(log_time_ns):
                 return False
             recorded = bytes(raw)
             published = recorded if restamp is None else restamp(recorded)
@@ -129,8 +185,8 @@ def _one_pass(
             summary.published[connection.topic] += 1
     # Without this gap a loop would republish the last frame and the first at once (and a
     # one-frame bag as fast as the CPU allows).
-    period_s = (last_ns - (first_ns or 0)) / 1e9 / (count - 1) if count > 1 else _SINGLE_FRAME_S
-    return not stop.wait(period_s / rate)
+    period_ns = (last_ns - (first_ns or 0)) // (count - 1) if count > 1 else _SINGLE_FRAME_NS
+    return not pacer.wait_until(last_ns + period_ns)
 
 
 def play_bag(
@@ -145,6 +201,7 @@ def play_bag(
     on_publish: Callable[[str, bytes, bytes], None] | None = None,
     restamp: bool = False,
     subscribers_matched: Callable[[], bool] | None = None,
+    clock_hz: float = 0.0,
 ) -> PlaySummary:
     """Publish a bag's Image/CompressedImage topics with the recorded timing.
 
@@ -169,9 +226,12 @@ def play_bag(
             True: the subscribers' own word that they have matched our publishers (e.g. from
             their diagnostics). Without it, a short pause after our side matches stands in
             for theirs, which a loaded machine can outlast.
+        clock_hz: Publish the recorded time on ``/clock`` this often (0: no clock), for nodes
+            with ``use_sim_time``; not with ``restamp``, whose stamps are the wall clock's.
 
     Raises:
-        ConfigError: A non-positive rate or negative wait.
+        ConfigError: A non-positive rate, a negative wait or clock rate, or a clock with
+            ``restamp``.
         BagError: The bag cannot be read or has no (selected) image topic.
     """
     import rclpy
@@ -183,6 +243,13 @@ def play_bag(
         raise ConfigError(f"rate must be positive, got {rate}")
     if wait_for_subscribers_s < 0:
         raise ConfigError(f"wait_for_subscribers_s must be >= 0, got {wait_for_subscribers_s}")
+    if not (math.isfinite(clock_hz) and clock_hz >= 0):
+        raise ConfigError(f"clock rate must be >= 0 Hz, got {clock_hz}")
+    if clock_hz and restamp:
+        raise ConfigError(
+            "restamp stamps frames with the wall clock and the clock publishes the recorded "
+            "time: choose one"
+        )
     bag = Path(bag)
     stop = stop or threading.Event()
     with open_bag(bag) as reader:
@@ -205,7 +272,8 @@ def play_bag(
             _wait_for_subscribers(publishers, wait_for_subscribers_s, stop, subscribers_matched)
             _log.info("playing %s at %.2fx: %s", bag, rate, ", ".join(sorted(types)))
             stamper = _Restamper(node.get_clock()) if restamp else None
-            while _one_pass(bag, topics, publishers, rate, stop, summary, on_publish, stamper):
+            pacer = _Pacer(rate, stop, _clock_publisher(node) if clock_hz else None, clock_hz)
+            while _one_pass(bag, topics, publishers, pacer, summary, on_publish, stamper):
                 summary.loops += 1
                 if not loop:
                     break

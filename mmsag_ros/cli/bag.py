@@ -52,6 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "node's latency_ms measures the node, not the bag's age",
     )
     play.add_argument(
+        "--clock",
+        type=float,
+        nargs="?",
+        const=40.0,
+        default=0.0,
+        metavar="HZ",
+        help="publish the recorded time on /clock (default 40 Hz when given), for nodes "
+        "started with use_sim_time",
+    )
+    play.add_argument(
         "--wait-for-subscribers",
         type=float,
         default=2.0,
@@ -166,6 +176,7 @@ def _play(args: argparse.Namespace) -> int:
             wait_for_subscribers_s=args.wait_for_subscribers,
             stop=stop,
             restamp=args.restamp,
+            clock_hz=args.clock,
         )
     topics = ", ".join(f"{topic}: {count}" for topic, count in sorted(summary.published.items()))
     ending = "interrupted" if summary.interrupted else "done"

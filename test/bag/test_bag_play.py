@@ -13,18 +13,26 @@ import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage
 from support import REPO, SHARED_DATA
 
 from mmsag_ros.bag.frames import open_bag, raw_messages
+from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.play import play_bag
+from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError, ConfigError
 from mmsag_ros.ros.qos import image_qos
 
 TOPIC = "/raspicam_node/image/compressed"
 REAL_BAGS = sorted((SHARED_DATA / "bags").glob("*_mcap"))
 pytestmark = pytest.mark.skipif(not REAL_BAGS, reason="shared camera bags not present")
+
+
+def _ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def _fields(msg: CompressedImage) -> tuple:
@@ -41,13 +49,17 @@ def _recorded(bag: Path) -> list[bytes]:
 class _Subscriber:
     """A subscription in its own context and domain, spun on a background thread."""
 
-    def __init__(self, domain_id: int) -> None:
+    def __init__(self, domain_id: int, topic: str = TOPIC) -> None:
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("bag_play_test", context=self.context)
         self.received: list[CompressedImage] = []
         self.subscription = self.node.create_subscription(
-            CompressedImage, TOPIC, self.received.append, image_qos(depth=10)
+            CompressedImage, topic, self.received.append, image_qos(depth=10)
+        )
+        self.clock: list[int] = []
+        self.node.create_subscription(
+            Clock, "/clock", lambda m: self.clock.append(_ns(m.clock)), QoSProfile(depth=1000)
         )
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -175,9 +187,39 @@ def test_play_restamp_stamps_frames_at_publication_and_keeps_the_rest(ros_env):
     assert before_ns <= stamps[0] and stamps[-1] <= after_ns
 
 
+def test_play_clock_publishes_the_recorded_time_for_use_sim_time(ros_env, tmp_path):
+    data = tmp_path / "data"
+    generate_dataset(data, num_trainval=1, num_test=8, image_size=(64, 48), seed=3)
+    bag, start_ns, fps = tmp_path / "clocked", 1_700_000_000_000_000_000, 5.0
+    make_bag(data, bag, compressed=True, fps=fps, start_ns=start_ns, topic=TOPIC)
+    stamps = [_ns(deserialize_message(raw, CompressedImage).header.stamp) for raw in _recorded(bag)]
+    subscriber = _Subscriber(int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        command = ["--clock", "50", "--rate", "2", "--wait-for-subscribers", "20"]
+        process = _play(bag, *command, env=ros_env)
+        _, stderr = process.communicate(timeout=120)
+        subscriber.wait_for(len(stamps), timeout_s=30.0)
+    finally:
+        subscriber.close()
+    assert process.returncode == 0, stderr
+    assert len(subscriber.received) == len(stamps) == 8
+    clock, period_ns = subscriber.clock, int(1e9 / fps)
+    # Recorded time, never going back within a pass, from the first frame to one period
+    # past the last; ticks between frames too (a frame every 100 ms, a tick every 20 ms).
+    assert clock == sorted(clock) and len(clock) > 2 * len(stamps)
+    assert stamps[0] <= clock[0] and clock[-1] <= stamps[-1] + period_ns
+    assert clock[-1] >= stamps[-1]
+    # Each frame's stamp was "now" when it went out.
+    assert set(stamps) <= set(clock)
+
+
 def test_play_rejects_bad_options_before_starting_ros(tmp_path):
     with pytest.raises(ConfigError, match="rate must be positive"):
         play_bag(REAL_BAGS[0], rate=0)
+    with pytest.raises(ConfigError, match="clock rate must be >= 0 Hz"):
+        play_bag(REAL_BAGS[0], clock_hz=-1)
+    with pytest.raises(ConfigError, match="choose one"):
+        play_bag(REAL_BAGS[0], clock_hz=40, restamp=True)
     with pytest.raises(BagError, match="among /nope"):
         play_bag(REAL_BAGS[0], topics=["/nope"])
     with pytest.raises(BagError, match="does not exist"):
