@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 __all__ = ["NodeState", "SorterStats", "StatsSnapshot", "diagnostic_array", "sorter_status"]
 
 _MAX_LATENCIES = 4096
+# A camera's rate is judged only over a window long enough for this many expected frames:
+# counting whole frames over a shorter one is too coarse.
+_MIN_EXPECTED_FRAMES = 5
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,16 @@ class StatsSnapshot:
     stale_cameras: tuple[str, ...]
     # Seconds since the last label, or since the counters started when none was published.
     since_last_label_s: float
+    # Each watched camera's frames per second over the window (since activate, if later).
+    camera_rates_hz: tuple[tuple[str, float], ...] = ()
+    rate_window_s: float = 0.0
 
 
 class SorterStats:
     """Thread-safe ledger of the frames of one sorter node (all its configure cycles)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # seconds, monotonic
         self._lock = threading.Lock()
         self._cameras: tuple[str, ...] = ()
         self._in_flight: dict[int, float] = {}  # ticket -> monotonic time received
@@ -64,8 +72,9 @@ class SorterStats:
         self._totals = dict.fromkeys(("published", "dropped", "rejected", "failed"), 0)
         self._last_failure = self._last_rejection = ""
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCIES)
-        self._window_start_s = self._watch_start_s = time.monotonic()
+        self._window_start_s = self._watch_start_s = clock()
         self._window: dict[str, int] = {}  # counts since the last snapshot, by outcome
+        self._window_frames: Counter[str] = Counter()  # frames since the last snapshot, by camera
         self._last_frame_s: dict[str, float] = {}
         self._last_label_s: float | None = None
 
@@ -75,11 +84,12 @@ class SorterStats:
             self._cameras = cameras
             self._last_frame_s = {}
             self._last_label_s = None
-            self._watch_start_s = time.monotonic()
+            self._window_frames = Counter()
+            self._watch_start_s = self._clock()
 
     def frame_received(self, camera: str) -> int:
         """Open a ticket for a frame arriving from ``camera``; returns the ticket."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             ticket = self._next_ticket
             self._next_ticket += 1
@@ -87,6 +97,7 @@ class SorterStats:
             self._received += 1
             self._window["received"] = self._window.get("received", 0) + 1
             self._last_frame_s[camera] = now
+            self._window_frames[camera] += 1
         return ticket
 
     def _settle(self, ticket: int, outcome: str) -> bool:
@@ -120,7 +131,7 @@ class SorterStats:
 
     def label_published(self, ticket: int, latency_ms: float) -> bool:
         """Settle a frame whose MultiLabel went out, with its end-to-end latency."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             settled = self._settle(ticket, "published")
             if settled:
@@ -135,7 +146,7 @@ class SorterStats:
 
     def snapshot(self, *, stale_after_s: float, new_window: bool = True) -> StatsSnapshot:
         """Read every counter at once; with ``new_window``, start the next rate window."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             oldest = min(self._in_flight.values(), default=now)
             stale = tuple(
@@ -143,6 +154,7 @@ class SorterStats:
                 for camera in self._cameras
                 if now - self._last_frame_s.get(camera, self._watch_start_s) > stale_after_s
             )
+            rate_window_s = max(now - max(self._window_start_s, self._watch_start_s), 1e-9)
             snapshot = StatsSnapshot(
                 received=self._received,
                 **self._totals,
@@ -159,11 +171,16 @@ class SorterStats:
                 latencies_ms=np.array(self._latencies_ms, dtype=np.float64),
                 stale_cameras=stale,
                 since_last_label_s=now - (self._last_label_s or self._watch_start_s),
+                camera_rates_hz=tuple(
+                    (c, self._window_frames[c] / rate_window_s) for c in self._cameras
+                ),
+                rate_window_s=rate_window_s,
             )
             if new_window:
                 self._latencies_ms.clear()
                 self._window_start_s = now
                 self._window = {}
+                self._window_frames = Counter()
         return snapshot
 
 
@@ -196,6 +213,24 @@ class NodeState:
     # Exceptions a callback raised into the executor (which kept spinning), and the last one.
     callback_errors: int = 0
     callback_error: str = ""
+    # The frame rate every camera should send (0: no check) and the share it may be off by.
+    expected_rate_hz: float = 0.0
+    rate_tolerance: float = 0.2
+
+
+def _off_rate(state: NodeState, stats: StatsSnapshot) -> str:
+    """Cameras sending outside the expected rate, e.g. "/cam 3.0 Hz (expected 30 Hz ± 20%)"."""
+    expected, tolerance = state.expected_rate_hz, state.rate_tolerance
+    if not expected or stats.rate_window_s * expected < _MIN_EXPECTED_FRAMES:
+        return ""
+    off = [
+        f"{camera} {rate:.1f} Hz"
+        for camera, rate in stats.camera_rates_hz
+        if camera not in stats.stale_cameras and abs(rate - expected) > tolerance * expected
+    ]
+    if not off:
+        return ""
+    return f"{', '.join(off)} (expected {expected:g} Hz ± {tolerance:.0%})"
 
 
 def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tuple[bytes, str]:
@@ -223,6 +258,8 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
         problems.append(f"a frame in flight for {stats.oldest_in_flight_age_s:.1f} s")
     if stats.stale_cameras:
         problems.append(f"stale: {', '.join(stats.stale_cameras)}")
+    if off_rate := _off_rate(state, stats):
+        problems.append(f"off rate: {off_rate}")
     if state.capture[1]:
         problems.append(f"capture: {state.capture[1]}")
     if state.drift[1]:
@@ -241,7 +278,8 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
 
     ERROR: a failed configure, a camera topic of the wrong type, or frames arriving with no
     labels going out. WARN: not active, rejected or failed frames in the last window, a frame
-    in flight longer than ``stale_after_s``, stale cameras, drift beyond the factor, a failed
+    in flight longer than ``stale_after_s``, stale cameras, cameras off their expected rate
+    (judged once the window holds five expected frames), drift beyond the factor, a failed
     model swap, a callback that raised. The keys are the same in every state.
     """
     level, message = _level(state, stats, stale_after_s)
@@ -270,6 +308,9 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
         "last_rejection": stats.last_rejection,
         "debug_images_published": str(stats.debug_images),
         "stale_cameras": ",".join(stats.stale_cameras) if active else "",
+        "camera_rates_hz": (
+            ",".join(f"{c}={r:.2f}" for c, r in stats.camera_rates_hz) if active else ""
+        ),
         "type_mismatches": ",".join(state.type_mismatches),
         "labels_subscribers": str(state.labels_subscribers),
         "debug_image_subscribers": str(state.debug_image_subscribers),

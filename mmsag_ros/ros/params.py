@@ -67,6 +67,8 @@ class SorterParams:
     max_rate_hz: float = 0.0
     diagnostics_period_s: float = 1.0
     stale_after_s: float = 2.0
+    expected_rate_hz: float = 0.0
+    rate_tolerance: float = 0.2
     debug_image: bool = False
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     drift_window: int = 300
@@ -133,6 +135,12 @@ class SorterParams:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0.0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        if not math.isfinite(self.expected_rate_hz) or self.expected_rate_hz < 0.0:
+            raise ConfigError(
+                f"expected_rate_hz must be >= 0 (0 = no rate check), got {self.expected_rate_hz}"
+            )
+        if not 0.0 < self.rate_tolerance < 1.0:
+            raise ConfigError(f"rate_tolerance must lie in (0, 1), got {self.rate_tolerance}")
 
     def capture_rules(self) -> CaptureRules:
         """The capture rules these parameters describe."""
@@ -282,6 +290,19 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         _descriptor("Period of /diagnostics reports in seconds.", float_range=(0.01, 3600.0)),
     ),
     ("stale_after_s", 2.0, _descriptor("A camera silent this long is reported stale.")),
+    (
+        "expected_rate_hz",
+        0.0,
+        _descriptor(
+            "Frame rate each camera should send; /diagnostics warns outside the tolerance. 0: off.",
+            float_range=(0.0, 10_000.0),
+        ),
+    ),
+    (
+        "rate_tolerance",
+        0.2,
+        _descriptor("Share of expected_rate_hz a camera may be off by.", float_range=(0.01, 0.99)),
+    ),
     (
         "debug_image",
         False,

@@ -484,6 +484,11 @@ class SorterNode(LifecycleNode):
         )
         mismatches = self._check_camera_types()
         fqn = self.get_fully_qualified_name()
+        rate_check = (
+            {"expected_rate_hz": params.expected_rate_hz, "rate_tolerance": params.rate_tolerance}
+            if params
+            else {}
+        )
         node_state = NodeState(
             name=f"{fqn}: sorter",
             hardware_id=fqn,
@@ -498,6 +503,7 @@ class SorterNode(LifecycleNode):
             swaps=self._swaps,
             callback_errors=self._callback_errors,
             callback_error=self._callback_error,
+            **rate_check,
             type_mismatches=mismatches,
             labels_subscribers=self._subscriber_count(self._labels_pub),
             debug_image_subscribers=self._subscriber_count(self._debug_pub),

@@ -63,6 +63,7 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
         "autostart:=true",
         f"camera_topics:=[{', '.join(CAMERAS)}, cam_idle]",
         "diagnostics_period_s:=0.5",
+        "expected_rate_hz:=1000",  # an integer, as a person types it; no camera gets near
     )
     try:
         result = _run_peer(ros_env, "scenario", "--cameras", ",".join(CAMERAS), "--count", "6")
@@ -128,6 +129,10 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
     # By full name, as type_mismatches: several cells' cameras can be told apart.
     assert "/cam_idle" in result["stale"]["stale_cameras"].split(","), reports
     assert result["stale"]["level"] == WARN and "stale" in result["stale"]["message"]
+    # Every sending camera is named off its expected rate.
+    off = [d["message"] for d in reports if "off rate: " in d["message"]]
+    assert off and all("(expected 1000 Hz ± 20%)" in m for m in off), reports
+    assert any(all(f"/{c} " in m for c in CAMERAS) for m in off), off
     # Rejected frames turn the status to WARN in the report that counts them.
     assert any(d["level"] == WARN and "rejected" in d["message"] for d in reports)
 

@@ -377,6 +377,51 @@ def test_stats_report_in_flight_age_and_stale_cameras():
     assert stats.snapshot(stale_after_s=1.0).oldest_in_flight_age_s == 0.0
 
 
+class _HandClock:
+    """Seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cameras_off_their_expected_rate_warn_once_a_window_can_tell():
+    clock = _HandClock()
+    stats = SorterStats(clock=clock)
+    stats.watch(("/cell/cam_ok", "/cell/cam_slow", "/cell/cam_idle"))
+    base = dict(name="s", hardware_id="s", lifecycle_state="active", expected_rate_hz=30.0)
+
+    def second(ok_frames: int, slow_frames: int) -> None:
+        clock.now += 1.0
+        for _ in range(ok_frames):
+            stats.label_published(stats.frame_received("/cell/cam_ok"), 1.0)
+        for _ in range(slow_frames):
+            stats.label_published(stats.frame_received("/cell/cam_slow"), 1.0)
+
+    second(29, 3)
+    status, values = _status(NodeState(**base), stats, stale_after_s=0.5)
+    # 29 Hz is within 20 % of 30; 3 Hz is not; the idle camera is stale, not "off rate".
+    assert status.level == DiagnosticStatus.WARN
+    assert "off rate: /cell/cam_slow 3.0 Hz (expected 30 Hz ± 20%)" in status.message
+    assert "stale: /cell/cam_idle" in status.message and "cam_ok" not in status.message
+    assert values["camera_rates_hz"] == "/cell/cam_ok=29.00,/cell/cam_slow=3.00,/cell/cam_idle=0.00"
+    # Both fine, and the tolerance is the parameter's.
+    second(30, 27)
+    status, _ = _status(NodeState(**base), stats, stale_after_s=1.5)
+    assert "off rate" not in status.message
+    second(30, 27)
+    status, _ = _status(NodeState(**base, rate_tolerance=0.05), stats, stale_after_s=1.5)
+    assert "off rate: /cell/cam_slow 27.0 Hz (expected 30 Hz ± 5%)" in status.message
+    # A window too short to hold five expected frames is not judged; no check when off.
+    clock.now += 0.1
+    assert "off rate" not in _status(NodeState(**base), stats, stale_after_s=1.5)[0].message
+    second(0, 0)
+    off = NodeState(**{**base, "expected_rate_hz": 0.0})
+    assert "off rate" not in _status(off, stats, stale_after_s=1.5)[0].message
+
+
 def _status(state: NodeState, stats: SorterStats, stale_after_s: float = 3600.0):
     status = sorter_status(state, stats.snapshot(stale_after_s=stale_after_s), stale_after_s)
     return status, {kv.key: kv.value for kv in status.values}
