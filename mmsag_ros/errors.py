@@ -46,8 +46,24 @@ class BundleError(MmsagError):
     """A model bundle is missing, malformed or inconsistent (manifest, files, hashes, engines)."""
 
 
+#: What a refused frame was wrong with (:attr:`ImageConversionError.kind`).
+REJECTION_KINDS = ("encoding", "layout", "oversize", "corrupt")
+
+
 class ImageConversionError(MmsagError, ValueError):
-    """A camera frame cannot be turned into an image array (encoding, size, corrupt data)."""
+    """A camera frame cannot be turned into an image array (encoding, size, corrupt data).
+
+    ``kind`` sorts the refusals a node counts, one of :data:`REJECTION_KINDS`: ``encoding``
+    (an encoding or format the node does not read), ``layout`` (sizes, step and data length
+    disagree, or nothing is there), ``oversize`` (more pixels, bytes or JPEG scans than
+    allowed) and ``corrupt`` (data that does not decode).
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        if kind not in REJECTION_KINDS:
+            raise ValueError(f"unknown rejection kind {kind!r}")
+        self.kind = kind
 
     @property
     def reason(self) -> str:

@@ -92,16 +92,18 @@ class PreprocessSpec:
 def _check_image(image: np.ndarray, color_order: str) -> None:
     """ImageConversionError unless ``image`` is a non-empty uint8 frame of ``color_order``."""
     if image.dtype != np.uint8:
-        raise ImageConversionError(f"expected a uint8 image, got {image.dtype}")
+        raise ImageConversionError(f"expected a uint8 image, got {image.dtype}", kind="layout")
     if color_order not in COLOR_ORDERS:
         raise ImageConversionError(
-            f"unknown colour order {color_order!r}; expected one of {', '.join(COLOR_ORDERS)}"
+            f"unknown colour order {color_order!r}; expected one of {', '.join(COLOR_ORDERS)}",
+            kind="layout",
         )
     channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
     expected = {"mono": 1, "rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4}[color_order]
     if channels != expected or image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageConversionError(
-            f"image of shape {image.shape} does not match colour order {color_order!r}"
+            f"image of shape {image.shape} does not match colour order {color_order!r}",
+            kind="layout",
         )
 
 

@@ -75,10 +75,13 @@ def camera_array(msg: Image) -> tuple[np.ndarray, str]:
         return cv2.cvtColor(mosaic, _BAYER[encoding[6:10]]), "bgr"
     if encoding in _YUV:
         if msg.width % 2:
-            raise ImageConversionError(f"{encoding} needs an even width, got {msg.width}")
+            raise ImageConversionError(
+                f"{encoding} needs an even width, got {msg.width}", kind="layout"
+            )
         packed = np.ascontiguousarray(image_rows(msg, 2)).reshape(msg.height, msg.width, 2)
         return cv2.cvtColor(packed, _YUV[encoding]), "bgr"
     raise ImageConversionError(
         f"unsupported image encoding {msg.encoding!r}; expected one of "
-        f"{', '.join(CAMERA_ENCODINGS)}"
+        f"{', '.join(CAMERA_ENCODINGS)}",
+        kind="encoding",
     )

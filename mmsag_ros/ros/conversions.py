@@ -43,22 +43,26 @@ def image_rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
     """
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
-        raise ImageConversionError(f"empty image ({width}x{height})")
+        raise ImageConversionError(f"empty image ({width}x{height})", kind="layout")
     row_bytes = width * bytes_per_pixel
     if step < row_bytes:
         raise ImageConversionError(
-            f"step {step} is shorter than a {msg.encoding} row of width {width} ({row_bytes} bytes)"
+            f"step {step} is shorter than a {msg.encoding} row of width {width} "
+            f"({row_bytes} bytes)",
+            kind="layout",
         )
     if step - row_bytes > max(row_bytes, _MAX_ROW_PADDING):
         raise ImageConversionError(
             f"step {step} pads a {row_bytes}-byte {msg.encoding} row by more than a row (and "
-            f"more than {_MAX_ROW_PADDING} bytes); no camera aligns rows that far"
+            f"more than {_MAX_ROW_PADDING} bytes); no camera aligns rows that far",
+            kind="layout",
         )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != step * height:
         raise ImageConversionError(
             f"data holds {data.size} bytes, expected step x height = {step} x {height}"
-            f" = {step * height}"
+            f" = {step * height}",
+            kind="layout",
         )
     return data.reshape(height, step)[:, :row_bytes]
 
@@ -75,7 +79,8 @@ def image_to_array(msg: Image) -> np.ndarray:
     channels = CHANNELS.get(msg.encoding)
     if channels is None:
         raise ImageConversionError(
-            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(CHANNELS)}"
+            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(CHANNELS)}",
+            kind="encoding",
         )
     return image_rows(msg, channels).reshape(msg.height, msg.width, channels)
 

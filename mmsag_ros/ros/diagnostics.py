@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from mmsag_ros.errors import REJECTION_KINDS
+
 __all__ = ["NodeState", "SorterStats", "StatsSnapshot", "diagnostic_array", "sorter_status"]
 
 _MAX_LATENCIES = 4096
@@ -40,6 +42,8 @@ class StatsSnapshot:
     dropped: int
     rejected: int
     failed: int
+    # Rejected frames by what was wrong with them (REJECTION_KINDS), since the node started.
+    rejected_by_kind: dict[str, int]
     in_flight: int
     oldest_in_flight_age_s: float
     last_failure: str
@@ -71,6 +75,7 @@ class SorterStats:
         self._received = self._debug_images = 0
         self._totals = dict.fromkeys(("published", "dropped", "rejected", "failed"), 0)
         self._last_failure = self._last_rejection = ""
+        self._rejected_by_kind: Counter[str] = Counter()
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCIES)
         self._window_start_s = self._watch_start_s = clock()
         self._window: dict[str, int] = {}  # counts since the last snapshot, by outcome
@@ -113,12 +118,16 @@ class SorterStats:
         with self._lock:
             return self._settle(ticket, "dropped")
 
-    def frame_rejected(self, ticket: int, reason: str) -> bool:
-        """Settle a frame that could not be decoded or was refused before inference."""
+    def frame_rejected(self, ticket: int, reason: str, kind: str) -> bool:
+        """Settle a frame that could not be decoded or was refused before inference.
+
+        ``kind`` is what was wrong with it (:data:`~mmsag_ros.errors.REJECTION_KINDS`).
+        """
         with self._lock:
             settled = self._settle(ticket, "rejected")
             if settled:
                 self._last_rejection = reason
+                self._rejected_by_kind[kind] += 1
         return settled
 
     def frame_failed(self, ticket: int, reason: str) -> bool:
@@ -158,6 +167,7 @@ class SorterStats:
             snapshot = StatsSnapshot(
                 received=self._received,
                 **self._totals,
+                rejected_by_kind={k: self._rejected_by_kind[k] for k in REJECTION_KINDS},
                 in_flight=len(self._in_flight),
                 oldest_in_flight_age_s=now - oldest,
                 last_failure=self._last_failure,
@@ -302,6 +312,7 @@ def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) 
         "dropped": str(stats.dropped),
         "rejected": str(stats.rejected),
         "failed": str(stats.failed),
+        **{f"rejected_{k}": str(n) for k, n in stats.rejected_by_kind.items()},
         "in_flight": str(stats.in_flight),
         "oldest_in_flight_age_s": f"{stats.oldest_in_flight_age_s:.3f}",
         "last_failure": stats.last_failure,

@@ -144,7 +144,8 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageConversionError(
             f"frame of {width}x{height} = {width * height} pixels exceeds max_input_pixels "
-            f"{max_pixels}; raise the parameter if the camera really sends such frames"
+            f"{max_pixels}; raise the parameter if the camera really sends such frames",
+            kind="oversize",
         )
 
 
@@ -152,7 +153,8 @@ def _check_bytes(size: int, max_pixels: int) -> None:
     if size > _MAX_BYTES_PER_PIXEL * max_pixels:
         raise ImageConversionError(
             f"frame of {size} bytes exceeds {_MAX_BYTES_PER_PIXEL} bytes per pixel of "
-            f"max_input_pixels {max_pixels}"
+            f"max_input_pixels {max_pixels}",
+            kind="oversize",
         )
 
 
@@ -177,18 +179,19 @@ def decode_frame(
     fmt = msg.format.lower()
     if fmt and not any(name in fmt for name in _COMPRESSED_FORMATS):
         raise ImageConversionError(
-            f"unsupported compressed format {msg.format!r}; expected jpeg or png"
+            f"unsupported compressed format {msg.format!r}; expected jpeg or png", kind="encoding"
         )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise ImageConversionError("empty compressed image (no data)")
+        raise ImageConversionError("empty compressed image (no data)", kind="layout")
     _check_bytes(data.size, max_pixels)
     width, height, scans = compressed_header(memoryview(data))
     _check_pixels(width, height, max_pixels)
     if scans > MAX_JPEG_SCANS:
         raise ImageConversionError(
             f"JPEG of more than {MAX_JPEG_SCANS} scans (progressive): each scan is another pass "
-            "over the image, so decoding it could stall every camera"
+            "over the image, so decoding it could stall every camera",
+            kind="oversize",
         )
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
@@ -396,7 +399,7 @@ class FrameWorker:
             try:
                 frame.image, frame.color_order = decode_frame(frame.msg, self._max_input_pixels)
             except ImageConversionError as err:
-                self._stats.frame_rejected(frame.ticket, str(err))
+                self._stats.frame_rejected(frame.ticket, str(err), err.kind)
                 self._on_reject(frame.camera, str(err))
                 continue
             good.append(frame)
@@ -410,7 +413,7 @@ class FrameWorker:
         classified = []
         for frame, result in zip(frames, results, strict=True):
             if isinstance(result, ImageConversionError):
-                self._stats.frame_rejected(frame.ticket, str(result))
+                self._stats.frame_rejected(frame.ticket, str(result), result.kind)
                 self._on_reject(frame.camera, str(result))
             else:
                 classified.append((frame, result))

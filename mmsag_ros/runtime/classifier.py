@@ -294,7 +294,7 @@ class Classifier:
             try:
                 preprocess(image, self.spec, color_order=order, out=self._buffer[slot])
             except ImageConversionError as err:
-                raise ImageConversionError(f"image {offset + slot}: {err}") from err
+                raise ImageConversionError(f"image {offset + slot}: {err}", kind=err.kind) from err
             sizes.append((int(image.shape[1]), int(image.shape[0])))
         preprocessed = time.perf_counter()
         outputs = self.backend.infer(self._buffer[:count])
@@ -372,14 +372,17 @@ def _check_image(image: object, index: int) -> None:
     # Checked before preprocess: OpenCV would otherwise fail on these with its own errors.
     if not isinstance(image, np.ndarray):
         raise ImageConversionError(
-            f"image {index} is a {type(image).__name__}, expected a numpy uint8 array"
+            f"image {index} is a {type(image).__name__}, expected a numpy uint8 array",
+            kind="layout",
         )
     if image.dtype != np.uint8:
         raise ImageConversionError(
             f"image {index} has dtype {image.dtype}; expected uint8 (convert 16-bit or float "
-            "frames to 8 bits first)"
+            "frames to 8 bits first)",
+            kind="layout",
         )
     if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageConversionError(
-            f"image {index} has shape {image.shape}; expected H x W or H x W x C with H, W > 0"
+            f"image {index} has shape {image.shape}; expected H x W or H x W x C with H, W > 0",
+            kind="layout",
         )

@@ -116,6 +116,10 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
     assert last["hardware_id"] == "/sorter"
     assert last["lifecycle_state"] == "active"
     assert int(last["rejected"]) == 2
+    # Counted by what was wrong: 32FC1 is an encoding the node does not read, 10 bytes of rgb8
+    # do not fill the frame its header describes.
+    kinds = {k: last[f"rejected_{k}"] for k in ("encoding", "layout", "oversize", "corrupt")}
+    assert kinds == {"encoding": "1", "layout": "1", "oversize": "0", "corrupt": "0"}
     assert int(last["published"]) == len(good)
     assert int(last["received"]) == len(good) + 2
     assert int(last["dropped"]) == int(last["failed"]) == 0
@@ -286,6 +290,9 @@ def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
         np.testing.assert_allclose(labels[index]["scores"], prediction.scores, atol=1e-4)
     before = result["before_flood"]
     assert int(before["rejected"]) == len(sorter_peer.BAD_COMPRESSED), before
+    # Truncated and garbage data, no data, a TIFF, a PNG too large: each counted by its kind.
+    kinds = {k: before[f"rejected_{k}"] for k in ("encoding", "layout", "oversize", "corrupt")}
+    assert kinds == {"encoding": "1", "layout": "1", "oversize": "1", "corrupt": "2"}, before
     assert int(before["published"]) == len(frames)
     # The oversized PNG came last of the bad ones: refused from its header, never decoded.
     assert "exceeds max_input_pixels 1000000" in before["last_rejection"]

@@ -343,7 +343,7 @@ def test_stats_settle_each_ticket_once_and_stay_balanced_under_threads():
             elif outcome == "dropped":
                 assert stats.frame_dropped(ticket)
             elif outcome == "rejected":
-                assert stats.frame_rejected(ticket, "corrupt")
+                assert stats.frame_rejected(ticket, "corrupt", "corrupt")
             else:
                 assert stats.frame_failed(ticket, "boom")
             # A second outcome for the same frame is refused, never counted.
@@ -454,7 +454,7 @@ def test_status_levels_and_values_in_every_state():
         "2 callback error(s) (KeyError: 'x')",
     )
     assert (values["callback_errors"], values["last_callback_error"]) == ("2", "KeyError: 'x'")
-    stats.frame_rejected(stats.frame_received("cam"), "empty compressed image (no data)")
+    stats.frame_rejected(stats.frame_received("cam"), "empty compressed image (no data)", "layout")
     status, values = _status(active, stats)
     assert status.level == DiagnosticStatus.WARN
     assert status.message == "1 rejected (empty compressed image (no data))"
