@@ -10,7 +10,8 @@ JSON document. ``lifecycle`` drives the node through its lifecycle services and 
 transition returned and which labels arrived. ``debug`` sends frames first without, then with a
 ``debug_image`` subscriber, saves each overlay it receives as ``<out-dir>/<index>.npy`` and
 reports the /diagnostics counts of both phases. ``mismatch`` publishes raw Images where the
-node expects compressed ones and prints the report that names the topic. Every wait is for a
+node expects compressed ones and prints the report that names the topic. ``hostile`` sends
+hostile frames and a hostile bundle on one camera while another keeps sending. Every wait is for a
 condition (a label, a /diagnostics report saying so), never a fixed pause. The frame index
 travels in ``header.frame_id`` (``<camera>_optical/<index>``) so the test can rebuild every
 frame offline.
@@ -88,6 +89,48 @@ OVERSIZED_MAX_PIXELS = 1_000_000
 def oversized_png() -> bytes:
     """2000 x 1000 black pixels: a few kB of PNG, 2 MP decoded, twice the test's limit."""
     return cv2.imencode(".png", np.zeros((1000, 2000), np.uint8))[1].tobytes()
+
+
+def _jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each SOS segment of a JPEG with its entropy-coded data."""
+    spans, offset = [], 2
+    while data[offset + 1] != 0xD9:
+        end = offset + 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if data[offset + 1] == 0xDA:
+            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
+                end += 1
+            spans.append((offset, end))
+        offset = end
+    return spans
+
+
+def hostile_frames() -> list[tuple[str, str, bytes]]:
+    """``(what, format, data)`` of compressed frames an attacker or a broken camera could send.
+
+    Each is refused by the node, cheaply, from what its header says (see the issue's proofs):
+    a small progressive JPEG that repeats its last scan 3000 times (seconds of decoding), a
+    PNG announcing more pixels than allowed, data that is no image, nothing at all, a TIFF.
+    """
+    # A flat 1280 x 720 frame: 42 kB with its last scan (12 bytes) repeated, 2.3 s to decode.
+    flat = np.full((720, 1280, 3), 90, np.uint8)
+    progressive = cv2.imencode(".jpg", flat, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    start, end = _jpeg_scans(progressive)[-1]
+    scans = progressive[:end] + progressive[start:end] * 3000 + progressive[end:]
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    return [
+        ("3000 progressive scans", "jpeg", scans),
+        ("announces 2 MP", "png", oversized_png()),
+        ("garbage", "jpeg", b"\xff\xd8" + b"garbage" * 50),
+        ("no data", "jpeg", b""),
+        ("a tiff", "tiff", cv2.imencode(".png", image)[1].tobytes()),
+    ]
+
+
+def large_icc_jpeg() -> bytes:
+    """A valid JPEG with 240 kB of ICC profile before its frame header: must be labelled."""
+    data = _jpeg_of(3)
+    icc = b"".join(b"\xff\xe2" + (60_002).to_bytes(2, "big") + bytes(60_000) for _ in range(4))
+    return data[:2] + icc + data[2:]
 
 
 def frame_index(frame_id: str) -> int:
@@ -318,6 +361,59 @@ def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
     }
 
 
+_TO_BGR = {"rgb8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGBA2BGR, "bgra8": cv2.COLOR_BGRA2BGR}
+
+
+def _jpeg_of(index: int) -> bytes:
+    frame, encoding = make_frame(index)
+    if encoding in _TO_BGR:
+        frame = cv2.cvtColor(frame, _TO_BGR[encoding])
+    return cv2.imencode(".jpg", frame)[1].tobytes()
+
+
+def hostile(peer: Peer, hostile_bundle: str) -> dict:
+    """Hostile frames on the first camera while the second keeps sending; ledger and latency.
+
+    Frame indices: 0.. the good camera's baseline, 200.. its frames between hostile ones,
+    300.. the hostile frames, 400 the valid JPEG with a large ICC profile.
+    """
+    bad_cam, good_cam = peer.cameras
+    peer.wait_connected()
+
+    def send(camera: str, index: int, data: bytes, fmt: str = "jpeg") -> None:
+        msg = _compressed_msg(peer, index, fmt, data)
+        msg.header.frame_id = f"{camera}_optical/{index}"
+        peer.pubs[camera].publish(msg)
+
+    def labelled(camera: str, index: int) -> float:
+        send(camera, index, _jpeg_of(index))
+        peer.spin_until(lambda: index in peer.labels, WAIT_S)
+        return float(peer.labels[index].latency_ms) if index in peer.labels else -1.0
+
+    baseline = [labelled(good_cam, i) for i in range(6)]
+    during, refused = [], []
+    for count, (what, fmt, data) in enumerate(hostile_frames(), start=1):
+        send(bad_cam, 300 + count, data, fmt)
+        during.append(labelled(good_cam, 200 + count))
+        report = peer.report_after(lambda d, n=count: int(d.get("rejected", 0)) >= n, start=0)
+        refused.append([what, report.get("last_rejection", "")])
+    send(bad_cam, 400, large_icc_jpeg())
+    peer.spin_until(lambda: 400 in peer.labels, WAIT_S)
+    # A manifest no parser survives, given as the bundle while frames flow: refused.
+    swap = peer.set_parameter("bundle", hostile_bundle)
+    during.append(labelled(good_cam, 210))
+    settled = peer.settled_report(published=len(peer.labels))
+    return {
+        "labels": sorted(peer.labels),
+        "baseline_ms": baseline,
+        "during_ms": during,
+        "refused": refused,
+        "swap": swap,
+        "settled": settled,
+        "diagnostics": peer.diagnostics,
+    }
+
+
 def _report_covering(peer: Peer, published: int, debug_images: int = 0) -> dict[str, str]:
     """The first /diagnostics report counting ``published`` labels and ``debug_images``."""
 
@@ -439,7 +535,7 @@ def mismatch(peer: Peer) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "role", choices=["scenario", "lifecycle", "compressed", "debug", "mismatch"]
+        "role", choices=["scenario", "lifecycle", "compressed", "debug", "mismatch", "hostile"]
     )
     parser.add_argument("--bag", default=None)
     parser.add_argument("--cameras", default="image")
@@ -447,11 +543,12 @@ def main() -> None:
     parser.add_argument("--expect", choices=["ok", "fail"], default="ok")
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--retry-topics", default=None)
+    parser.add_argument("--hostile-bundle", default=None)
     args = parser.parse_args()
     import rclpy
 
     rclpy.init()
-    peer = Peer(args.cameras.split(","), compressed=args.role == "compressed")
+    peer = Peer(args.cameras.split(","), compressed=args.role in ("compressed", "hostile"))
     try:
         if args.role == "scenario":
             out = scenario(peer, args.count)
@@ -461,6 +558,8 @@ def main() -> None:
             out = debug(peer, args.count, args.out_dir)
         elif args.role == "mismatch":
             out = mismatch(peer)
+        elif args.role == "hostile":
+            out = hostile(peer, args.hostile_bundle)
         else:
             out = lifecycle(peer, args.expect, args.retry_topics)
         print(json.dumps(out))

@@ -244,7 +244,11 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise BundleError(f"{root} is not a bundle: {MANIFEST_NAME} is missing")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise BundleError(f"cannot read {path}: {err}") from err
+    except RecursionError as err:
+        raise BundleError(f"{path} is nested too deeply to be a manifest") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, integers past Python's limit
         raise BundleError(f"{path} is not valid JSON ({err}); export the bundle again") from err
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} must hold a JSON object, got {type(manifest).__name__}")

@@ -256,6 +256,53 @@ def test_a_camera_topic_of_the_wrong_type_is_named(bundle_dir, ros_env):
 BAG = SHARED_DATA / "bags" / "raspicam_marker_mcap"
 
 
+def test_hostile_frames_and_bundles_cost_only_themselves(bundle_dir, ros_env, tmp_path):
+    hostile_bundle = tmp_path / "hostile"
+    shutil.copytree(bundle_dir, hostile_bundle)
+    (hostile_bundle / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    node = start_sorter(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=true",
+        "input_type:=compressed",
+        "camera_topics:=[cam_bad, cam_good]",
+        "diagnostics_period_s:=0.5",
+        f"max_input_pixels:={sorter_peer.OVERSIZED_MAX_PIXELS}",
+    )
+    try:
+        result = _run_peer(
+            ros_env,
+            "hostile",
+            "--cameras",
+            "cam_bad,cam_good",
+            "--hostile-bundle",
+            str(hostile_bundle),
+        )
+        assert node.poll() is None, "the node died"
+    finally:
+        err = stop_process(node)
+    hostile = sorter_peer.hostile_frames()
+    # The good camera got every label; of the bad one's, only the valid JPEG with a large ICC.
+    good = [*range(6), *range(201, 201 + len(hostile)), 210]
+    assert result["labels"] == sorted([*good, 400]), err
+    # Each hostile frame refused for its own reason, none of them decoded at length.
+    reasons = dict(result["refused"])
+    assert "more than 32 scans" in reasons["3000 progressive scans"]
+    assert "exceeds max_input_pixels" in reasons["announces 2 MP"]
+    assert "unsupported compressed format 'tiff'" in reasons["a tiff"]
+    assert not result["swap"]["successful"]
+    assert "manifest.json is nested too deeply" in result["swap"]["reason"]
+    settled = result["settled"]
+    kinds = {k: settled[f"rejected_{k}"] for k in ("encoding", "layout", "oversize", "corrupt")}
+    assert kinds == {"encoding": "1", "layout": "1", "oversize": "2", "corrupt": "1"}, settled
+    assert int(settled["published"]) == len(good) + 1 and int(settled["failed"]) == 0
+    assert all(balanced(d) for d in result["diagnostics"] if "in_flight" in d)
+    # The other camera kept its usual latency: no hostile frame stalled the worker (the scans
+    # alone would decode for seconds).
+    usual, during = np.median(result["baseline_ms"]), np.median(result["during_ms"])
+    assert min(result["during_ms"]) > 0 and during < 3 * usual + 250, result
+
+
 def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
     bag = str(BAG) if BAG.is_dir() else None
     node = start_sorter(
