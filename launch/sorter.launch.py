@@ -21,7 +21,7 @@ the namespace (default ``waste``): labels on ``/waste/labels``, the optional deb
 topic ``image`` on ``/waste/image``. With ``namespace:=cell_2`` each becomes ``/cell_2/...``;
 nothing is remapped to an absolute name, so several cells never share an output topic.
 ``/diagnostics`` is absolute, as every ROS monitor expects. ``use_sim_time:=true`` makes the node
-follow ``/clock`` (simulation, bag replay).
+follow ``/clock`` (a simulation, or ``mmsag bag play --clock``).
 
 The parameter file sets ``autostart: true``; ``autostart:=false`` leaves the node unconfigured
 for a lifecycle manager to drive. The decisions above are made by

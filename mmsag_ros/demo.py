@@ -296,7 +296,7 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     )
     say(
         f"Look at {report_dir}/ (report.json, pr_curves.png, latency_histogram.png, "
-        f"pointing_examples.png); the bundle is {bundle_dir}. For a real cell, see README.md, "
-        "'From the lab to the robot'."
+        f"pointing_examples.png); the bundle is {bundle_dir}. For a real cell, see "
+        "docs/deployment.md, 'From the lab to the robot'."
     )
     return result

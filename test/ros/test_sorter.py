@@ -205,11 +205,16 @@ def test_a_start_up_value_rclpy_refuses_ends_the_process_in_one_line(value, reas
     assert "Traceback" not in err and "bad parameter: " in err and reason in err, err
 
 
-@pytest.mark.parametrize("fault", ["broken_bundle", "bad_topic"])
+@pytest.mark.parametrize("fault", ["broken_bundle", "bad_topic", "no_gpu"])
 def test_configure_fails_cleanly_and_says_why(fault, bundle_dir, broken_bundle_dir, ros_env):
     if fault == "broken_bundle":
         node = start_sorter(ros_env, f"bundle:={broken_bundle_dir}", "diagnostics_period_s:=0.3")
         retry, expected = [], "model.onnx"
+    elif fault == "no_gpu":
+        # The GPU launch on a machine without TensorRT: one line, no silent CPU fallback.
+        gpu = ("backend:=tensorrt", "device:=cuda")
+        node = start_sorter(ros_env, f"bundle:={bundle_dir}", *gpu, "diagnostics_period_s:=0.3")
+        retry, expected = [], "TensorRT is not installed here"
     else:
         node = start_sorter(
             ros_env, f"bundle:={bundle_dir}", "camera_topics:=[cam a]", "diagnostics_period_s:=0.3"
