@@ -75,6 +75,9 @@ def make_labels(index: int) -> MultiLabel:
         ],
         inference_time_ms=float(index) / 4,
         latency_ms=float(index) / 2,
+        image_width=320 + index,
+        image_height=240,
+        contract_version=MultiLabel.CONTRACT_VERSION,
     )
 
 

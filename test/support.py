@@ -69,4 +69,6 @@ def multilabel_summary(msg: Any) -> dict[str, Any]:
         ],
         "inference_time_ms": msg.inference_time_ms,
         "latency_ms": msg.latency_ms,
+        "image_size": [msg.image_width, msg.image_height],
+        "contract_version": msg.contract_version,
     }

@@ -64,6 +64,7 @@ class FrameLabel:
         thresholds: (C,) those thresholds.
         peaks: (C, 3) attention peaks ``(x, y, strength)``, (0, 3) without attention.
         instances: Per class, (k, 3) instance points; empty without.
+        image_size: ``(width, height)`` of the frame in pixels.
     """
 
     topic: str
@@ -75,6 +76,7 @@ class FrameLabel:
     thresholds: np.ndarray
     peaks: np.ndarray
     instances: tuple[np.ndarray, ...] = ()
+    image_size: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -188,6 +190,7 @@ def label_bag(
                     thresholds=np.asarray(prediction.thresholds, np.float32),
                     peaks=np.zeros((0, 3), np.float32) if peaks is None else peaks,
                     instances=tuple(prediction.instances or ()),
+                    image_size=prediction.source_size,
                 )
             )
             if index in sheet_at:
@@ -260,6 +263,9 @@ def _write_labels_bag(labelling: BagLabelling, path: Path) -> None:
                     instances=[group(peaks=points(p)) for p in frame.instances],
                     inference_time_ms=0.0,
                     latency_ms=0.0,
+                    image_width=frame.image_size[0],
+                    image_height=frame.image_size[1],
+                    contract_version=types[MULTILABEL_TYPE].CONTRACT_VERSION,
                 )
                 raw = store.serialize_cdr(message, MULTILABEL_TYPE)
                 writer.write(connection, frame.log_time_ns, raw)

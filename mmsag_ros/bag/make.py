@@ -117,7 +117,9 @@ def _frame_message(types: dict[str, Any], rgb: np.ndarray, header: Any, compress
     )
 
 
-def _gt_message(types: dict[str, Any], header: Any, names: list[str], target: np.ndarray) -> Any:
+def _gt_message(
+    types: dict[str, Any], header: Any, names: list[str], target: np.ndarray, size: tuple[int, int]
+) -> Any:
     return types[MULTILABEL_TYPE](
         header=header,
         model_id=GT_MODEL_ID,
@@ -129,6 +131,9 @@ def _gt_message(types: dict[str, Any], header: Any, names: list[str], target: np
         instances=[],
         inference_time_ms=0.0,
         latency_ms=0.0,
+        image_width=size[0],
+        image_height=size[1],
+        contract_version=types[MULTILABEL_TYPE].CONTRACT_VERSION,
     )
 
 
@@ -198,8 +203,10 @@ def make_bag(
             for index, sample in enumerate(split_data.samples):
                 stamp_ns = first_ns + index * period_ns
                 header = header_message(types, stamp_ns, frame_id)
-                frame = _frame_message(types, _read_rgb(sample.image_path), header, compressed)
-                gt = _gt_message(types, header, names, sample.target)
+                rgb = _read_rgb(sample.image_path)
+                frame = _frame_message(types, rgb, header, compressed)
+                size = (rgb.shape[1], rgb.shape[0])
+                gt = _gt_message(types, header, names, sample.target, size)
                 writer.write(frames, stamp_ns, store.serialize_cdr(frame, image_type))
                 writer.write(labels, stamp_ns, store.serialize_cdr(gt, MULTILABEL_TYPE))
                 sources.append((stamp_ns, sample.image_id))

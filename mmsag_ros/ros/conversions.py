@@ -126,6 +126,9 @@ def prediction_to_message(
         decisions=prediction.decisions.tolist(),
         thresholds=prediction.thresholds.tolist(),
         inference_time_ms=prediction.timings.inference_ms,
+        image_width=prediction.source_size[0],
+        image_height=prediction.source_size[1],
+        contract_version=MultiLabel.CONTRACT_VERSION,
     )
     if prediction.peaks is not None:
         message.peaks = [

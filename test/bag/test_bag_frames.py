@@ -64,6 +64,9 @@ def _truth(store, stamp_ns: int):
         instances=[],
         inference_time_ms=0.0,
         latency_ms=0.0,
+        image_width=0,
+        image_height=0,
+        contract_version=3,
     )
 
 

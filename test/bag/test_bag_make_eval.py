@@ -21,6 +21,7 @@ from mmsag_ros.bag.frames import (
     ReadCounts,
     iter_frames,
     iter_ground_truth,
+    open_bag,
     read_frame_sources,
 )
 from mmsag_ros.bag.make import GT_TOPIC, ground_truth_scores, make_bag
@@ -201,6 +202,16 @@ def test_ground_truth_messages_carry_targets_and_frame_headers(dataset, tmp_path
     rgb = cv2.cvtColor(cv2.imread(str(split.samples[0].image_path)), cv2.COLOR_BGR2RGB)
     assert frames[0].color_order == "rgb"
     np.testing.assert_array_equal(frames[0].image, rgb)
+    # Contract 3 on the truth too: each message names its frame's size and the version.
+    with open_bag(bag) as reader:
+        records = [
+            reader.deserialize(raw, c.msgtype)
+            for c, _, raw in reader.messages([c for c in reader.connections if c.topic == GT_TOPIC])
+        ]
+    assert [(m.image_width, m.image_height) for m in records] == [
+        (f.image.shape[1], f.image.shape[0]) for f in frames
+    ]
+    assert {m.contract_version for m in records} == {3}
 
 
 def test_ground_truth_scores_mark_ignored_entries_nan():

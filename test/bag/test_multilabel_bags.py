@@ -45,6 +45,9 @@ def _to_rosbags(msg: MultiLabel, store):
         ],
         inference_time_ms=msg.inference_time_ms,
         latency_ms=msg.latency_ms,
+        image_width=msg.image_width,
+        image_height=msg.image_height,
+        contract_version=msg.contract_version,
     )
 
 

@@ -84,6 +84,9 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
         assert label["stamp"][0] > 0
         assert label["class_names"] == list(bundle.labels.names)
         assert label["model_id"] == bundle.model_id
+        # Contract 3: the size the peaks are normalised to, and the version itself.
+        height, width = sorter_peer.make_frame(index)[0].shape[:2]
+        assert label["image_size"] == [width, height] and label["contract_version"] == 3
         np.testing.assert_allclose(label["scores"], prediction.scores, atol=1e-4)
         assert len(label["peaks"]) == len(bundle.labels)
         np.testing.assert_allclose(label["peaks"], prediction.peaks, atol=1e-3)
