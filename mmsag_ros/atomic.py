@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_target", "exclusive_lock", "unique_directory", "write_atomic"]
+__all__ = ["atomic_target", "exclusive_lock", "shared_lock", "unique_directory", "write_atomic"]
 
 _FALLBACK_UMASK = 0o022
 
@@ -115,6 +115,27 @@ def exclusive_lock(
     Yields:
         Whether the lock is held.
     """
+    with _flock(path, fcntl.LOCK_EX, on_wait, optional) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def shared_lock(
+    path: Path, *, on_wait: Callable[[], None] | None = None, optional: bool = False
+) -> Iterator[bool]:
+    """Hold a shared advisory lock on ``path``: readers together, never beside an exclusive one.
+
+    A reader of files that a writer replaces under :func:`exclusive_lock` of the same path
+    sees them either before the writer started or after it finished. Arguments as there.
+    """
+    with _flock(path, fcntl.LOCK_SH, on_wait, optional) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _flock(
+    path: Path, mode: int, on_wait: Callable[[], None] | None, optional: bool
+) -> Iterator[bool]:
     try:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
@@ -124,11 +145,11 @@ def exclusive_lock(
         return
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
                 on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, mode)
         yield True
     finally:
         os.close(handle)  # closing the descriptor releases the lock

@@ -27,6 +27,8 @@ the absence of removed APIs are tested there, the build itself on a GPU (``bench
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -38,8 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmsag_ros.atomic import exclusive_lock, write_atomic
-from mmsag_ros.bundle.manifest import PRECISIONS, sha256_file
+from mmsag_ros.atomic import exclusive_lock, shared_lock, write_atomic
+from mmsag_ros.bundle.manifest import PRECISIONS
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ __all__ = [
     "engine_key",
     "ensure_engine",
     "import_tensorrt",
+    "load_engine",
     "read_sidecar",
     "strongly_typed_network",
 ]
@@ -192,6 +195,17 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
         BundleError: A broken entry: an engine without sidecar, a sidecar without engine, or
             an engine whose SHA-256 differs from its sidecar's (truncated or replaced).
     """
+    found = read_verified_engine(engine, onnx_sha256=onnx_sha256, profile=profile)
+    return None if found is None else Path(engine)
+
+
+def read_verified_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> bytes | None:
+    """The bytes of the engine cached at ``engine``, hashed as read, if it can be reused.
+
+    The bytes TensorRT deserializes are the bytes whose SHA-256 matched the sidecar: an
+    engine replaced between a check and a later read cannot slip through. Returns None and
+    raises as :func:`cached_engine`.
+    """
     engine = Path(engine)
     sidecar = read_sidecar(engine)
     fix = "rebuild it: `mmsag engine --bundle BUNDLE --precision PRECISION --rebuild`"
@@ -203,8 +217,8 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
         return None
     if not engine.is_file():
         raise BundleError(f"engine file {engine} named by its sidecar is missing; {fix}")
-    expected = sidecar.get("engine_sha256")
-    if expected != sha256_file(engine):
+    data = engine.read_bytes()
+    if sidecar.get("engine_sha256") != hashlib.sha256(data).hexdigest():
         raise BundleError(f"engine {engine} does not match its sidecar's SHA-256; {fix}")
     if sidecar.get("onnx_sha256") != onnx_sha256:
         _log.warning("engine %s was built from another ONNX file: it must be rebuilt", engine.name)
@@ -221,7 +235,29 @@ def cached_engine(engine: Path, *, onnx_sha256: str, profile: BatchProfile) -> P
             profile,
         )
         return None
-    return engine
+    return data
+
+
+def check_private_cache(directory: Path) -> None:
+    """BundleError unless ``directory`` (if it exists) is a real folder others cannot write.
+
+    An engine is executable GPU code that only its sidecar vouches for: a cache reached through
+    a symbolic link, or one that other users can write, could hand the node anyone's engine.
+    """
+    directory = Path(directory)
+    if directory.is_symlink():
+        raise BundleError(
+            f"engine cache {directory} is a symbolic link; engines are executable GPU code, "
+            "so name the real folder (engine_cache_dir, --cache-dir)"
+        )
+    if not directory.is_dir():
+        return
+    mode = directory.stat().st_mode
+    if mode & 0o022:
+        raise BundleError(
+            f"engine cache {directory} can be written by other users (mode "
+            f"{oct(mode & 0o777)}); engines are executable GPU code: chmod 700 {directory}"
+        )
 
 
 def _progress_monitor(trt: Any) -> Any:
@@ -314,14 +350,14 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(f"TensorRT failed to build an engine from {onnx_path}; see its log")
-    write_atomic(engine_path, bytes(serialized))
+    data = bytes(serialized)
     if timing_cache is not None:
         write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     build_s = time.perf_counter() - start
     record = {
         **(sidecar or {}),
         "engine_file": engine_path.name,
-        "engine_sha256": sha256_file(engine_path),
+        "engine_sha256": hashlib.sha256(data).hexdigest(),
         "tensorrt": trt.__version__,
         "strongly_typed": True,
         "input": input_name,
@@ -330,10 +366,76 @@ def build_engine(
         "build_s": round(build_s, 2),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    # The sidecar first: an engine file never exists without the hash that vouches for it.
     write_atomic(engine_path.with_suffix(".json"), json.dumps(record, indent=2).encode())
+    write_atomic(engine_path, data)
     size_mib = engine_path.stat().st_size / 2**20
     _log.info("built %s in %.1f s (%.1f MiB)", engine_path.name, build_s, size_mib)
     return engine_path
+
+
+def load_engine(
+    bundle: Bundle,
+    *,
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
+    profile: BatchProfile | None = None,
+) -> tuple[Path, bytes]:
+    """The cached engine of ``bundle``'s ``precision`` variant for this GPU: path and bytes.
+
+    Each cache directory is checked to be private (:func:`check_private_cache`), and the
+    engine is read under a shared lock, so a build in progress (which holds the exclusive
+    one) is waited for, and hashed as read (:func:`read_verified_engine`). Arguments as
+    :func:`ensure_engine`.
+
+    Raises:
+        BackendUnavailableError: No TensorRT 10+, no CUDA GPU, or no engine cached (naming
+            the command that builds it).
+        BundleError: The bundle lacks the variant, a shared or broken cache entry.
+    """
+    variant, key, search, _ = _lookup(bundle, precision, cache_dir)
+    found = _find_cached(key, variant.sha256, search, profile or BatchProfile())
+    if found is None:
+        raise BackendUnavailableError(_missing_engine(bundle, key, precision, search, cache_dir))
+    return found
+
+
+def _lookup(
+    bundle: Bundle, precision: str, cache_dir: Path | None
+) -> tuple[Any, str, list[Path], Path | None]:
+    variant = bundle.variant(precision)
+    trt = import_tensorrt()
+    gpu_name, capability = current_device()
+    key = engine_key(gpu_name, capability, trt.__version__, precision, variant.sha256)
+    return variant, key, *_cache_dirs(bundle, cache_dir)
+
+
+def _find_cached(
+    key: str, onnx_sha256: str, search: list[Path], profile: BatchProfile
+) -> tuple[Path, bytes] | None:
+    for directory in search:
+        check_private_cache(directory)
+        engine = directory / f"{key}.engine"
+        if not (engine.exists() or engine.with_suffix(".json").exists()):
+            continue
+        waiting = functools.partial(_log.info, "waiting for a build of %s to end", engine.name)
+        with shared_lock(engine.with_suffix(".lock"), on_wait=waiting, optional=True):
+            data = read_verified_engine(engine, onnx_sha256=onnx_sha256, profile=profile)
+        if data is not None:
+            _log.info("using cached TensorRT engine %s", engine)
+            return engine, data
+    return None
+
+
+def _missing_engine(
+    bundle: Bundle, key: str, precision: str, search: list[Path], cache_dir: Path | None
+) -> str:
+    return (
+        f"no TensorRT engine {key}.engine for {bundle.model_id} ({precision}) in "
+        f"{', '.join(map(str, search))}; build it once on this machine (minutes): "
+        f"`mmsag engine --bundle {bundle.root} --precision {precision}"
+        + (f" --cache-dir {cache_dir}`" if cache_dir is not None else "`")
+    )
 
 
 def ensure_engine(
@@ -361,36 +463,24 @@ def ensure_engine(
     Raises:
         BackendUnavailableError: No TensorRT 10+, no CUDA GPU, no cached engine without
             ``build`` (naming the command that builds it), or no writable cache directory.
-        BundleError: The bundle lacks the variant, a broken cache entry (see
-            :func:`cached_engine`) or a failed build.
+        BundleError: The bundle lacks the variant, a broken or shared cache entry (see
+            :func:`read_verified_engine`, :func:`check_private_cache`) or a failed build.
     """
-    variant = bundle.variant(precision)
-    trt = import_tensorrt()
-    gpu_name, capability = current_device()
-    key = engine_key(gpu_name, capability, trt.__version__, precision, variant.sha256)
+    variant, key, search, target = _lookup(bundle, precision, cache_dir)
     profile = profile or BatchProfile()
-    search, target = _cache_dirs(bundle, cache_dir)
     if not rebuild:
-        for directory in search:
-            cached = cached_engine(
-                directory / f"{key}.engine", onnx_sha256=variant.sha256, profile=profile
-            )
-            if cached is not None:
-                _log.info("using cached TensorRT engine %s", cached)
-                return cached
+        found = _find_cached(key, variant.sha256, search, profile)
+        if found is not None:
+            return found[0]
     if not (build or rebuild):
-        raise BackendUnavailableError(
-            f"no TensorRT engine {key}.engine for {bundle.model_id} ({precision}) in "
-            f"{', '.join(map(str, search))}; build it once on this machine (minutes): "
-            f"`mmsag engine --bundle {bundle.root} --precision {precision}"
-            + (f" --cache-dir {cache_dir}`" if cache_dir is not None else "`")
-        )
+        raise BackendUnavailableError(_missing_engine(bundle, key, precision, search, cache_dir))
     if target is None:
         raise BackendUnavailableError(
             f"no writable engine cache for {bundle.model_id}: {', '.join(map(str, search))} "
             "are read-only; name a writable one (--cache-dir, or the node's engine_cache_dir)"
         )
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: engines are code
+    check_private_cache(target)
     path = target / f"{key}.engine"
     # Two processes building together would otherwise both spend minutes, and could pair one's
     # engine with the other's sidecar. Holding the lock from the cache check to the last write
@@ -404,6 +494,7 @@ def ensure_engine(
             if cached is not None:
                 return cached
         base = key.split(f"_{precision}_")[0]  # GPU + TensorRT version: shared by variants
+        gpu_name, capability = current_device()
         return build_engine(
             variant.path,
             path,

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import stat
 import sys
+import threading
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mmsag_ros.atomic import exclusive_lock
 from mmsag_ros.bundle.manifest import Bundle, load_bundle, sha256_file
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 from mmsag_ros.runtime import tensorrt as trt_cache
@@ -33,6 +36,7 @@ from mmsag_ros.runtime.tensorrt import (
     engine_key,
     ensure_engine,
     import_tensorrt,
+    load_engine,
 )
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -422,6 +426,71 @@ def test_a_broken_cached_entry_is_an_error_not_a_rebuild(
     engine.write_bytes(b"truncated")
     with pytest.raises(BundleError, match="does not match its sidecar's SHA-256"):
         ensure_engine(copy, precision="fp32", build=True)
+
+
+def test_the_node_is_given_the_very_bytes_that_matched_the_sidecar(
+    variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str
+) -> None:
+    copy = _copy(variant_bundle, tmp_path / "bundle")
+    key = _key(copy, "fp16", stand_in_gpu)
+    engine = _fake_cache_entry(copy.engines_dir, key=key, onnx_sha=copy.variant("fp16").sha256)
+    path, data = load_engine(copy, precision="fp16")
+    assert path == engine and data == engine.read_bytes()
+    engine.write_bytes(b"an engine planted after the build")
+    with pytest.raises(BundleError, match="does not match its sidecar's SHA-256"):
+        load_engine(copy, precision="fp16")
+
+
+@pytest.mark.parametrize("unsafe", ["symlink", "group_writable", "world_writable"])
+def test_an_engine_cache_others_could_write_is_refused(
+    variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str, unsafe: str
+) -> None:
+    copy = _copy(variant_bundle, tmp_path / "bundle")
+    key = _key(copy, "fp32", stand_in_gpu)
+    real = tmp_path / "real_cache"
+    _fake_cache_entry(real, key=key, onnx_sha=copy.variant("fp32").sha256)
+    real.chmod(0o700)
+    assert load_engine(copy, precision="fp32", cache_dir=real)[0].parent == real  # private: fine
+    cache = real
+    if unsafe == "symlink":
+        cache = tmp_path / "linked_cache"
+        cache.symlink_to(real)
+    else:
+        real.chmod(0o770 if unsafe == "group_writable" else 0o707)
+    with pytest.raises(BundleError, match=r"symbolic link|can be written by other users"):
+        load_engine(copy, precision="fp32", cache_dir=cache)
+    with pytest.raises(BundleError, match=r"symbolic link|can be written by other users"):
+        ensure_engine(copy, precision="fp32", cache_dir=cache, build=True)
+
+
+def test_a_loader_waits_for_a_build_in_progress(
+    variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str
+) -> None:
+    copy = _copy(variant_bundle, tmp_path / "bundle")
+    key = _key(copy, "fp32", stand_in_gpu)
+    engine = _fake_cache_entry(copy.engines_dir, key=key, onnx_sha=copy.variant("fp32").sha256)
+    waiting, loaded = threading.Event(), []
+
+    class _Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for a build" in record.getMessage():
+                waiting.set()
+
+    handler, logger = _Waiting(), logging.getLogger(trt_cache.__name__)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with exclusive_lock(engine.with_suffix(".lock")):  # a build holds it
+            loader = threading.Thread(target=lambda: loaded.append(load_engine(copy)))
+            loader.start()
+            assert waiting.wait(60)
+            assert not loaded  # it waits; nothing was read while the build runs
+        loader.join(60)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert loaded and loaded[0][0] == engine
 
 
 # --- what TensorRT will be given --------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends.base import InferenceBackend
-from mmsag_ros.runtime.tensorrt import BatchProfile, ensure_engine, import_tensorrt
+from mmsag_ros.runtime.tensorrt import BatchProfile, import_tensorrt, load_engine
 
 if TYPE_CHECKING:
     from mmsag_ros.bundle.manifest import Bundle
@@ -77,14 +77,15 @@ class TensorRTBackend(InferenceBackend):
                 "False); use the onnxruntime backend on the CPU"
             )
         torch.cuda.set_device(self.device)
-        engine_path = ensure_engine(
+        engine_path, data = load_engine(
             self.bundle,
             precision=self.precision,
             cache_dir=self.cache_dir,
             profile=BatchProfile(1, 1, self.max_batch),
         )
         logger = trt.Logger(trt.Logger.WARNING)
-        engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+        # The very bytes whose hash matched the sidecar, not the file read again.
+        engine = trt.Runtime(logger).deserialize_cuda_engine(data)
         if engine is None:
             raise BackendUnavailableError(
                 f"TensorRT cannot deserialize {engine_path} (built by another TensorRT version "
