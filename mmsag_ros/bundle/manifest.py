@@ -166,8 +166,8 @@ class Variant:
         precision: ``fp32``, ``fp16`` or ``int8``.
         path: The ONNX file in the bundle.
         sha256: Hex SHA-256 of the file (engine caches key on it).
-        entry: The manifest's record of it (conversion tool, accuracy against fp32); empty
-            for fp32.
+        entry: The manifest's record of it: its ``variants`` entry (conversion tool, accuracy
+            against fp32), for fp32 the ``onnx`` section.
     """
 
     precision: str
@@ -397,6 +397,42 @@ def _dims(value_info: Any) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
+def _external_data_files(model: Any) -> set[str]:
+    """The files an ONNX model's tensors keep their data in (weights over 2 GB, or anyone's)."""
+    tensors = [*model.graph.initializer]
+    for node in model.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    return {
+        entry.value
+        for tensor in tensors
+        if tensor.data_location == tensor.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+
+
+def _check_external_data(bundle: Bundle, variant: Variant, model: Any) -> None:
+    """Every external data file a variant reads is listed in the manifest, and its hash holds.
+
+    ONNX Runtime reads such files beside the model when it opens it: weights the manifest does
+    not hash would let a bundle run anything under a verified ``model.onnx``.
+    """
+    where = bundle.root / MANIFEST_NAME
+    what = "onnx" if variant.precision == "fp32" else f"variants.{variant.precision}"
+    listed = variant.entry.get("external_data", [])
+    if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
+        raise BundleError(f"{where}: {what}.external_data must be a list of file sections")
+    hashed = {str(e.get("file")) for e in listed}
+    unlisted = sorted(_external_data_files(model) - hashed)
+    if unlisted:
+        raise BundleError(
+            f"{variant.path} keeps weights in {', '.join(unlisted)}, which {MANIFEST_NAME} "
+            f"does not hash ({what}.external_data); export the bundle again"
+        )
+    for entry in listed:
+        _checked_file(bundle.root, entry, f"{what}.external_data", where, verify=True)
+
+
 def _check_onnx_graph(bundle: Bundle, variant: Variant) -> None:
     """Cross-check one ONNX variant against the manifest: names, shapes, classes, metadata."""
     try:
@@ -442,6 +478,7 @@ def _check_onnx_graph(bundle: Bundle, variant: Variant) -> None:
                 f"{source}: attention has shape {outputs['attention']}; expected N x "
                 f"{' x '.join(map(str, expected))} from the manifest"
             )
+    _check_external_data(bundle, variant, model)
     props = {p.key: p.value for p in model.metadata_props}
     meta = check_onnx_metadata(props, source=source)
     if meta["mmsag.model_id"] != bundle.model_id or meta["mmsag.labels"] != bundle.labels.to_dict():
@@ -532,7 +569,7 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
     if manifest.get("torch") is not None:
         torch_section = _section(manifest, "torch", where)
         torch_path = _checked_file(root, torch_section, "torch", where, verify=verify)
-    fp32 = Variant("fp32", onnx_path, str(onnx_section["sha256"]), {})
+    fp32 = Variant("fp32", onnx_path, str(onnx_section["sha256"]), onnx_section)
     reduced, refused = _parse_variants(manifest, root, where, verify=verify)
     bundle = Bundle(
         root=root,

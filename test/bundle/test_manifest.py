@@ -23,6 +23,7 @@ from mmsag_ros.bundle.manifest import (
     write_manifest,
 )
 from mmsag_ros.errors import BundleError
+from mmsag_ros.onnx_session import open_session
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,32 @@ def test_missing_variant_file(bundle_copy: Path) -> None:
 def test_swapped_onnx_with_a_fresh_hash(bundle_copy: Path) -> None:
     _rewrite_onnx(bundle_copy, lambda p: _set_meta(p, "mmsag.model_id", "other@123456789abc"))
     with pytest.raises(BundleError, match=r"belongs to model other@123456789abc.*swapped"):
+        load_bundle(bundle_copy)
+
+
+def test_external_weights_count_only_when_the_manifest_hashes_them(bundle_copy: Path) -> None:
+    # The same model with its weights moved into weights.bin beside it, as ONNX does for
+    # models over 2 GB: ONNX Runtime would read that file when it opens model.onnx.
+    proto = onnx.load(str(bundle_copy / "model.onnx"))
+    onnx.save(
+        proto,
+        str(bundle_copy / "model.onnx"),
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    _fix_hash(bundle_copy, "fp32", "model.onnx")
+    with pytest.raises(BundleError, match=r"keeps weights in weights\.bin, which manifest"):
+        load_bundle(bundle_copy)
+    weights = {"file": "weights.bin", "sha256": sha256_file(bundle_copy / "weights.bin")}
+    _edit(bundle_copy, lambda m: m["onnx"].update(external_data=[weights]))
+    bundle = load_bundle(bundle_copy)
+    session = open_session(bundle.onnx_path)  # the weights come along
+    assert session.get_outputs()[0].name == "logits"
+    with (bundle_copy / "weights.bin").open("r+b") as handle:
+        handle.seek(100)
+        handle.write(b"planted")
+    with pytest.raises(BundleError, match=r"weights\.bin .*does not match the manifest"):
         load_bundle(bundle_copy)
 
 
