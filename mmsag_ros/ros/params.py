@@ -248,14 +248,22 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     (
         "intra_op_threads",
         0,
-        _descriptor("ONNX Runtime threads per operator; 0 = its default.", read_only=True),
+        _descriptor(
+            "ONNX Runtime threads per operator; 0 = its default.",
+            read_only=True,
+            int_range=(0, 256),
+        ),
     ),
     (
         "engine_cache_dir",
         "",
         _descriptor("TensorRT engine cache; empty = BUNDLE/engines.", read_only=True),
     ),
-    ("max_batch", 4, _descriptor("Frames per inference call.", read_only=True)),
+    (
+        "max_batch",
+        4,
+        _descriptor("Frames per inference call.", read_only=True, int_range=(1, 64)),
+    ),
     (
         "max_instances",
         4,
@@ -277,19 +285,31 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ("image_depth", 1, _descriptor("Camera QoS history depth.", int_range=(1, 100))),
     ("output_topic", "labels", _descriptor("MultiLabel output topic.")),
     ("output_depth", 10, _descriptor("MultiLabel QoS history depth.", int_range=(1, 1000))),
-    ("threshold", -1.0, _descriptor("Global threshold in [0, 1]; -1 keeps the bundle's.")),
+    (
+        "threshold",
+        -1.0,
+        _descriptor("Global threshold in [0, 1]; -1 keeps the bundle's.", float_range=(-1.0, 1.0)),
+    ),
     (
         "class_thresholds",
         Parameter.Type.DOUBLE_ARRAY,
         _descriptor("Per-class thresholds in model order; -1 keeps that class's; empty: none."),
     ),
-    ("max_rate_hz", 0.0, _descriptor("Inference rate cap in Hz; 0 means no limit.")),
+    (
+        "max_rate_hz",
+        0.0,
+        _descriptor("Inference rate cap in Hz; 0 means no limit.", float_range=(0.0, 10_000.0)),
+    ),
     (
         "diagnostics_period_s",
         1.0,
         _descriptor("Period of /diagnostics reports in seconds.", float_range=(0.01, 3600.0)),
     ),
-    ("stale_after_s", 2.0, _descriptor("A camera silent this long is reported stale.")),
+    (
+        "stale_after_s",
+        2.0,
+        _descriptor("A camera silent this long is reported stale.", float_range=(0.01, 86_400.0)),
+    ),
     (
         "expected_rate_hz",
         0.0,
@@ -311,26 +331,67 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     (
         "max_input_pixels",
         DEFAULT_MAX_INPUT_PIXELS,
-        _descriptor("Frames with more pixels (width x height) are rejected before decoding."),
+        _descriptor(
+            "Frames with more pixels (width x height) are rejected before decoding.",
+            int_range=(1, 1 << 31),
+        ),
     ),
-    ("drift_window", 300, _descriptor("Labelled frames the drift watch compares.")),
+    (
+        "drift_window",
+        300,
+        _descriptor("Labelled frames the drift watch compares.", int_range=(1, 1_000_000)),
+    ),
     (
         "drift_factor",
         2.0,
-        _descriptor("Ratio to the bundle's reference that /diagnostics warns at; 0 = off."),
+        _descriptor(
+            "Ratio to the bundle's reference that /diagnostics warns at; 0 = off.",
+            float_range=(0.0, 1000.0),
+        ),
     ),
     ("capture_dir", "", _descriptor("Folder of the capture bags; empty: no capture.")),
-    ("capture_margin", 0.05, _descriptor("Capture a frame with a class this close to threshold.")),
+    (
+        "capture_margin",
+        0.05,
+        _descriptor(
+            "Capture a frame with a class this close to threshold.", float_range=(0.0, 1.0)
+        ),
+    ),
     (
         "capture_many_classes",
         3,
-        _descriptor("Capture a frame with this many classes within capture_wide_margin; 0 off."),
+        _descriptor(
+            "Capture a frame with this many classes within capture_wide_margin; 0 off.",
+            int_range=(0, 10_000),
+        ),
     ),
-    ("capture_wide_margin", 0.15, _descriptor("Margin of the capture_many_classes rule.")),
-    ("capture_sample_rate", 0.01, _descriptor("Share of all frames captured at random.")),
-    ("capture_max_rate_hz", 2.0, _descriptor("At most this many captures a second; 0 = no cap.")),
-    ("capture_max_mb", 1000, _descriptor("Disk cap of capture_dir; the oldest bags go first.")),
-    ("capture_frames_per_bag", 200, _descriptor("Frames per capture bag.")),
+    (
+        "capture_wide_margin",
+        0.15,
+        _descriptor("Margin of the capture_many_classes rule.", float_range=(0.0, 1.0)),
+    ),
+    (
+        "capture_sample_rate",
+        0.01,
+        _descriptor("Share of all frames captured at random.", float_range=(0.0, 1.0)),
+    ),
+    (
+        "capture_max_rate_hz",
+        2.0,
+        _descriptor("At most this many captures a second; 0 = no cap.", float_range=(0.0, 1000.0)),
+    ),
+    (
+        "capture_max_mb",
+        1000,
+        _descriptor(
+            "Disk cap of capture_dir; the oldest bags go first.", int_range=(1, 100_000_000)
+        ),
+    ),
+    (
+        "capture_frames_per_bag",
+        200,
+        _descriptor("Frames per capture bag.", int_range=(1, 1_000_000)),
+    ),
     ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
 )
 # Read at configure or activate; changing them while configured is refused with the reason.

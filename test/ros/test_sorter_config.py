@@ -122,3 +122,16 @@ def test_thresholds_resolve_bundle_then_global_then_per_class():
     assert resolve_thresholds(both, bundle).tolist() == pytest.approx([0.2, 0.9, 0.2])
     with pytest.raises(ConfigError, match="class_thresholds has 2 values, the model has 3"):
         resolve_thresholds(SorterParams(bundle="/b", class_thresholds=(0.1, 0.2)), bundle)
+
+
+def test_every_numeric_parameter_carries_a_range_that_holds_its_default():
+    from mmsag_ros.ros.params import _DECLARATIONS
+
+    numeric = [(n, d, desc) for n, d, desc in _DECLARATIONS if type(d) in (int, float)]
+    assert len(numeric) > 15
+    for name, default, descriptor in numeric:
+        ranges = (
+            descriptor.integer_range if type(default) is int else descriptor.floating_point_range
+        )
+        assert len(ranges) == 1, f"{name} has no range: ros2 param describe shows none"
+        assert ranges[0].from_value <= default <= ranges[0].to_value, name
