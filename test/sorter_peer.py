@@ -430,16 +430,25 @@ def _report_covering(peer: Peer, published: int, debug_images: int = 0) -> dict[
     return found[0] if found else {}
 
 
-def debug(peer: Peer, count: int, out_dir: str) -> dict:
+def debug(peer: Peer, count: int, out_dir: str, jpeg: bool = False) -> dict:
     from pathlib import Path
 
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from mmsag_ros.ros.conversions import image_to_array
     from mmsag_ros.ros.qos import image_qos
 
+    msg_type, topic = (
+        (CompressedImage, "debug_image/compressed") if jpeg else (Image, "debug_image")
+    )
+
+    def pixels(msg) -> np.ndarray:
+        if jpeg:
+            return cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        return np.array(image_to_array(msg))
+
     peer.wait_connected()
-    peer.spin_until(lambda: peer.node.count_publishers("debug_image") > 0, WAIT_S)
+    peer.spin_until(lambda: peer.node.count_publishers(topic) > 0, WAIT_S)
     cam = peer.cameras[0]
     for index in range(count):
         peer.send(cam, index)
@@ -447,8 +456,8 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
     unwatched = _report_covering(peer, count)
     images: dict[int, object] = {}
     subscription = peer.node.create_subscription(
-        Image,
-        "debug_image",
+        msg_type,
+        topic,
         lambda m: images.__setitem__(frame_index(m.header.frame_id), m),
         image_qos("reliable", 10),
     )
@@ -461,12 +470,13 @@ def debug(peer: Peer, count: int, out_dir: str) -> dict:
     watched = _report_covering(peer, 2 * count, len(images))
     received = {}
     for index, msg in images.items():
-        np.save(Path(out_dir) / f"{index}.npy", np.array(image_to_array(msg)))
+        array = pixels(msg)
+        np.save(Path(out_dir) / f"{index}.npy", array)
         received[str(index)] = {
             "frame_id": msg.header.frame_id,
             "stamp": [msg.header.stamp.sec, msg.header.stamp.nanosec],
-            "size": [msg.width, msg.height],
-            "encoding": msg.encoding,
+            "size": [array.shape[1], array.shape[0]],
+            "encoding": msg.format if jpeg else msg.encoding,
         }
     return {
         "labels": {str(i): multilabel_summary(m) for i, m in peer.labels.items()},
@@ -544,6 +554,7 @@ def main() -> None:
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--retry-topics", default=None)
     parser.add_argument("--hostile-bundle", default=None)
+    parser.add_argument("--jpeg", action="store_true", help="debug: the compressed overlay")
     args = parser.parse_args()
     import rclpy
 
@@ -555,7 +566,7 @@ def main() -> None:
         elif args.role == "compressed":
             out = compressed(peer, args.bag, args.count)
         elif args.role == "debug":
-            out = debug(peer, args.count, args.out_dir)
+            out = debug(peer, args.count, args.out_dir, jpeg=args.jpeg)
         elif args.role == "mismatch":
             out = mismatch(peer)
         elif args.role == "hostile":

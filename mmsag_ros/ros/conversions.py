@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from mmsag_ros.errors import ImageConversionError
@@ -111,6 +112,17 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     if header is not None:
         msg.header = header
     msg.data = np.ascontiguousarray(array).tobytes()
+    return msg
+
+
+def jpeg_image(bgr: np.ndarray, header: Header | None = None, quality: int = 90) -> CompressedImage:
+    """A ``sensor_msgs/CompressedImage`` (``jpeg``) of a bgr8 ``(H, W, 3)`` array."""
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageConversionError(f"could not encode a {bgr.shape} array as JPEG")
+    msg = CompressedImage(format="jpeg", data=data.tobytes())
+    if header is not None:
+        msg.header = header
     return msg
 
 

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 INPUT_TYPES = ("image", "compressed")
+DEBUG_IMAGE_FORMATS = ("raw", "jpeg")
 # Applied at once while the node runs; every other change waits for the next configure.
 DYNAMIC_PARAMETERS = frozenset({"threshold", "class_thresholds", "max_rate_hz"})
 
@@ -70,6 +71,7 @@ class SorterParams:
     expected_rate_hz: float = 0.0
     rate_tolerance: float = 0.2
     debug_image: bool = False
+    debug_image_format: str = "raw"
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     drift_window: int = 300
     drift_factor: float = 2.0
@@ -113,6 +115,7 @@ class SorterParams:
                 f"capture_frames_per_bag must be at least 1, got {self.capture_frames_per_bag}"
             )
         _choice("input_type", self.input_type, INPUT_TYPES)
+        _choice("debug_image_format", self.debug_image_format, DEBUG_IMAGE_FORMATS)
         _choice("image_reliability", self.image_reliability, RELIABILITY_CHOICES)
         if not self.output_topic:
             raise ConfigError("output_topic is empty; the default is the relative name 'labels'")
@@ -327,6 +330,11 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
         "debug_image",
         False,
         _descriptor("Publish frames with scores and attention drawn while someone subscribes."),
+    ),
+    (
+        "debug_image_format",
+        "raw",
+        _descriptor("raw: Image on debug_image; jpeg: CompressedImage on debug_image/compressed."),
     ),
     (
         "max_input_pixels",

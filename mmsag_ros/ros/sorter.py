@@ -45,7 +45,7 @@ from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
 from mmsag_ros.ros.capture import CaptureRules, FrameCapture
-from mmsag_ros.ros.conversions import array_to_image, prediction_to_message
+from mmsag_ros.ros.conversions import array_to_image, jpeg_image, prediction_to_message
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, diagnostic_array, sorter_status
 from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
@@ -262,7 +262,13 @@ class SorterNode(LifecycleNode):
             raise RuntimeError("activate before a successful configure")
         if params.debug_image:
             # Reliable, so image viewers (reliable by default) match; depth 1: newest only.
-            self._debug_pub = self.create_publisher(Image, "debug_image", image_qos("reliable", 1))
+            qos = image_qos("reliable", 1)
+            if params.debug_image_format == "jpeg":
+                self._debug_pub = self.create_publisher(
+                    CompressedImage, "debug_image/compressed", qos
+                )
+            else:
+                self._debug_pub = self.create_publisher(Image, "debug_image", qos)
         # _stop_input moves the generation on, so each worker's generation is its own.
         self._worker = FrameWorker(
             classifier,
@@ -402,7 +408,10 @@ class SorterNode(LifecycleNode):
                 spec=classifier.spec,
                 color_order=frame.color_order,
             )
-            publisher.publish(array_to_image(overlay, "bgr8", header=frame.msg.header))
+            if publisher.msg_type is CompressedImage:  # debug_image_format: jpeg
+                publisher.publish(jpeg_image(overlay, header=frame.msg.header))
+            else:
+                publisher.publish(array_to_image(overlay, "bgr8", header=frame.msg.header))
         except Exception as err:
             # A debugging aid must never cost this frame or the next ones their labels.
             self.get_logger().warning(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import sorter_peer
@@ -17,6 +18,7 @@ import yaml
 from runtime.runtime_helpers import make_bundle
 from support import REPO, start_python, start_sorter, stop_process
 
+from mmsag_ros.ros.conversions import jpeg_image
 from mmsag_ros.ros.params import SorterParams
 from mmsag_ros.runtime.classifier import Classifier
 from mmsag_ros.runtime.overlay import draw_overlay
@@ -39,17 +41,20 @@ def test_debug_image_is_off_by_default():
     assert SorterParams(bundle="/b").debug_image is False
 
 
-def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env, tmp_path):
+@pytest.mark.parametrize("fmt", ["raw", "jpeg"])
+def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env, tmp_path, fmt):
     node = start_sorter(
         ros_env,
         f"bundle:={bundle_dir}",
         "autostart:=true",
         "debug_image:=true",
+        f"debug_image_format:={fmt}",
         "diagnostics_period_s:=0.3",
     )
+    jpeg = ["--jpeg"] if fmt == "jpeg" else []
     try:
         peer = start_python(
-            PEER, "debug", "--count", str(COUNT), "--out-dir", str(tmp_path), env=ros_env
+            PEER, "debug", "--count", str(COUNT), "--out-dir", str(tmp_path), *jpeg, env=ros_env
         )
         out, err = peer.communicate(timeout=600)
         assert peer.returncode == 0, err
@@ -73,7 +78,7 @@ def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env,
             assert info["frame_id"] == label["frame_id"] == f"image_optical/{index}"
             assert info["stamp"] == label["stamp"] and info["stamp"][0] > 0
             assert info["size"] == [frame.shape[1], frame.shape[0]]
-            assert info["encoding"] == "bgr8"
+            assert info["encoding"] == ("jpeg" if jpeg else "bgr8")
             received = np.load(tmp_path / f"{index}.npy")
             prediction = classifier.classify_one(frame, ORDERS[encoding])
             expected = draw_overlay(
@@ -83,6 +88,9 @@ def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env,
                 spec=classifier.spec,
                 color_order=ORDERS[encoding],
             )
+            if jpeg:  # what the node sends: the same overlay through the same encoder
+                data = np.frombuffer(bytes(jpeg_image(expected).data), np.uint8)
+                expected = cv2.imdecode(data, cv2.IMREAD_COLOR)
             assert received.shape == expected.shape
             diff = np.abs(received.astype(int) - expected.astype(int))
             assert diff.mean() < 0.5, (index, diff.mean())
