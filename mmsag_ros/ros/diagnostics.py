@@ -228,15 +228,32 @@ class NodeState:
     rate_tolerance: float = 0.2
 
 
+def _judged_rates(state: NodeState, stats: StatsSnapshot) -> tuple[tuple[str, float], ...]:
+    """Each camera's rate, when a rate is expected and the window is long enough to tell."""
+    expected = state.expected_rate_hz
+    if not expected or stats.rate_window_s * expected < _MIN_EXPECTED_FRAMES:
+        return ()
+    return stats.camera_rates_hz
+
+
+def _silent(state: NodeState, stats: StatsSnapshot) -> str:
+    """Cameras that sent nothing in a window that should have held frames (ERROR)."""
+    silent = [camera for camera, rate in _judged_rates(state, stats) if rate == 0.0]
+    if not silent:
+        return ""
+    return (
+        f"no frames from {', '.join(silent)} in {stats.rate_window_s:.1f} s "
+        f"(expected {state.expected_rate_hz:g} Hz)"
+    )
+
+
 def _off_rate(state: NodeState, stats: StatsSnapshot) -> str:
     """Cameras sending outside the expected rate, e.g. "/cam 3.0 Hz (expected 30 Hz ± 20%)"."""
     expected, tolerance = state.expected_rate_hz, state.rate_tolerance
-    if not expected or stats.rate_window_s * expected < _MIN_EXPECTED_FRAMES:
-        return ""
     off = [
         f"{camera} {rate:.1f} Hz"
-        for camera, rate in stats.camera_rates_hz
-        if camera not in stats.stale_cameras and abs(rate - expected) > tolerance * expected
+        for camera, rate in _judged_rates(state, stats)
+        if rate > 0.0 and abs(rate - expected) > tolerance * expected
     ]
     if not off:
         return ""
@@ -251,6 +268,10 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
         return DiagnosticStatus.WARN, f"{state.lifecycle_state}: not labelling"
     if state.type_mismatches:
         return DiagnosticStatus.ERROR, f"wrong message type on {', '.join(state.type_mismatches)}"
+    # As diagnostic_updater's FrequencyStatus: no events at all is an error, a rate off the
+    # expected one a warning.
+    if silent := _silent(state, stats):
+        return DiagnosticStatus.ERROR, silent
     # Frames keep arriving but no label has gone out for a whole staleness period.
     if (
         stats.window_received
@@ -286,11 +307,12 @@ def _level(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> tupl
 def sorter_status(state: NodeState, stats: StatsSnapshot, stale_after_s: float) -> DiagnosticStatus:
     """The node's DiagnosticStatus: level and message from its state and counters, every value.
 
-    ERROR: a failed configure, a camera topic of the wrong type, or frames arriving with no
-    labels going out. WARN: not active, rejected or failed frames in the last window, a frame
-    in flight longer than ``stale_after_s``, stale cameras, cameras off their expected rate
-    (judged once the window holds five expected frames), drift beyond the factor, a failed
-    model swap, a callback that raised. The keys are the same in every state.
+    ERROR: a failed configure, a camera topic of the wrong type, a camera silent for a whole
+    window while ``expected_rate_hz`` is set, or frames arriving with no labels going out.
+    WARN: not active, rejected or failed frames in the last window, a frame in flight longer
+    than ``stale_after_s``, stale cameras, cameras off their expected rate (rates are judged
+    once the window holds five expected frames), drift beyond the factor, a failed model swap,
+    a callback that raised. The keys are the same in every state.
     """
     level, message = _level(state, stats, stale_after_s)
     latencies = stats.latencies_ms

@@ -402,11 +402,16 @@ def test_cameras_off_their_expected_rate_warn_once_a_window_can_tell():
 
     second(29, 3)
     status, values = _status(NodeState(**base), stats, stale_after_s=0.5)
-    # 29 Hz is within 20 % of 30; 3 Hz is not; the idle camera is stale, not "off rate".
-    assert status.level == DiagnosticStatus.WARN
-    assert "off rate: /cell/cam_slow 3.0 Hz (expected 30 Hz ± 20%)" in status.message
-    assert "stale: /cell/cam_idle" in status.message and "cam_ok" not in status.message
+    # As FrequencyStatus: a camera with no frame at all is an ERROR ...
+    assert status.level == DiagnosticStatus.ERROR
+    assert status.message == "no frames from /cell/cam_idle in 1.0 s (expected 30 Hz)"
     assert values["camera_rates_hz"] == "/cell/cam_ok=29.00,/cell/cam_slow=3.00,/cell/cam_idle=0.00"
+    # ... one off the rate a WARN: 29 Hz is within 20 % of 30, 3 Hz is not.
+    stats.watch(("/cell/cam_ok", "/cell/cam_slow"))
+    second(29, 3)
+    status, values = _status(NodeState(**base), stats, stale_after_s=0.5)
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == "off rate: /cell/cam_slow 3.0 Hz (expected 30 Hz ± 20%)"
     # Both fine, and the tolerance is the parameter's.
     second(30, 27)
     status, _ = _status(NodeState(**base), stats, stale_after_s=1.5)
