@@ -28,7 +28,7 @@ from swap_latency import percentiles  # noqa: E402
 
 
 def _run(bundle: Path, bag: Path, work: Path, capture: bool) -> dict[str, Any]:
-    from mmsag_ros.bag.live import replay_through_sorter
+    from mmsag_ros.live.replay import replay_through_sorter
     from mmsag_ros.ros.capture import bag_bytes
 
     parameters = ["image_reliability: reliable", "image_depth: 10"]

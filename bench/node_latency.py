@@ -272,7 +272,8 @@ def offline_stages(bundle: Path, *, iterations: int) -> dict[str, Any]:
 
     from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.bundle.preprocess import preprocess
-    from mmsag_ros.ros.conversions import array_to_image, image_to_array
+    from mmsag_ros.camera.encodings import image_to_array
+    from mmsag_ros.ros.conversions import array_to_image
 
     spec = load_bundle(bundle).spec
     msg = array_to_image(_frame(1280, 720), "rgb8")
@@ -482,7 +483,7 @@ def main() -> int:
         total_s = s3["rss_kib"][-1][0] if s3["rss_kib"] else 0.0
         warmup_s = total_s - 3.0 - 0.9 * s3["camera_s"]
         report["memory"] = rss_summary(s3, warmup_s=warmup_s)
-        from mmsag_ros.train.report import plot_latency_histogram
+        from mmsag_ros.report import plot_latency_histogram
 
         machine = report["machine"]["cpu"]
         for key, label in (

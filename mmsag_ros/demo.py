@@ -4,7 +4,7 @@ Every step is the product's own: :func:`~mmsag_ros.data.synth.generate_dataset` 
 ``photos``, :func:`~mmsag_ros.data.compose.compose_dataset` on real single-object photos), the
 trainer (``mmsag_effl0_224`` with its packaged ImageNet trunk, fine-tuned briefly), the bundle
 exporter, :func:`~mmsag_ros.bag.make.make_bag` on the held-out test split,
-:func:`~mmsag_ros.bag.evaluate.evaluate_bag_live`, which starts a real sorter node process and
+:func:`~mmsag_ros.live.evaluate.evaluate_bag_live`, which starts a real sorter node process and
 replays the bag through it, and the pointing scores of the attention peaks on the test boxes.
 The defaults take about 7 to 8 minutes on a 2-core CPU machine.
 
@@ -29,7 +29,7 @@ from mmsag_ros.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-    from mmsag_ros.bag.live import LiveLabel
+    from mmsag_ros.live.replay import LiveLabel
 
 __all__ = ["DEMO_TRAINING", "DemoOptions", "DemoResult", "run_demo"]
 
@@ -128,8 +128,7 @@ def _prepare_out(out: Path) -> None:
 
 def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> DemoResult:
     """Run the whole demo; ``say`` receives every line meant for the user."""
-    from mmsag_ros.bag.evaluate import evaluate_bag_live, write_bag_evaluation
-    from mmsag_ros.bag.live import format_live_label
+    from mmsag_ros.bag.evaluate import write_bag_evaluation
     from mmsag_ros.bag.make import make_bag
     from mmsag_ros.bundle.manifest import PRECISIONS
     from mmsag_ros.data.compose import compose_dataset
@@ -137,6 +136,8 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     from mmsag_ros.data.voc import read_voc, read_voc_boxes
     from mmsag_ros.export.bundle import export_bundle
     from mmsag_ros.export.precision import describe_accuracy
+    from mmsag_ros.live.evaluate import evaluate_bag_live
+    from mmsag_ros.live.replay import format_live_label
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import load_config
     from mmsag_ros.train.evaluate import evaluate_checkpoint, write_pointing

@@ -29,7 +29,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from support import multilabel_summary
 
-from mmsag_ros.ros.conversions import array_to_image, image_to_array
+from mmsag_ros.camera.encodings import image_to_array
+from mmsag_ros.ros.conversions import array_to_image
 from mmsag_ros.ros.qos import image_qos, labels_qos
 
 WIDTH, HEIGHT = 1280, 720

@@ -435,7 +435,7 @@ def debug(peer: Peer, count: int, out_dir: str, jpeg: bool = False) -> dict:
 
     from sensor_msgs.msg import CompressedImage, Image
 
-    from mmsag_ros.ros.conversions import image_to_array
+    from mmsag_ros.camera.encodings import image_to_array
     from mmsag_ros.ros.qos import image_qos
 
     msg_type, topic = (

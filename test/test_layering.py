@@ -7,10 +7,14 @@ top-level unit it reaches (a subpackage such as ``runtime`` or a module such as 
 and checked against :data:`ALLOWED`, which is the architecture written down::
 
     cli, demo                 the top: commands and the end-to-end demo
-    ros, bag                  ROS glue (rclpy, messages); run the runtime, never export/train
+    live                      drives a live node: bag play over DDS, replays through a sorter
+    ros                       the node (rclpy, messages); runs the runtime, writes capture bags
+    bag                       bags with rosbags, no ROS: make, read, offline evaluation
     runtime | export | train  three peers that never import each other
     model                     the network and its checkpoint
+    report                    metrics tables and plots, for train and bag alike
     pointing                  attention peaks as points, scored against the data's boxes
+    camera                    camera messages to arrays (by their fields, no ROS)
     data                      datasets and synthetic scenes
     bundle                    the bundle format, the contract between export and runtime
     onnx_session, metrics     shared leaves
@@ -54,6 +58,9 @@ _LIBRARY = frozenset(
         "runtime",
         "ros",
         "bag",
+        "camera",
+        "report",
+        "live",
         "demo",
         "cli",
     }
@@ -75,17 +82,24 @@ ALLOWED: dict[str, frozenset[str]] = {
     "bundle": FOUNDATION,
     "data": FOUNDATION | {"bundle"},  # labels and preprocessing come from the bundle format
     "model": FOUNDATION | {"bundle", "data"},
-    "train": FOUNDATION | {"bundle", "data", "model", "metrics", "pointing"},
+    "train": FOUNDATION | {"bundle", "data", "model", "metrics", "pointing", "report"},
     # Export scores its variants with the session the runtime opens (onnx_session), but
     # imports neither the runtime nor the trainer.
     "export": FOUNDATION | {"bundle", "data", "model", "metrics", "onnx_session"},
     # The runtime reads bundles; the torch backend rebuilds the model from its checkpoint, and
     # `mmsag verify` renders synthetic conveyor frames (data.synth_scene) when given no images.
     "runtime": FOUNDATION | {"bundle", "data", "model", "onnx_session", "pointing"},
-    # The node runs the runtime; it must not pull in training, export or the commands.
-    "ros": (_LIBRARY - {"train", "export", "cli", "demo"}) | {MESSAGES},
-    # Bags are scored with the trainer's metrics and evaluation (train), played through ros.
-    "bag": (_LIBRARY - {"export", "cli", "demo"}) | {MESSAGES},
+    # Camera messages are read by their fields: no ROS, nothing but the error types.
+    "camera": FOUNDATION,
+    "report": FOUNDATION | {"bundle", "metrics", "pointing"},
+    # Bags hold frames and MultiLabels read with rosbags: the runtime scores them offline.
+    "bag": FOUNDATION
+    | {"_share", "bundle", "camera", "data", "metrics", "pointing", "report", "runtime"},
+    # The node runs the runtime and writes its capture bags; never training, export, replays.
+    "ros": FOUNDATION
+    | {"_share", "bundle", "camera", "data", "metrics", "pointing", "runtime", "bag", MESSAGES},
+    # Above both: plays bags into nodes, starts sorter processes, scores what they publish.
+    "live": (_LIBRARY - {"train", "export", "cli", "demo"}) | {MESSAGES},
     "demo": _LIBRARY - {"cli"},
     "cli": _LIBRARY | {MESSAGES},
 }
@@ -104,7 +118,7 @@ ROS_MODULES = frozenset(
         "launch_ros",
     }
 )
-ROS_UNITS = frozenset({"ros", "bag"})
+ROS_UNITS = frozenset({"ros", "live"})
 
 
 @dataclass(frozen=True)
@@ -278,8 +292,11 @@ def test_imports_follow_the_layering() -> None:
         ("export", {"runtime", "train"}),
         ("runtime", {"export", "train"}),
         ("train", {"export", "runtime"}),
-        ("ros", {"train", "export", "cli", "demo"}),
-        ("bag", {"export", "cli", "demo"}),
+        ("ros", {"train", "export", "cli", "demo", "live"}),
+        # Bags need no ROS and no trainer: nothing of the node, nothing that drives one.
+        ("bag", {"ros", "live", "train", "export", "cli", "demo", MESSAGES}),
+        ("camera", {"ros", "bag", "live", "runtime", MESSAGES}),
+        ("live", {"train", "export", "cli", "demo"}),
     ],
 )
 def test_the_table_states_the_rules(source: str, forbidden: set[str]) -> None:
@@ -337,13 +354,13 @@ def _third_party_uses(names: frozenset[str]) -> list[tuple[str, Import]]:
     ]
 
 
-def test_only_ros_and_bag_import_rclpy() -> None:
+def test_only_ros_and_live_import_rclpy() -> None:
     uses = _third_party_uses(frozenset({"rclpy"}))
     assert {unit for unit, _ in uses} <= ROS_UNITS, [imp.where for _, imp in uses]
     assert {unit for unit, _ in uses} == ROS_UNITS  # the scan does find them
 
 
-def test_only_ros_and_bag_import_ros_packages_and_messages() -> None:
+def test_only_ros_and_live_import_ros_packages_and_messages() -> None:
     uses = _third_party_uses(ROS_MODULES)
     outside = [imp.where for unit, imp in uses if unit not in ROS_UNITS]
     assert outside == [], outside

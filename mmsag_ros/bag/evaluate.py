@@ -1,8 +1,8 @@
 """Evaluation on a rosbag: score every frame against ground truth matched by header.
 
 :func:`evaluate_bag` runs the Classifier on the bag's frames in this process (offline).
-:func:`evaluate_bag_live` replays the bag through a real ``sorter`` node process (see
-:mod:`mmsag_ros.bag.live`) and scores the labels it publishes, adding latency percentiles and
+:func:`mmsag_ros.live.evaluate.evaluate_bag_live` replays the bag through a real ``sorter`` node
+process and scores the labels it publishes, adding latency percentiles and
 the frames the node dropped under its latest-frame policy.
 
 Ground truth comes from ``MultiLabel`` messages in the bag (as written by ``mmsag bag make``,
@@ -32,12 +32,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -55,20 +54,34 @@ from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 from mmsag_ros.pointing import PointingMeter, PointingReport
 
 if TYPE_CHECKING:
-    from mmsag_ros.bag.live import LiveLabel, LiveRun
     from mmsag_ros.data.voc import VocAnnotation
 
 __all__ = [
     "BagBoxes",
     "BagEvaluation",
     "GroundTruth",
+    "LiveReplay",
     "evaluate_bag",
-    "evaluate_bag_live",
     "read_gt_csv",
     "write_bag_evaluation",
 ]
 
 _log = logging.getLogger(__name__)
+
+
+class LiveReplay(Protocol):
+    """What a replay through a node process adds to an evaluation (see mmsag_ros.live)."""
+
+    labels: Sequence[Any]
+    latencies_ms: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready figures of the replay."""
+        ...
+
+    def report_lines(self) -> list[str]:
+        """The replay's lines of the text report."""
+        ...
 
 
 @dataclass
@@ -105,7 +118,7 @@ class BagEvaluation:
     frames: int
     unmatched: int
     unreadable: Counter[str] = field(default_factory=Counter)
-    live: LiveRun | None = None
+    live: LiveReplay | None = None
     pointing: PointingReport | None = None
     examples: list[tuple[Path, Any, np.ndarray, Any, np.ndarray]] = field(default_factory=list)
     pointing_skipped: str = ""
@@ -490,152 +503,6 @@ def _pointing_fields(boxes: BagBoxes | None, skipped: str) -> dict[str, Any]:
     }
 
 
-def evaluate_bag_live(
-    bag: Path,
-    bundle: Path,
-    *,
-    gt_topic: str = "/waste/labels_gt",
-    gt_csv: Path | None = None,
-    image_topics: Sequence[str] | None = None,
-    rate: float = 1.0,
-    backend: str | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    params_file: Path | None = None,
-    record: Path | None = None,
-    log_path: Path | None = None,
-    on_label: Callable[[LiveLabel, np.ndarray | None], None] | None = None,
-    stop: threading.Event | None = None,
-    boxes_root: Path | None = None,
-) -> BagEvaluation:
-    """Replay a bag through a sorter node process and score its labels against ground truth.
-
-    Args:
-        bag: rosbag2 folder or storage file.
-        bundle: Bundle directory the node loads.
-        gt_topic: Topic of ground-truth ``MultiLabel`` messages (ignored with ``gt_csv``).
-        gt_csv: A ``stamp_ns[,frame_id],<class>...`` table instead of in-bag ground truth.
-        image_topics: Camera topics to replay; None replays all of them.
-        rate: Replay speed factor; above what the node sustains, it drops frames.
-        backend: The node's inference backend (None: the parameter file's, else ``auto``).
-        device: The node's device (None: the parameter file's, else ``cpu``).
-        precision: The node's bundle variant (None: the parameter file's, else ``fp32``).
-        params_file: The cell's sorter parameter file, to replay with its settings.
-        record: Also write the node's labels to this new bag.
-        log_path: Keep the node's output in this file.
-        on_label: Called with each label as it arrives and its target (None without one).
-        stop: A ``threading.Event`` that ends the replay early.
-        boxes_root: The VOC dataset holding the frames' boxes, instead of the one the bag
-            names (see :func:`load_bag_boxes`).
-
-    Raises:
-        BagError: Unreadable bag, no ground truth, a node that fails to start, no label
-            matching the ground truth.
-        BundleError: A bundle that does not load.
-        DatasetError: Ground-truth classes differ from the bundle's, malformed CSV.
-    """
-    from mmsag_ros.bag.live import replay_through_sorter
-    from mmsag_ros.bundle.manifest import load_bundle
-
-    bag = Path(bag)
-    # Fail on a broken bundle or missing ground truth before any process starts.
-    loaded = load_bundle(Path(bundle))
-    if precision is not None:
-        loaded.variant(precision)  # a missing variant fails here, not inside the node
-    gt_counts = ReadCounts()
-    truth = _load_truth(bag, loaded.labels, gt_topic, gt_csv, gt_counts)
-    boxes, skipped = load_bag_boxes(bag, loaded.labels, boxes_root)
-
-    def announce(label: LiveLabel) -> None:
-        if on_label is not None:
-            on_label(label, truth.get(label.stamp_ns, label.frame_id))
-
-    run = replay_through_sorter(
-        bag,
-        Path(bundle),
-        topics=image_topics,
-        rate=rate,
-        backend=backend,
-        device=device,
-        precision=precision,
-        params_file=params_file,
-        record=record,
-        log_path=log_path,
-        on_label=announce,
-        stop=stop,
-    )
-    stamps, frame_ids, scores, targets = [], [], [], []
-    for label in run.labels:
-        target = truth.get(label.stamp_ns, label.frame_id)
-        if target is not None:
-            stamps.append(label.stamp_ns)
-            frame_ids.append(label.frame_id)
-            scores.append(label.scores)
-            targets.append(target)
-            if boxes is not None:
-                boxes.score(label.stamp_ns, label.peaks, label.instances, label.decisions)
-    unreadable = Counter(gt_counts.unreadable)
-    if run.node.rejected:
-        unreadable["rejected by the sorter node (see its log)"] += run.node.rejected
-    if not scores:
-        raise BagError(
-            f"no label of the sorter matched ground truth in {bag}: {run.sent} frames sent, "
-            f"{len(run.labels)} labelled, {run.node.rejected} rejected, {run.node.failed} "
-            f"failed, {run.not_received} never reached the node; "
-            f"{_unmatched_hint(truth, {label.frame_id for label in run.labels})}"
-        )
-    # The node's thresholds: a parameter file may have replaced the bundle's.
-    meter, report = _score(scores, targets, run.labels[0].thresholds)
-    return BagEvaluation(
-        bag=bag,
-        model_id=loaded.model_id,
-        labels=loaded.labels,
-        report=report,
-        stamps_ns=np.array(stamps, dtype=np.int64),
-        frame_ids=frame_ids,
-        scores=meter.scores,
-        targets=meter.targets,
-        frames=run.sent,
-        unmatched=len(run.labels) - len(scores),
-        unreadable=unreadable,
-        live=run,
-        **_pointing_fields(boxes, skipped),
-    )
-
-
-def _live_lines(run: LiveRun) -> list[str]:
-    summary = run.summary()
-    latency, node, inference = (
-        summary[key] for key in ("latency_ms", "node_latency_ms", "inference_ms")
-    )
-    lines = [
-        f"live, through a sorter node ({run.backend or 'backend unknown'}): {run.sent} frames "
-        f"sent in {run.replay_s:.1f} s, {len(run.labels)} labelled, {run.node.rejected} "
-        f"rejected as undecodable, {run.node.failed} failed in the node",
-        f"  dropped in the node under its latest-frame policy: {run.node.dropped}; never "
-        f"reached it: {run.not_received} (overwritten in its keep-last-1 DDS queue, lost in "
-        f"transport or not deserializable)",
-    ]
-    if run.node.last_failure:
-        lines.append(f"  last failure in the node: {run.node.last_failure}")
-    if latency["p50"] is not None:
-        lines += [
-            f"  latency, frame published -> label received: p50 {latency['p50']:.1f}, "
-            f"p95 {latency['p95']:.1f}, p99 {latency['p99']:.1f}, max {latency['max']:.1f} ms; "
-            f"inference p50 {inference['p50']:.1f} ms",
-            f"  the node's latency_ms, frame stamped at publication -> label published: "
-            f"p50 {node['p50']:.1f}, p95 {node['p95']:.1f}, p99 {node['p99']:.1f}, "
-            f"max {node['max']:.1f} ms",
-        ]
-    if run.stray_labels:
-        lines.append(f"  {run.stray_labels} labels matched no frame sent in this replay")
-    if not run.complete and not run.interrupted:
-        lines.append("  the node did not account for every frame in time: counts may be short")
-    if run.interrupted:
-        lines.append("  interrupted: the report covers the frames replayed so far")
-    return lines
-
-
 def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
     """Write the report files of an evaluation; return the text report.
 
@@ -643,7 +510,7 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
     ``latency_histogram.png``; with pointing scores ``pointing.json`` and
     ``pointing_examples.png``.
     """
-    from mmsag_ros.train.report import (
+    from mmsag_ros.report import (
         format_report_table,
         plot_latency_histogram,
         plot_pr_curves,
@@ -673,7 +540,7 @@ def write_bag_evaluation(evaluation: BagEvaluation, out_dir: Path) -> str:
     lines += [f"  unusable x{count}: {reason}" for reason, count in evaluation.unreadable.items()]
     run = evaluation.live
     if run is not None:
-        lines += _live_lines(run)
+        lines += run.report_lines()
         if run.labels:
             plot_latency_histogram(
                 run.latencies_ms,

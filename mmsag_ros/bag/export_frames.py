@@ -30,9 +30,9 @@ from mmsag_ros.bag.frames import (
     image_connections,
     open_bag,
     raw_messages,
-    ros_image_classes,
     stamp_to_ns,
 )
+from mmsag_ros.camera.decode import decode_frame
 from mmsag_ros.errors import BagError, ConfigError, ImageConversionError
 from mmsag_ros.progress import progress_bar
 
@@ -75,10 +75,6 @@ def export_frames(
         BagError: An unreadable bag, one without image topics or labels, labels of other
             classes than the first bag's.
     """
-    from rclpy.serialization import deserialize_message
-
-    from mmsag_ros.ros.worker import decode_frame
-
     out = Path(out)
     if (out / "labels.csv").exists():
         raise ConfigError(f"{out / 'labels.csv'} exists; export into a new folder")
@@ -111,10 +107,7 @@ def export_frames(
                     )
                 name = f"{bag.name}_{summary.frames:05d}"
                 try:
-                    classes = ros_image_classes()
-                    image, order = decode_frame(
-                        deserialize_message(bytes(raw), classes[connection.msgtype])
-                    )
+                    image, order = decode_frame(msg)
                 except ImageConversionError as err:  # one bad frame costs only itself
                     summary.undecodable += 1
                     summary.first_undecodable = summary.first_undecodable or f"{bag}: {err}"

@@ -1,8 +1,9 @@
 """Reading camera frames and ground truth out of rosbag2 files (.mcap or .db3).
 
-Bags are opened with rosbags' ``AnyReader``; image messages are deserialized with rclpy from
-their raw CDR bytes and decoded by the sorter node's own :func:`~mmsag_ros.ros.worker.
-decode_frame`, so offline evaluation sees exactly the arrays the node would. A message that
+Bags are opened with rosbags' ``AnyReader`` (no ROS needed); image messages are deserialized
+from their raw CDR bytes and decoded by the sorter node's own
+:func:`~mmsag_ros.camera.decode.decode_frame`, so offline evaluation sees exactly the arrays
+the node would. A message that
 cannot be turned into an image (size mismatch, corrupt JPEG, bad CDR) becomes a
 :class:`FrameRecord` with an ``error`` instead of an exception; a bag that cannot be read at
 all raises :class:`~mmsag_ros.errors.BagError`.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.camera.decode import decode_frame
 from mmsag_ros.errors import BagError, ImageConversionError, MmsagError
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "raw_messages",
     "read_frame_sources",
     "restamp_cdr",
-    "ros_image_classes",
     "stamp_to_ns",
     "summarize_topics",
 ]
@@ -268,13 +269,6 @@ def raw_messages(
         )
 
 
-def ros_image_classes() -> dict[str, type]:
-    """The rclpy message classes of the two image types, by rosbag2 type name."""
-    from sensor_msgs.msg import CompressedImage, Image
-
-    return {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
-
-
 def summarize_topics(connections: Sequence[Any], examples: int = 5) -> str:
     """A bag's image and MultiLabel topics by name and type, every other topic only counted.
 
@@ -313,14 +307,10 @@ def image_connections(reader: Any, bag: Path, topics: Sequence[str] | None = Non
     return found
 
 
-def _decode(raw: bytes, msgtype: str, classes: dict[str, type]) -> tuple[Any, np.ndarray, str]:
-    from rclpy.serialization import deserialize_message
-
-    from mmsag_ros.ros.worker import decode_frame
-
+def _decode(reader: Any, raw: bytes, msgtype: str) -> tuple[Any, np.ndarray, str]:
     try:
-        msg = deserialize_message(bytes(raw), classes[msgtype])
-    except Exception as err:  # rclpy raises plain RuntimeError/Exception on bad CDR
+        msg = reader.deserialize(raw, msgtype)
+    except Exception as err:  # rosbags' CDR decoder raises assorted errors on bad bytes
         raise ImageConversionError(f"cannot deserialize {msgtype}: {err}") from err
     image, order = decode_frame(msg)
     return msg, image, order
@@ -344,13 +334,12 @@ def iter_frames(
             ``topics`` when given).
     """
     counts = counts if counts is not None else ReadCounts()
-    classes = ros_image_classes()
     with open_bag(bag) as reader:
         connections = image_connections(reader, Path(bag), topics)
         for connection, log_time_ns, raw in raw_messages(reader, connections, Path(bag)):
             counts.messages += 1
             try:
-                msg, image, order = _decode(raw, connection.msgtype, classes)
+                msg, image, order = _decode(reader, raw, connection.msgtype)
             except ImageConversionError as err:
                 counts.unreadable[err.reason] += 1
                 _log.debug("%s at %d: %s", connection.topic, log_time_ns, err)

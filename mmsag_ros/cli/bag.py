@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from mmsag_ros.bag.live import LiveLabel
+    from mmsag_ros.live.replay import LiveLabel
 
 __all__ = ["add_arguments", "run"]
 
@@ -165,7 +165,7 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _play(args: argparse.Namespace) -> int:
-    from mmsag_ros.bag.play import play_bag
+    from mmsag_ros.live.play import play_bag
 
     with _stop_on_sigint() as stop:
         summary = play_bag(
@@ -222,9 +222,10 @@ def _label(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
+    from mmsag_ros.bag.evaluate import evaluate_bag, write_bag_evaluation
     from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.errors import ConfigError
+    from mmsag_ros.live.evaluate import evaluate_bag_live
 
     out_dir = args.out or args.bag.parent / f"{args.bag.name}_eval"
     if not args.live and (args.record or args.sorter_params or args.rate != 1.0):
@@ -236,7 +237,7 @@ def _eval(args: argparse.Namespace) -> int:
             return _label(args, out_dir)
         args.gt_topic = DEFAULT_GT_TOPIC
     if args.live:
-        from mmsag_ros.bag.live import format_live_label
+        from mmsag_ros.live.replay import format_live_label
 
         names = load_bundle(args.bundle, verify=False).labels.display_names
         arrived = itertools.count(1)

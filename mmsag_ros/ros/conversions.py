@@ -1,7 +1,6 @@
-"""Conversions between ROS image messages and numpy arrays, without cv_bridge.
+"""The node's outgoing messages: arrays as images (the debug overlay), predictions as MultiLabel.
 
-Incoming frames are viewed in place (``np.frombuffer`` on the message's buffer) wherever the
-memory layout allows it, so a 1280x720 frame costs no copy until preprocessing reads it.
+Incoming frames are read by :mod:`mmsag_ros.camera`, which needs no ROS.
 """
 
 from __future__ import annotations
@@ -14,76 +13,14 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from mmsag_ros.camera.encodings import CHANNELS
 from mmsag_ros.errors import ImageConversionError
 from mmsag_ros.msg import AttentionPeak, InstancePeaks, MultiLabel
 
 if TYPE_CHECKING:
     from mmsag_ros.runtime.classifier import Prediction
 
-__all__ = [
-    "CHANNELS",
-    "array_to_image",
-    "image_rows",
-    "image_to_array",
-    "prediction_to_message",
-]
-
-# Supported 8-bit encodings and their channel counts.
-CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
-
-
-# Row padding a camera may add (DMA and SIMD alignment: at most a page).
-_MAX_ROW_PADDING = 4096
-
-
-def image_rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
-    """The message's pixel rows without their padding, ``(height, width * bytes_per_pixel)``.
-
-    A view of the message's buffer (strided when rows are padded). Raises ImageConversionError
-    for an empty image and any disagreement between width, height, step and the data length.
-    """
-    height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"empty image ({width}x{height})", kind="layout")
-    row_bytes = width * bytes_per_pixel
-    if step < row_bytes:
-        raise ImageConversionError(
-            f"step {step} is shorter than a {msg.encoding} row of width {width} "
-            f"({row_bytes} bytes)",
-            kind="layout",
-        )
-    if step - row_bytes > max(row_bytes, _MAX_ROW_PADDING):
-        raise ImageConversionError(
-            f"step {step} pads a {row_bytes}-byte {msg.encoding} row by more than a row (and "
-            f"more than {_MAX_ROW_PADDING} bytes); no camera aligns rows that far",
-            kind="layout",
-        )
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != step * height:
-        raise ImageConversionError(
-            f"data holds {data.size} bytes, expected step x height = {step} x {height}"
-            f" = {step * height}",
-            kind="layout",
-        )
-    return data.reshape(height, step)[:, :row_bytes]
-
-
-def image_to_array(msg: Image) -> np.ndarray:
-    """View an 8-bit ``sensor_msgs/Image`` as an ``(height, width, channels)`` uint8 array.
-
-    The array shares memory with the message (read-only) unless the message's rows are padded,
-    in which case it is a strided view that skips the padding. Mono images keep a channel axis
-    of length 1. Raises ImageConversionError for encodings other than :data:`CHANNELS`' and any
-    disagreement between width, height, step and the data length. Other camera encodings
-    (Bayer, YUV, 16-bit) go through :func:`mmsag_ros.ros.camera_encodings.camera_array`.
-    """
-    channels = CHANNELS.get(msg.encoding)
-    if channels is None:
-        raise ImageConversionError(
-            f"unsupported image encoding {msg.encoding!r}; expected one of {', '.join(CHANNELS)}",
-            kind="encoding",
-        )
-    return image_rows(msg, channels).reshape(msg.height, msg.width, channels)
+__all__ = ["array_to_image", "jpeg_image", "prediction_to_message"]
 
 
 def array_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:

@@ -19,11 +19,11 @@ from rclpy.parameter import Parameter
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from mmsag_ros.bundle.manifest import PRECISIONS
+from mmsag_ros.camera.decode import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.pointing import check_instance_options
 from mmsag_ros.ros.capture import CaptureRules
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
-from mmsag_ros.ros.worker import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.runtime.drift import check_drift_options
 from mmsag_ros.runtime.postprocess import check_thresholds
 

@@ -26,7 +26,7 @@ from mmsag_ros.metrics import MetricReport, MultiLabelMeter
 from mmsag_ros.model.checkpoint import Checkpoint
 from mmsag_ros.pointing import PointingMeter, PointingReport, attention_peaks, instance_peaks
 from mmsag_ros.progress import progress_bar
-from mmsag_ros.train.report import format_report_table, plot_pr_curves, write_pointing_report
+from mmsag_ros.report import format_report_table, plot_pr_curves, write_pointing_report
 
 __all__ = [
     "Evaluation",

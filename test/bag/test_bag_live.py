@@ -17,19 +17,20 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import REPO, SHARED_DATA
 
-from mmsag_ros.bag.evaluate import evaluate_bag, evaluate_bag_live, write_bag_evaluation
+from mmsag_ros.bag.evaluate import evaluate_bag, write_bag_evaluation
 from mmsag_ros.bag.frames import IMAGE_TYPE, MULTILABEL_TYPE, iter_frames, stamp_to_ns
-from mmsag_ros.bag.live import (
+from mmsag_ros.bag.make import make_bag
+from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.data.synth import generate_dataset
+from mmsag_ros.errors import BagError
+from mmsag_ros.live.evaluate import evaluate_bag_live
+from mmsag_ros.live.replay import (
     LiveLabel,
     LiveRun,
     NodeCounts,
     format_live_label,
     replay_through_sorter,
 )
-from mmsag_ros.bag.make import make_bag
-from mmsag_ros.bag.typestore import mmsag_typestore
-from mmsag_ros.data.synth import generate_dataset
-from mmsag_ros.errors import BagError
 from mmsag_ros.metrics import MultiLabelMeter
 from mmsag_ros.runtime.classifier import Classifier
 
@@ -323,8 +324,8 @@ def test_real_camera_bags_give_one_label_per_frame_with_its_header(bundle, tmp_p
 _PLAY_THEN_REPLAY = """
 import json, sys
 from pathlib import Path
-from mmsag_ros.bag.live import replay_through_sorter
-from mmsag_ros.bag.play import play_bag
+from mmsag_ros.live.replay import replay_through_sorter
+from mmsag_ros.live.play import play_bag
 
 bag, bundle = Path(sys.argv[1]), Path(sys.argv[2])
 play_bag(bag)  # nobody listens: only this process's first participant matters

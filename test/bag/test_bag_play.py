@@ -21,9 +21,9 @@ from support import REPO, SHARED_DATA
 
 from mmsag_ros.bag.frames import open_bag, raw_messages
 from mmsag_ros.bag.make import make_bag
-from mmsag_ros.bag.play import play_bag
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError, ConfigError
+from mmsag_ros.live.play import play_bag
 from mmsag_ros.ros.qos import image_qos
 
 TOPIC = "/raspicam_node/image/compressed"

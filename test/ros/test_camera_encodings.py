@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
+from mmsag_ros.camera.decode import decode_frame
+from mmsag_ros.camera.encodings import CAMERA_ENCODINGS, camera_array
 from mmsag_ros.errors import ImageConversionError
-from mmsag_ros.ros.camera_encodings import CAMERA_ENCODINGS, camera_array
-from mmsag_ros.ros.worker import decode_frame
 
 HEIGHT, WIDTH = 8, 12
 # Left half orange, right half teal (RGB), so a swapped channel or a mosaic off by a pixel shows.

@@ -17,13 +17,13 @@ from runtime.runtime_helpers import make_bundle
 from sensor_msgs.msg import Image
 
 from mmsag_ros.bag.frames import MULTILABEL_TYPE, iter_frames
-from mmsag_ros.bag.live import replay_through_sorter
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.cli import main
 from mmsag_ros.data.csv_table import read_csv_labels
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import DatasetError
+from mmsag_ros.live.replay import replay_through_sorter
 from mmsag_ros.ros.capture import CaptureRules, FrameCapture, bag_bytes
 from mmsag_ros.ros.conversions import array_to_image
 from mmsag_ros.train.config import DataConfig

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
+from mmsag_ros.camera.encodings import CHANNELS, image_to_array
 from mmsag_ros.errors import ImageConversionError
-from mmsag_ros.ros.conversions import CHANNELS, array_to_image, image_to_array
+from mmsag_ros.ros.conversions import array_to_image
 
 
 @pytest.mark.parametrize("encoding", sorted(CHANNELS))

@@ -19,15 +19,15 @@ from runtime.runtime_helpers import make_bundle
 from sensor_msgs.msg import CompressedImage, Image
 from worker_support import WAIT_S, GatedClassifier, Publisher, frame_msg, frame_pixels, settled
 
-from mmsag_ros.errors import ImageConversionError
-from mmsag_ros.ros.diagnostics import NodeState, SorterStats, StatsSnapshot, sorter_status
-from mmsag_ros.ros.worker import (
+from mmsag_ros.camera.decode import (
     MAX_JPEG_SCANS,
-    FrameWorker,
     compressed_header,
     compressed_image_size,
     decode_frame,
 )
+from mmsag_ros.errors import ImageConversionError
+from mmsag_ros.ros.diagnostics import NodeState, SorterStats, StatsSnapshot, sorter_status
+from mmsag_ros.ros.worker import FrameWorker
 from mmsag_ros.runtime.classifier import Classifier
 
 

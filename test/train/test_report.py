@@ -11,7 +11,7 @@ import pytest
 from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.metrics import METRIC_KEYS, MultiLabelMeter, calibrate_thresholds
-from mmsag_ros.train.report import format_report_table, plot_latency_histogram, plot_pr_curves
+from mmsag_ros.report import format_report_table, plot_latency_histogram, plot_pr_curves
 
 
 def make_data(seed: int, n: int = 80, c: int = 8) -> tuple[np.ndarray, np.ndarray]:

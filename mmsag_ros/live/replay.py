@@ -2,7 +2,7 @@
 
 :func:`replay_through_sorter` starts the sorter as its own process, as deployed
 (``python -m mmsag_ros.ros.sorter`` with the bundle, subscribed to the bag's camera topics),
-replays the bag into it with :func:`~mmsag_ros.bag.play.play_bag` and collects every
+replays the bag into it with :func:`~mmsag_ros.live.play.play_bag` and collects every
 ``MultiLabel`` it publishes, keyed to the frame it describes by header stamp and ``frame_id``.
 
 The replay restamps every frame with the time it is published, so the node's own
@@ -48,6 +48,7 @@ from mmsag_ros.bag.frames import (
     stamp_to_ns,
 )
 from mmsag_ros.errors import BagError, ConfigError
+from mmsag_ros.live.play import play_bag
 
 __all__ = [
     "LiveLabel",
@@ -243,6 +244,39 @@ class LiveRun:
             "node_latency_ms": percentiles(self.node_latencies_ms),
             "inference_ms": percentiles(inference),
         }
+
+    def report_lines(self) -> list[str]:
+        """The replay's lines of the text report."""
+        summary = self.summary()
+        latency, node, inference = (
+            summary[key] for key in ("latency_ms", "node_latency_ms", "inference_ms")
+        )
+        lines = [
+            f"live, through a sorter node ({self.backend or 'backend unknown'}): {self.sent} "
+            f"frames sent in {self.replay_s:.1f} s, {len(self.labels)} labelled, "
+            f"{self.node.rejected} rejected as undecodable, {self.node.failed} failed in the node",
+            f"  dropped in the node under its latest-frame policy: {self.node.dropped}; never "
+            f"reached it: {self.not_received} (overwritten in its keep-last-1 DDS queue, lost in "
+            f"transport or not deserializable)",
+        ]
+        if self.node.last_failure:
+            lines.append(f"  last failure in the node: {self.node.last_failure}")
+        if latency["p50"] is not None:
+            lines += [
+                f"  latency, frame published -> label received: p50 {latency['p50']:.1f}, "
+                f"p95 {latency['p95']:.1f}, p99 {latency['p99']:.1f}, max {latency['max']:.1f} ms; "
+                f"inference p50 {inference['p50']:.1f} ms",
+                f"  the node's latency_ms, frame stamped at publication -> label published: "
+                f"p50 {node['p50']:.1f}, p95 {node['p95']:.1f}, p99 {node['p99']:.1f}, "
+                f"max {node['max']:.1f} ms",
+            ]
+        if self.stray_labels:
+            lines.append(f"  {self.stray_labels} labels matched no frame sent in this replay")
+        if not self.complete and not self.interrupted:
+            lines.append("  the node did not account for every frame in time: counts may be short")
+        if self.interrupted:
+            lines.append("  interrupted: the report covers the frames replayed so far")
+        return lines
 
 
 @dataclass
@@ -628,8 +662,6 @@ def replay_through_sorter(
         BagError: Unreadable bag, no or mixed image topics, a sorter that fails to start.
         ConfigError: Bad rate or storage, ``record`` exists.
     """
-    from mmsag_ros.bag.play import play_bag
-
     bag, bundle = Path(bag), Path(bundle).resolve()
     if not rate > 0:
         raise ConfigError(f"rate must be positive, got {rate}")

@@ -29,11 +29,12 @@ from typing import Any
 
 from mmsag_ros._share import default_dds_profile
 from mmsag_ros.bag.frames import (
+    COMPRESSED_TYPE,
+    IMAGE_TYPE,
     image_connections,
     open_bag,
     raw_messages,
     restamp_cdr,
-    ros_image_classes,
 )
 from mmsag_ros.errors import BagError, ConfigError
 
@@ -254,7 +255,9 @@ def play_bag(
     stop = stop or threading.Event()
     with open_bag(bag) as reader:
         types = {c.topic: c.msgtype for c in image_connections(reader, bag, topics)}
-    classes = ros_image_classes()
+    from sensor_msgs.msg import CompressedImage, Image
+
+    classes = {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
     summary = PlaySummary()
     default_dds_profile(os.environ)
     context = Context()
