@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ import yaml
 
 from mmsag_ros.errors import ConfigError
 
+_SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 __all__ = [
     "AugmentConfig",
     "DataConfig",
@@ -159,6 +161,9 @@ def _check_type(value: Any, expected: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        # YAML 1.1 reads 5e-4 (no dot) as a string; a person wrote a number.
         return float(value)
     # Exact types only: YAML's `yes` is a bool, and a bool must not pass as an int.
     if expected in (int, float, str, bool) and type(value) is expected:

@@ -38,6 +38,16 @@ def test_int_is_accepted_for_float():
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
 
 
+def test_scientific_notation_is_a_float_though_yaml_reads_it_as_text(tmp_path):
+    # YAML 1.1 reads 5e-4 (no dot) as the string "5e-4".
+    assert load_config(None, ["optim.weight_decay=5e-4"]).optim.weight_decay == 0.0005
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 3E-2\n")
+    assert load_config(path, []).optim.lr == 0.03
+    with pytest.raises(ConfigError, match="expected float, got 'e-4'"):
+        load_config(None, ["optim.weight_decay=e-4"])
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [
