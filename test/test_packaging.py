@@ -13,7 +13,7 @@ import pytest
 from support import REPO, VENV
 
 PACKAGE = REPO / "mmsag_ros"
-ROS_PARTS = {"ros", "bag"}  # the only subpackages allowed to import rclpy
+ROS_PARTS = {"ros", "live"}  # the only subpackages allowed to import rclpy
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -32,7 +32,7 @@ def _ament_packages() -> set[str]:
     return {p.name for p in index.iterdir()}
 
 
-def test_only_ros_and_bag_import_rclpy():
+def test_only_ros_and_live_import_rclpy():
     offenders = [
         str(path.relative_to(REPO))
         for path in PACKAGE.rglob("*.py")
@@ -130,6 +130,7 @@ def test_message_comments_have_no_bare_comment_lines():
     assert bare == []
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_pip_install_without_ros_gives_library_and_command(tmp_path):
     venv = tmp_path / "plain"

@@ -44,7 +44,7 @@ RESTAMPED_LATENCY_BOUND_MS = 60_000
 
 
 # This process's rclpy contexts and the node process share the test's own domain.
-pytestmark = pytest.mark.usefixtures("ros_domain")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ros_domain")]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,9 @@ from export.conftest import write_synthetic_voc, write_tiny_checkpoint, write_va
 
 from mmsag_ros.export.bundle import export_bundle
 
+# Minutes of processes, training or composing: outside the fast tier (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

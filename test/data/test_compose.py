@@ -19,6 +19,9 @@ from mmsag_ros.data.voc import read_voc
 from mmsag_ros.data.voc_writer import prepare_voc_dir
 from mmsag_ros.errors import ConfigError, DatasetError
 
+# Minutes of processes, training or composing: outside the fast tier (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 TRASHNET = SHARED_DATA / "trashnet"
 CLASSES = ("cardboard", "glass", "metal", "paper", "plastic", "trash")
 needs_photos = pytest.mark.skipif(

@@ -74,7 +74,7 @@ def test_bundle_holds_what_the_contract_lists(tiny_bundle: Bundle, tiny_checkpoi
     assert list(tiny_bundle.variants) == ["fp32"] and tiny_bundle.refused == {}
     fp32 = tiny_bundle.variant("fp32")
     assert fp32.precision == "fp32" and fp32.path == root / "model.onnx" == tiny_bundle.onnx_path
-    assert fp32.sha256 == manifest["onnx"]["sha256"] and fp32.entry == {}
+    assert fp32.sha256 == manifest["onnx"]["sha256"] and fp32.entry == manifest["onnx"]
     assert tiny_bundle.run_id("fp32") == tiny_bundle.model_id
     assert tiny_bundle.run_id("int8") == f"{tiny_bundle.model_id}/int8"
 

@@ -155,6 +155,7 @@ def bundle(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("capture_bundle") / "tiny", seed=21)
 
 
+@pytest.mark.slow
 def test_a_replay_captures_exactly_the_frames_the_rules_pick_and_they_train_again(bundle, tmp_path):
     data = tmp_path / "data"
     generate_dataset(data, num_trainval=10, num_test=24, image_size=(128, 96), seed=22)

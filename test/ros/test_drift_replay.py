@@ -22,7 +22,7 @@ from mmsag_ros.export.bundle import export_bundle
 from mmsag_ros.live.replay import replay_through_sorter
 
 # This process's rclpy contexts and the node process share the test's own domain.
-pytestmark = pytest.mark.usefixtures("ros_domain")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ros_domain")]
 
 TRASHNET = SHARED_DATA / "trashnet"
 FRAMES = 40

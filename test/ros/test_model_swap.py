@@ -27,7 +27,7 @@ WAIT_S = 300.0  # only reached when something is broken
 
 
 # This process's rclpy contexts and the node process share the test's own domain.
-pytestmark = pytest.mark.usefixtures("ros_domain")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ros_domain")]
 
 
 @pytest.fixture(scope="module")
