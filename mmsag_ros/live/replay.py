@@ -386,6 +386,11 @@ class _Collector:
                 level = status.level if isinstance(status.level, int) else ord(status.level)
                 self.data.diagnostics = {**values, "level": str(level), "message": status.message}
 
+    def configure_error(self) -> str:
+        """Why the node's configure failed, from its last /diagnostics report ("" if it did not)."""
+        with self.lock:
+            return self.data.diagnostics.get("configure_error", "")
+
     def cameras_matched(self) -> bool:
         """Whether the node's last report has a matched publisher on every camera topic."""
         with self.lock:
@@ -508,8 +513,9 @@ def _wait_until_ready(
             raise BagError(
                 f"the sorter node exited ({process.returncode}): {_last_error(log_path)}"
             )
-        if "configure failed" in log_path.read_text(errors="replace"):
-            raise BagError(f"the sorter node did not start: {_last_error(log_path)}")
+        # The node says so on /diagnostics, in every state: no need to read its log.
+        if reason := collector.configure_error():
+            raise BagError(f"the sorter node did not start: {reason} (node log: {log_path})")
         if time.monotonic() > deadline:
             raise BagError(
                 f"the sorter node did not come up in {timeout_s:.0f} s: {_last_error(log_path)}"

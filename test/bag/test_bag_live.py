@@ -373,7 +373,7 @@ def _db3_copy(bag: Path, copy: Path) -> Path:
 def test_a_node_that_cannot_start_is_one_clear_error(dataset, bundle, tmp_path, ros_env):
     bag = tmp_path / "bag"
     make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
-    with pytest.raises(BagError, match=r"did not start: configure failed: the tensorrt backend"):
+    with pytest.raises(BagError, match=r"did not start: the tensorrt backend"):
         replay_through_sorter(bag, bundle, backend="tensorrt")
     command = [sys.executable, "-m", "mmsag_ros.cli", "bag", "eval", str(bag), "--bundle"]
     command += [str(bundle), "--live", "--backend", "tensorrt", "--out", str(tmp_path / "e")]
