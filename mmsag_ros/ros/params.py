@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -231,6 +231,14 @@ def _descriptor(
     return descriptor
 
 
+# Every default lives in SorterParams; the declarations take theirs from it (lists for tuples,
+# as rclpy wants).
+_DEFAULTS: dict[str, Any] = {
+    f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+    for f in fields(SorterParams)
+    if f.default is not MISSING
+}
+
 _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     (
         "bundle",
@@ -239,18 +247,18 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ),
     (
         "backend",
-        "auto",
+        _DEFAULTS["backend"],
         _descriptor("auto, tensorrt, onnxruntime or torch.", read_only=True),
     ),
-    ("device", "cpu", _descriptor("cpu, cuda, cuda:N or auto.", read_only=True)),
+    ("device", _DEFAULTS["device"], _descriptor("cpu, cuda, cuda:N or auto.", read_only=True)),
     (
         "precision",
-        "fp32",
+        _DEFAULTS["precision"],
         _descriptor("Bundle variant to run: fp32, fp16 or int8.", read_only=True),
     ),
     (
         "intra_op_threads",
-        0,
+        _DEFAULTS["intra_op_threads"],
         _descriptor(
             "ONNX Runtime threads per operator; 0 = its default.",
             read_only=True,
@@ -259,38 +267,54 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ),
     (
         "engine_cache_dir",
-        "",
+        _DEFAULTS["engine_cache_dir"],
         _descriptor("TensorRT engine cache; empty = BUNDLE/engines.", read_only=True),
     ),
     (
         "max_batch",
-        4,
+        _DEFAULTS["max_batch"],
         _descriptor("Frames per inference call.", read_only=True, int_range=(1, 64)),
     ),
     (
         "max_instances",
-        4,
+        _DEFAULTS["max_instances"],
         _descriptor(
             "Instance peaks per class in MultiLabel.instances; 0 = none.", int_range=(0, 64)
         ),
     ),
     (
         "instance_min_relative",
-        0.3,
+        _DEFAULTS["instance_min_relative"],
         _descriptor(
             "An instance peak's least attention, as a share of the class's strongest cell.",
             float_range=(0.01, 1.0),
         ),
     ),
-    ("camera_topics", ["image"], _descriptor("Camera topics (relative names, remap in launch).")),
-    ("input_type", "image", _descriptor("image (sensor_msgs/Image) or compressed.")),
-    ("image_reliability", "best_effort", _descriptor("best_effort or reliable.")),
-    ("image_depth", 1, _descriptor("Camera QoS history depth.", int_range=(1, 100))),
-    ("output_topic", "labels", _descriptor("MultiLabel output topic.")),
-    ("output_depth", 10, _descriptor("MultiLabel QoS history depth.", int_range=(1, 1000))),
+    (
+        "camera_topics",
+        _DEFAULTS["camera_topics"],
+        _descriptor("Camera topics (relative names, remap in launch)."),
+    ),
+    (
+        "input_type",
+        _DEFAULTS["input_type"],
+        _descriptor("image (sensor_msgs/Image) or compressed."),
+    ),
+    ("image_reliability", _DEFAULTS["image_reliability"], _descriptor("best_effort or reliable.")),
+    (
+        "image_depth",
+        _DEFAULTS["image_depth"],
+        _descriptor("Camera QoS history depth.", int_range=(1, 100)),
+    ),
+    ("output_topic", _DEFAULTS["output_topic"], _descriptor("MultiLabel output topic.")),
+    (
+        "output_depth",
+        _DEFAULTS["output_depth"],
+        _descriptor("MultiLabel QoS history depth.", int_range=(1, 1000)),
+    ),
     (
         "threshold",
-        -1.0,
+        _DEFAULTS["threshold"],
         _descriptor("Global threshold in [0, 1]; -1 keeps the bundle's.", float_range=(-1.0, 1.0)),
     ),
     (
@@ -300,22 +324,22 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ),
     (
         "max_rate_hz",
-        0.0,
+        _DEFAULTS["max_rate_hz"],
         _descriptor("Inference rate cap in Hz; 0 means no limit.", float_range=(0.0, 10_000.0)),
     ),
     (
         "diagnostics_period_s",
-        1.0,
+        _DEFAULTS["diagnostics_period_s"],
         _descriptor("Period of /diagnostics reports in seconds.", float_range=(0.01, 3600.0)),
     ),
     (
         "stale_after_s",
-        2.0,
+        _DEFAULTS["stale_after_s"],
         _descriptor("A camera silent this long is reported stale.", float_range=(0.01, 86_400.0)),
     ),
     (
         "expected_rate_hz",
-        0.0,
+        _DEFAULTS["expected_rate_hz"],
         _descriptor(
             "Frame rate each camera should send; /diagnostics warns outside the tolerance. 0: off.",
             float_range=(0.0, 10_000.0),
@@ -323,22 +347,22 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ),
     (
         "rate_tolerance",
-        0.2,
+        _DEFAULTS["rate_tolerance"],
         _descriptor("Share of expected_rate_hz a camera may be off by.", float_range=(0.01, 0.99)),
     ),
     (
         "debug_image",
-        False,
+        _DEFAULTS["debug_image"],
         _descriptor("Publish frames with scores and attention drawn while someone subscribes."),
     ),
     (
         "debug_image_format",
-        "raw",
+        _DEFAULTS["debug_image_format"],
         _descriptor("raw: Image on debug_image; jpeg: CompressedImage on debug_image/compressed."),
     ),
     (
         "max_input_pixels",
-        DEFAULT_MAX_INPUT_PIXELS,
+        _DEFAULTS["max_input_pixels"],
         _descriptor(
             "Frames with more pixels (width x height) are rejected before decoding.",
             int_range=(1, 1 << 31),
@@ -346,28 +370,32 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ),
     (
         "drift_window",
-        300,
+        _DEFAULTS["drift_window"],
         _descriptor("Labelled frames the drift watch compares.", int_range=(1, 1_000_000)),
     ),
     (
         "drift_factor",
-        2.0,
+        _DEFAULTS["drift_factor"],
         _descriptor(
             "Ratio to the bundle's reference that /diagnostics warns at; 0 = off.",
             float_range=(0.0, 1000.0),
         ),
     ),
-    ("capture_dir", "", _descriptor("Folder of the capture bags; empty: no capture.")),
+    (
+        "capture_dir",
+        _DEFAULTS["capture_dir"],
+        _descriptor("Folder of the capture bags; empty: no capture."),
+    ),
     (
         "capture_margin",
-        0.05,
+        _DEFAULTS["capture_margin"],
         _descriptor(
             "Capture a frame with a class this close to threshold.", float_range=(0.0, 1.0)
         ),
     ),
     (
         "capture_many_classes",
-        3,
+        _DEFAULTS["capture_many_classes"],
         _descriptor(
             "Capture a frame with this many classes within capture_wide_margin; 0 off.",
             int_range=(0, 10_000),
@@ -375,32 +403,36 @@ _DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
     ),
     (
         "capture_wide_margin",
-        0.15,
+        _DEFAULTS["capture_wide_margin"],
         _descriptor("Margin of the capture_many_classes rule.", float_range=(0.0, 1.0)),
     ),
     (
         "capture_sample_rate",
-        0.01,
+        _DEFAULTS["capture_sample_rate"],
         _descriptor("Share of all frames captured at random.", float_range=(0.0, 1.0)),
     ),
     (
         "capture_max_rate_hz",
-        2.0,
+        _DEFAULTS["capture_max_rate_hz"],
         _descriptor("At most this many captures a second; 0 = no cap.", float_range=(0.0, 1000.0)),
     ),
     (
         "capture_max_mb",
-        1000,
+        _DEFAULTS["capture_max_mb"],
         _descriptor(
             "Disk cap of capture_dir; the oldest bags go first.", int_range=(1, 100_000_000)
         ),
     ),
     (
         "capture_frames_per_bag",
-        200,
+        _DEFAULTS["capture_frames_per_bag"],
         _descriptor("Frames per capture bag.", int_range=(1, 1_000_000)),
     ),
-    ("autostart", False, _descriptor("Configure and activate at start (no lifecycle manager).")),
+    (
+        "autostart",
+        _DEFAULTS["autostart"],
+        _descriptor("Configure and activate at start (no lifecycle manager)."),
+    ),
 )
 # Read at configure or activate; changing them while configured is refused with the reason.
 STATIC_PARAMETERS = frozenset(name for name, _, _ in _DECLARATIONS) - DYNAMIC_PARAMETERS

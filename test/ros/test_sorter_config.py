@@ -135,3 +135,22 @@ def test_every_numeric_parameter_carries_a_range_that_holds_its_default():
         )
         assert len(ranges) == 1, f"{name} has no range: ros2 param describe shows none"
         assert ranges[0].from_value <= default <= ranges[0].to_value, name
+
+
+def test_the_parameter_file_ships_the_defaults_by_value():
+    # One home: SorterParams; the declarations take their defaults from it, and the shipped
+    # file repeats them (to document each one) except where a cell differs on purpose.
+    from mmsag_ros.ros.params import _DECLARATIONS
+
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    declared = {name: default for name, default, _ in _DECLARATIONS}
+    dataclass_defaults = {
+        name: list(f.default) if isinstance(f.default, tuple) else f.default
+        for name, f in SorterParams.__dataclass_fields__.items()
+        if name not in ("bundle", "class_thresholds")  # required; an empty list has no type
+    }
+    assert {n: d for n, d in declared.items() if n in dataclass_defaults} == dataclass_defaults
+    deliberate = {"autostart": True}  # the shipped file starts the node without a manager
+    differ = {n: v for n, v in values.items() if n != "bundle" and v != declared[n]}
+    assert differ == deliberate
+    assert values["bundle"] == declared["bundle"] == ""
