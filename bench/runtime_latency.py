@@ -23,7 +23,7 @@ import torch
 
 from mmsag_ros.bundle.labels import MLKW_LABELS
 from mmsag_ros.bundle.manifest import load_bundle
-from mmsag_ros.export.bundle import export_bundle
+from mmsag_ros.export.write_bundle import export_bundle
 from mmsag_ros.model import create_model
 from mmsag_ros.model.checkpoint import save_checkpoint
 from mmsag_ros.runtime.backends import create_backend

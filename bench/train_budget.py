@@ -33,10 +33,10 @@ from mmsag_ros.data.compose_scene import COMPOSE_STYLES
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc_boxes
 from mmsag_ros.model.checkpoint import load_checkpoint
+from mmsag_ros.train.checkpoint_eval import evaluate_checkpoint
 from mmsag_ros.train.config import DataConfig, load_config
-from mmsag_ros.train.evaluate import evaluate_checkpoint
+from mmsag_ros.train.dataset_splits import load_split
 from mmsag_ros.train.run import run_training
-from mmsag_ros.train.splits import load_split
 
 _STAGES = ("semantic_attention", "fusion", "static_graph", "dynamic_graph")
 # name -> (model, pretrained, most epochs, stages switched on, overrides); the cosine schedule
@@ -93,7 +93,7 @@ RUNS = {
         True,
         16,
         _STAGES,
-        (*_CPU, "optim.weight_decay=5e-4"),
+        (*_CPU, "optim.weight_decay=0.0005"),
     ),
     "effl0_224 1-6 cached + attention": (
         "mmsag_effl0_224",

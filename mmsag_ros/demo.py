@@ -4,7 +4,7 @@ Every step is the product's own: :func:`~mmsag_ros.data.synth.generate_dataset` 
 ``photos``, :func:`~mmsag_ros.data.compose.compose_dataset` on real single-object photos), the
 trainer (``mmsag_effl0_224`` with its packaged ImageNet trunk, fine-tuned briefly), the bundle
 exporter, :func:`~mmsag_ros.bag.make.make_bag` on the held-out test split,
-:func:`~mmsag_ros.live.evaluate.evaluate_bag_live`, which starts a real sorter node process and
+:func:`~mmsag_ros.live.live_eval.evaluate_bag_live`, which starts a real sorter node process and
 replays the bag through it, and the pointing scores of the attention peaks on the test boxes.
 The defaults take about 7 to 8 minutes on a 2-core CPU machine.
 
@@ -128,21 +128,21 @@ def _prepare_out(out: Path) -> None:
 
 def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> DemoResult:
     """Run the whole demo; ``say`` receives every line meant for the user."""
-    from mmsag_ros.bag.evaluate import write_bag_evaluation
+    from mmsag_ros.bag.bag_eval import write_bag_evaluation
     from mmsag_ros.bag.make import make_bag
     from mmsag_ros.bundle.manifest import PRECISIONS
     from mmsag_ros.data.compose import compose_dataset
     from mmsag_ros.data.synth import generate_dataset
     from mmsag_ros.data.voc import read_voc, read_voc_boxes
-    from mmsag_ros.export.bundle import export_bundle
     from mmsag_ros.export.precision import describe_accuracy
-    from mmsag_ros.live.evaluate import evaluate_bag_live
+    from mmsag_ros.export.write_bundle import export_bundle
+    from mmsag_ros.live.live_eval import evaluate_bag_live
     from mmsag_ros.live.replay import format_live_label
     from mmsag_ros.model.checkpoint import load_checkpoint
+    from mmsag_ros.train.checkpoint_eval import evaluate_checkpoint, write_pointing
     from mmsag_ros.train.config import load_config
-    from mmsag_ros.train.evaluate import evaluate_checkpoint, write_pointing
+    from mmsag_ros.train.dataset_splits import trainer_splits
     from mmsag_ros.train.run import run_training
-    from mmsag_ros.train.splits import trainer_splits
 
     out = Path(options.out).absolute()
     _prepare_out(out)

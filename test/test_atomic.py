@@ -17,8 +17,8 @@ import pytest
 from mmsag_ros.atomic import atomic_target, exclusive_lock, unique_directory, write_atomic
 from mmsag_ros.bundle import manifest
 from mmsag_ros.export import precision
-from mmsag_ros.export.bundle import _staging_dir
-from mmsag_ros.runtime import tensorrt
+from mmsag_ros.export.write_bundle import _staging_dir
+from mmsag_ros.runtime import engine_cache
 
 _WRITERS = 8
 _ROUNDS = 12
@@ -38,8 +38,8 @@ def _current_umask() -> int:
 def test_the_engine_cache_uses_the_atomic_writer_and_the_lock() -> None:
     # build_engine writes engines, sidecars and timing caches through this name, and
     # ensure_engine holds this lock from the cache check to the last write.
-    assert tensorrt.write_atomic is write_atomic
-    assert tensorrt.exclusive_lock is exclusive_lock
+    assert engine_cache.write_atomic is write_atomic
+    assert engine_cache.exclusive_lock is exclusive_lock
 
 
 def test_the_bundle_writers_use_the_atomic_writer() -> None:

@@ -226,7 +226,7 @@ import numpy as np
 
 from . import classifier
 from .. import bundle
-from ..export.bundle import export_bundle
+from ..export.write_bundle import export_bundle
 
 if TYPE_CHECKING:
     from mmsag_ros.train.run import train
@@ -248,7 +248,7 @@ def test_the_scan_sees_every_kind_of_import() -> None:
             "numpy",
             "mmsag_ros.runtime",
             "mmsag_ros",
-            "mmsag_ros.export.bundle",
+            "mmsag_ros.export.write_bundle",
             "mmsag_ros.train.run",
             "mmsag_ros.cli.bench",
             "mmsag_ros",
@@ -270,7 +270,7 @@ def test_relative_imports_in_a_package_init_start_at_that_package() -> None:
 def test_the_scan_finds_real_function_level_imports() -> None:
     verify = PACKAGE / "runtime" / "verify.py"
     assert "mmsag_ros.data.synth_scene" in {imp.target for imp in imports_of(verify)}
-    tensorrt = PACKAGE / "runtime" / "tensorrt.py"
+    tensorrt = PACKAGE / "runtime" / "engine_cache.py"
     assert "torch" in {imp.target for imp in imports_of(tensorrt)}  # inside current_device()
 
 

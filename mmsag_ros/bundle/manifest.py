@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from mmsag_ros.atomic import write_atomic
+from mmsag_ros.bundle.drift_reference import Reference, parse_reference
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.bundle.preprocess import PreprocessSpec
-from mmsag_ros.bundle.reference import Reference, parse_reference
 from mmsag_ros.errors import BundleError, DatasetError, MmsagError
 
 __all__ = [

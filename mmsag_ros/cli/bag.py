@@ -222,10 +222,10 @@ def _label(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mmsag_ros.bag.evaluate import evaluate_bag, write_bag_evaluation
+    from mmsag_ros.bag.bag_eval import evaluate_bag, write_bag_evaluation
     from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.errors import ConfigError
-    from mmsag_ros.live.evaluate import evaluate_bag_live
+    from mmsag_ros.live.live_eval import evaluate_bag_live
 
     out_dir = args.out or args.bag.parent / f"{args.bag.name}_eval"
     if not args.live and (args.record or args.sorter_params or args.rate != 1.0):

@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from mmsag_ros.data.voc import read_voc_boxes
     from mmsag_ros.errors import DatasetError
     from mmsag_ros.model.checkpoint import load_checkpoint
+    from mmsag_ros.train.checkpoint_eval import evaluate_checkpoint, write_evaluation
     from mmsag_ros.train.config import DataConfig
-    from mmsag_ros.train.evaluate import evaluate_checkpoint, write_evaluation
+    from mmsag_ros.train.dataset_splits import load_split
     from mmsag_ros.train.run import resolve_device
-    from mmsag_ros.train.splits import load_split
 
     checkpoint = load_checkpoint(args.checkpoint)
     data = DataConfig(

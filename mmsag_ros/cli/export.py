@@ -161,7 +161,7 @@ def _splits(args: argparse.Namespace, *, calibrate: bool) -> tuple[Any, Any]:
     from mmsag_ros.errors import ConfigError, MmsagError
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.config import DataConfig
-    from mmsag_ros.train.splits import load_split, trainer_splits
+    from mmsag_ros.train.dataset_splits import load_split, trainer_splits
 
     checkpoint = load_checkpoint(args.checkpoint)
     try:
@@ -196,7 +196,7 @@ def _splits(args: argparse.Namespace, *, calibrate: bool) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     """Export the bundle and print its summary; 1 when a requested variant was refused."""
     from mmsag_ros.errors import MmsagError
-    from mmsag_ros.export.bundle import export_bundle, parse_precisions
+    from mmsag_ros.export.write_bundle import export_bundle, parse_precisions
 
     precisions = parse_precisions(args.precision)
     validation = calibration = None

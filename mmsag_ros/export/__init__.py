@@ -2,7 +2,7 @@
 
 Export writes the bundle format (:mod:`mmsag_ros.bundle`) and reads checkpoints
 (:mod:`mmsag_ros.model.checkpoint`); it imports neither the runtime nor the trainer. Engines
-are built on the target by the runtime (:mod:`mmsag_ros.runtime.tensorrt`, ``mmsag engine``).
+are built on the target by the runtime (:mod:`mmsag_ros.runtime.engine_cache`, ``mmsag engine``).
 Names are re-exported lazily (PEP 562), so ``import mmsag_ros.export`` loads neither torch
 nor ONNX Runtime.
 """
@@ -21,7 +21,7 @@ __all__ = [
 # public name -> module (relative to this package) that defines it
 _LAZY: dict[str, str] = {
     "convert_fp16": "precision",
-    "export_bundle": "bundle",
+    "export_bundle": "write_bundle",
     "export_onnx": "onnx",
     "quantize_int8": "precision",
 }

@@ -15,7 +15,7 @@ here, and strongly typed TensorRT engines on the robot build from the very same 
   TensorRT accepts for explicit quantization. The backbone's convolutions and residual
   additions (and max pooling where its input is quantized) are quantized; with ``head`` the
   attention, fusion and graph head's matrix products and 1x1 feature-map projections too
-  (export tries that first, see :func:`mmsag_ros.export.bundle.export_bundle`); with
+  (export tries that first, see :func:`mmsag_ros.export.write_bundle.export_bundle`); with
   ``ends_fp32`` the stem and the last convolution stay fp32.
 
 Each variant is then scored with ONNX Runtime against fp32 on the validation split (never the

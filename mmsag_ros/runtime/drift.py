@@ -2,7 +2,7 @@
 
 Over a sliding window of the last ``window`` labelled frames, each class's positive rate and
 mean score are compared with the validation statistics the bundle records
-(:class:`~mmsag_ros.bundle.reference.Reference`), and the frames' brightness and contrast with
+(:class:`~mmsag_ros.bundle.drift_reference.Reference`), and the frames' brightness and contrast with
 the training images'. A ratio beyond ``factor`` (or below ``1 / factor``) is a finding.
 
 Rates near zero would make ratios meaningless (0.5 % against 0.1 % is "5x"), so rates and
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsag_ros.bundle.reference import Reference, frame_brightness_contrast
+from mmsag_ros.bundle.drift_reference import Reference, frame_brightness_contrast
 from mmsag_ros.errors import ConfigError
 
 __all__ = ["RATE_FLOOR", "DriftFinding", "DriftReport", "DriftWatch", "check_drift_options"]

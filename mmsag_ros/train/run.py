@@ -20,12 +20,12 @@ from mmsag_ros.errors import ConfigError
 from mmsag_ros.model import MMSAG, create_model
 from mmsag_ros.model.text import embed_labels, label_phrases
 from mmsag_ros.train.config import TrainConfig, config_to_dict
+from mmsag_ros.train.dataset_splits import load_train_val
 from mmsag_ros.train.distributed import (
     DistributedContext,
     cleanup_distributed,
     init_distributed,
 )
-from mmsag_ros.train.splits import load_train_val
 from mmsag_ros.train.trainer import EpochResult, Trainer
 
 __all__ = [

@@ -12,7 +12,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import SHARED_DATA
 
-from mmsag_ros.bag.evaluate import evaluate_bag
+from mmsag_ros.bag.bag_eval import evaluate_bag
 from mmsag_ros.bag.frames import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,

@@ -13,7 +13,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import SHARED_DATA
 
-from mmsag_ros.bag.evaluate import evaluate_bag, read_gt_csv
+from mmsag_ros.bag.bag_eval import evaluate_bag, read_gt_csv
 from mmsag_ros.bag.frames import MULTILABEL_TYPE, iter_frames
 from mmsag_ros.bag.label import label_bag
 from mmsag_ros.bag.make import make_bag

@@ -17,13 +17,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import REPO, SHARED_DATA
 
-from mmsag_ros.bag.evaluate import evaluate_bag, write_bag_evaluation
+from mmsag_ros.bag.bag_eval import evaluate_bag, write_bag_evaluation
 from mmsag_ros.bag.frames import IMAGE_TYPE, MULTILABEL_TYPE, iter_frames, stamp_to_ns
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError
-from mmsag_ros.live.evaluate import evaluate_bag_live
+from mmsag_ros.live.live_eval import evaluate_bag_live
 from mmsag_ros.live.replay import (
     LiveLabel,
     LiveRun,

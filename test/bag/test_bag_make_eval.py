@@ -15,7 +15,7 @@ import yaml
 from bag.bag_helpers import CAMERAS, truth_by_frame, two_camera_bag
 from runtime.runtime_helpers import make_bundle
 
-from mmsag_ros.bag.evaluate import evaluate_bag, read_gt_csv, write_bag_evaluation
+from mmsag_ros.bag.bag_eval import evaluate_bag, read_gt_csv, write_bag_evaluation
 from mmsag_ros.bag.frames import (
     FRAME_SOURCES_KEY,
     ReadCounts,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from export.conftest import write_synthetic_voc, write_tiny_checkpoint, write_variant_bundle
 
-from mmsag_ros.export.bundle import export_bundle
+from mmsag_ros.export.write_bundle import export_bundle
 
 # Minutes of processes, training or composing: outside the fast tier (-m 'not slow').
 pytestmark = pytest.mark.slow

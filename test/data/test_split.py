@@ -9,7 +9,7 @@ import pytest
 
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
-from mmsag_ros.data.split import split_validation, stratified_indices
+from mmsag_ros.data.stratified_split import split_validation, stratified_indices
 from mmsag_ros.errors import ConfigError, DatasetError
 
 RATES = (0.5, 0.3, 0.12, 0.05, 0.02, 0.01)

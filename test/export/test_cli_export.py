@@ -188,7 +188,7 @@ def test_variants_default_to_the_training_runs_own_splits(
     trained_on_voc: Path, synthetic_voc: Path, tmp_path: Path
 ) -> None:
     from mmsag_ros.bundle.labels import MLKW_LABELS
-    from mmsag_ros.train.splits import trainer_splits
+    from mmsag_ros.train.dataset_splits import trainer_splits
 
     out = tmp_path / "b"
     args = ["export", "--checkpoint", str(trained_on_voc), "--out", str(out)]

@@ -11,13 +11,13 @@ import torch
 from mmsag_ros.bundle.labels import MLKW_LABELS
 from mmsag_ros.bundle.manifest import Bundle
 from mmsag_ros.errors import BundleError, ConfigError
-from mmsag_ros.export.bundle import parity_frames
 from mmsag_ros.export.onnx import (
     export_onnx,
     graph_sha256,
     parity_error,
     read_onnx_metadata,
 )
+from mmsag_ros.export.write_bundle import parity_frames
 from mmsag_ros.model.checkpoint import load_checkpoint
 
 

@@ -20,7 +20,6 @@ from mmsag_ros.bundle.preprocess import preprocess
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.errors import ConfigError, DatasetError
-from mmsag_ros.export.bundle import parity_frames
 from mmsag_ros.export.precision import (
     DEFAULT_BARS,
     FP32_OPS,
@@ -32,6 +31,7 @@ from mmsag_ros.export.precision import (
     quantize_int8,
     score_variant,
 )
+from mmsag_ros.export.write_bundle import parity_frames
 from mmsag_ros.onnx_session import CPU_PROVIDER, open_session
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}

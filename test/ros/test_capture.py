@@ -27,7 +27,7 @@ from mmsag_ros.live.replay import replay_through_sorter
 from mmsag_ros.ros.capture import CaptureRules, FrameCapture, bag_bytes
 from mmsag_ros.ros.conversions import array_to_image
 from mmsag_ros.train.config import DataConfig
-from mmsag_ros.train.splits import load_train_val
+from mmsag_ros.train.dataset_splits import load_train_val
 
 # This process's rclpy contexts and the node process share the test's own domain.
 pytestmark = pytest.mark.usefixtures("ros_domain")

@@ -18,7 +18,7 @@ from mmsag_ros.bag.frames import COMPRESSED_TYPE
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc
-from mmsag_ros.export.bundle import export_bundle
+from mmsag_ros.export.write_bundle import export_bundle
 from mmsag_ros.live.replay import replay_through_sorter
 
 # This process's rclpy contexts and the node process share the test's own domain.

@@ -327,7 +327,7 @@ def test_diagnostics_warn_when_the_belt_no_longer_looks_like_the_training_data(
     from export.conftest import write_synthetic_voc, write_tiny_checkpoint
 
     from mmsag_ros.data.voc import read_voc
-    from mmsag_ros.export.bundle import export_bundle
+    from mmsag_ros.export.write_bundle import export_bundle
     from mmsag_ros.ros.conversions import array_to_image
 
     voc = write_synthetic_voc(tmp_path / "voc", num_trainval=30, seed=5)

@@ -65,7 +65,7 @@ def write_checkpoint(path: Path, *, seed: int) -> Path:
 
 def make_bundle(out_dir: Path, *, seed: int, attention: bool = True) -> Path:
     """Export a fresh tiny model into ``out_dir`` with the export helper's code (fp32 only)."""
-    from mmsag_ros.export.bundle import export_bundle
+    from mmsag_ros.export.write_bundle import export_bundle
 
     checkpoint = write_checkpoint(out_dir.parent / f"{out_dir.name}_ckpt" / "best.pt", seed=seed)
     export_bundle(checkpoint, out_dir, attention=attention, progress=False)

@@ -11,12 +11,12 @@ import pytest
 from export.conftest import write_synthetic_voc, write_tiny_checkpoint
 from support import SHARED_DATA
 
+from mmsag_ros.bundle.drift_reference import Reference, frame_brightness_contrast
 from mmsag_ros.bundle.manifest import load_bundle
-from mmsag_ros.bundle.reference import Reference, frame_brightness_contrast
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.errors import BundleError, ConfigError
-from mmsag_ros.export.bundle import export_bundle
 from mmsag_ros.export.precision import onnx_scores
+from mmsag_ros.export.write_bundle import export_bundle
 from mmsag_ros.runtime.classifier import Classifier
 from mmsag_ros.runtime.drift import RATE_FLOOR, DriftWatch, check_drift_options
 

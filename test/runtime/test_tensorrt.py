@@ -26,8 +26,8 @@ import pytest
 from mmsag_ros.atomic import exclusive_lock
 from mmsag_ros.bundle.manifest import Bundle, load_bundle, sha256_file
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
-from mmsag_ros.runtime import tensorrt as trt_cache
-from mmsag_ros.runtime.tensorrt import (
+from mmsag_ros.runtime import engine_cache as trt_cache
+from mmsag_ros.runtime.engine_cache import (
     BatchProfile,
     _cache_dirs,
     build_engine,

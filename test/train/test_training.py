@@ -17,15 +17,15 @@ from mmsag_ros.data.dataset import MultiLabelImageDataset
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.transforms import EvalTransform
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
-from mmsag_ros.export.bundle import export_bundle
+from mmsag_ros.export.write_bundle import export_bundle
 from mmsag_ros.model import create_backbone
 from mmsag_ros.model.checkpoint import load_checkpoint
 from mmsag_ros.runtime.classifier import Classifier
 from mmsag_ros.train.config import load_config
+from mmsag_ros.train.dataset_splits import load_train_val
 from mmsag_ros.train.distributed import DistributedContext
 from mmsag_ros.train.feature_cache import CachedFeatures
 from mmsag_ros.train.run import prepare_training, run_training
-from mmsag_ros.train.splits import load_train_val
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 Uses the tensor-name API that TensorRT 10 and 11 share (``set_input_shape``,
 ``set_tensor_address``, ``execute_async_v3``) with torch CUDA tensors as device buffers, so no
-pycuda is needed. The engine comes from the cache of :mod:`mmsag_ros.runtime.tensorrt`; this
+pycuda is needed. The engine comes from the cache of :mod:`mmsag_ros.runtime.engine_cache`; this
 backend never builds one (minutes that would freeze the caller): a missing engine raises with
 the ``mmsag engine`` command that builds it. TensorRT is imported in :meth:`load` only.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends.base import InferenceBackend
-from mmsag_ros.runtime.tensorrt import BatchProfile, import_tensorrt, load_engine
+from mmsag_ros.runtime.engine_cache import BatchProfile, import_tensorrt, load_engine
 
 if TYPE_CHECKING:
     from mmsag_ros.bundle.manifest import Bundle

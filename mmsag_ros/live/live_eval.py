@@ -1,6 +1,6 @@
 """Live evaluation: a bag replayed through a real ``sorter`` node process, its labels scored.
 
-The same ground truth, matching and metrics as the offline :func:`mmsag_ros.bag.evaluate.
+The same ground truth, matching and metrics as the offline :func:`mmsag_ros.bag.bag_eval.
 evaluate_bag`, on the labels the node publishes (:func:`~mmsag_ros.live.replay.
 replay_through_sorter`), with the replay's latency and frame accounting on top.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsag_ros.bag.evaluate import (
+from mmsag_ros.bag.bag_eval import (
     BagEvaluation,
     _load_truth,
     _pointing_fields,

@@ -16,7 +16,7 @@ from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.coco import read_coco
 from mmsag_ros.data.csv_table import read_csv_labels
 from mmsag_ros.data.dataset import AnnotatedSplit
-from mmsag_ros.data.split import split_validation
+from mmsag_ros.data.stratified_split import split_validation
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.errors import ConfigError, DatasetError
 from mmsag_ros.train.config import DataConfig

@@ -37,6 +37,7 @@ from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.data.synth_scene import render_scene
 from mmsag_ros.errors import ConfigError
+from mmsag_ros.export.measure_reference import measure_reference
 from mmsag_ros.export.precision import (
     DEFAULT_BARS,
     DEFAULT_CALIBRATION_IMAGES,
@@ -50,7 +51,6 @@ from mmsag_ros.export.precision import (
     score_variant,
     scored_forms,
 )
-from mmsag_ros.export.reference import measure_reference
 
 __all__ = [
     "BUNDLE_ENTRIES",

@@ -1,7 +1,7 @@
 """Evaluation on a rosbag: score every frame against ground truth matched by header.
 
 :func:`evaluate_bag` runs the Classifier on the bag's frames in this process (offline).
-:func:`mmsag_ros.live.evaluate.evaluate_bag_live` replays the bag through a real ``sorter`` node
+:func:`mmsag_ros.live.live_eval.evaluate_bag_live` replays the bag through a real ``sorter`` node
 process and scores the labels it publishes, adding latency percentiles and
 the frames the node dropped under its latest-frame policy.
 

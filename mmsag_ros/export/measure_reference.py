@@ -1,6 +1,6 @@
 """The reference statistics a bundle carries for the drift watch, measured at export.
 
-See :mod:`mmsag_ros.bundle.reference`; export measures them on the splits it already has.
+See :mod:`mmsag_ros.bundle.drift_reference`; export measures them on the splits it already has.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mmsag_ros.bundle.reference import Reference, frame_brightness_contrast
+from mmsag_ros.bundle.drift_reference import Reference, frame_brightness_contrast
 from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.errors import DatasetError
 
