@@ -261,7 +261,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-min", type=float, default=10.0)
     parser.add_argument("--photos", type=Path, help="compose scenes from these <class>/ photos")
-    parser.add_argument("--trainval", type=int, default=2000, help="training + validation")
+    parser.add_argument(
+        "--trainval", type=int, default=4000, help="training + validation scenes [4000]"
+    )
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(

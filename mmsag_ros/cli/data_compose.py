@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--photos", required=True, type=Path, help="image folders, one per class (<class>/*.jpg)"
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory (new or empty)")
-    parser.add_argument("--train", type=int, default=1600, help="training scenes [1600]")
-    parser.add_argument("--val", type=int, default=300, help="validation scenes [300]")
+    # 4000 scenes: the CPU recipe's best measured (bench/results/train_budget_photos_search_*).
+    parser.add_argument("--train", type=int, default=3400, help="training scenes [3400]")
+    parser.add_argument("--val", type=int, default=600, help="validation scenes [600]")
     parser.add_argument("--test", type=int, default=400, help="test scenes [400]")
     parser.add_argument("--size", default="320x240", help="scene size WIDTHxHEIGHT [320x240]")
     parser.add_argument("--max-objects", type=int, default=4, help="objects per scene, 1..N [4]")
