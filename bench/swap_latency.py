@@ -52,7 +52,8 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from mmsag_ros.bag.make import make_bag
     from mmsag_ros.bundle.manifest import load_bundle
-    from mmsag_ros.live.replay import replay_through_sorter, set_replay_parameter
+    from mmsag_ros.live.replay import replay_through_sorter
+    from mmsag_ros.live.sorter_process import set_replay_parameter
 
     first, second = (Path(b) for b in args.bundle)
     old_id, new_id = load_bundle(first).model_id, load_bundle(second).model_id

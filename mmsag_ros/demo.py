@@ -29,7 +29,7 @@ from mmsag_ros.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-    from mmsag_ros.live.replay import LiveLabel
+    from mmsag_ros.live.results import LiveLabel
 
 __all__ = ["DEMO_TRAINING", "DemoOptions", "DemoResult", "run_demo"]
 
@@ -137,7 +137,7 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     from mmsag_ros.export.precision import describe_accuracy
     from mmsag_ros.export.write_bundle import export_bundle
     from mmsag_ros.live.live_eval import evaluate_bag_live
-    from mmsag_ros.live.replay import format_live_label
+    from mmsag_ros.live.results import format_live_label
     from mmsag_ros.model.checkpoint import load_checkpoint
     from mmsag_ros.train.checkpoint_eval import evaluate_checkpoint, write_pointing
     from mmsag_ros.train.config import load_config

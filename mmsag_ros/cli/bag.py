@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from mmsag_ros.live.replay import LiveLabel
+    from mmsag_ros.live.results import LiveLabel
 
 __all__ = ["add_arguments", "run"]
 
@@ -237,7 +237,7 @@ def _eval(args: argparse.Namespace) -> int:
             return _label(args, out_dir)
         args.gt_topic = DEFAULT_GT_TOPIC
     if args.live:
-        from mmsag_ros.live.replay import format_live_label
+        from mmsag_ros.live.results import format_live_label
 
         names = load_bundle(args.bundle, verify=False).labels.display_names
         arrived = itertools.count(1)

@@ -25,7 +25,8 @@ from mmsag_ros.bag.bag_eval import (
 from mmsag_ros.bag.frames import ReadCounts
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import BagError
-from mmsag_ros.live.replay import LiveLabel, replay_through_sorter
+from mmsag_ros.live.replay import replay_through_sorter
+from mmsag_ros.live.results import LiveLabel
 
 __all__ = ["evaluate_bag_live"]
 

@@ -20,13 +20,10 @@ The replay publishes the bag's camera topics in the current ROS domain: give it 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from mmsag_ros._share import default_dds_profile
 from mmsag_ros.bag.frames import (
     COMPRESSED_TYPE,
     MULTILABEL_TYPE,
@@ -49,234 +45,26 @@ from mmsag_ros.bag.frames import (
 )
 from mmsag_ros.errors import BagError, ConfigError
 from mmsag_ros.live.play import play_bag
+from mmsag_ros.live.results import LiveLabel, LiveRun, NodeCounts, peak_points
+from mmsag_ros.live.sorter_process import (
+    NODE_NAME,
+    OUTPUT_TOPIC,
+    _child_environment,
+    _sorter_command,
+    _stop,
+    wait_until_ready,
+)
 
-__all__ = [
-    "LiveLabel",
-    "LiveRun",
-    "NodeCounts",
-    "format_live_label",
-    "replay_through_sorter",
-    "set_replay_parameter",
-]
+__all__ = ["replay_through_sorter"]
 
 _log = logging.getLogger(__name__)
 
-NODE_NAME = "mmsag_bag_eval_sorter"
-OUTPUT_TOPIC = "/mmsag_bag_eval/labels"
-_DIAGNOSTICS_PERIOD_S = 0.5
 # A /diagnostics report counts a frame only once the frame has crossed DDS. A frame the node has
 # not received by the end of the replay may be crossing still or lost for good (overwritten in
 # its keep-last-1 queue, dropped in transport), which look the same from outside: unless every
 # frame arrived, take the totals from a report made at least this long after the replay.
 _TRANSPORT_MARGIN_NS = 250_000_000
 _POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class LiveLabel:
-    """One ``MultiLabel`` the sorter published during the replay.
-
-    Attributes:
-        stamp_ns: The recorded ``header.stamp`` of the frame it describes, integer nanoseconds
-            (the node saw the frame restamped).
-        frame_id: ``header.frame_id``.
-        scores: (C,) float64 scores in model order.
-        decisions: (C,) bool decisions at the node's thresholds.
-        thresholds: (C,) the thresholds the node decided with.
-        latency_ms: Frame published by the player -> label received here.
-        inference_ms: The node's ``inference_time_ms`` for the batch holding the frame.
-        node_latency_ms: The node's ``latency_ms``: restamped frame -> label published.
-        peaks: (C, 3) the message's attention peaks ``(x, y, strength)``; (0, 3) without.
-        instances: Per class, (k, 3) instance points of ``MultiLabel.instances``; empty
-            without.
-        model_id: The ``model_id`` the label names (it changes at a model swap).
-    """
-
-    stamp_ns: int
-    frame_id: str
-    scores: np.ndarray
-    decisions: np.ndarray
-    thresholds: np.ndarray
-    latency_ms: float
-    inference_ms: float
-    node_latency_ms: float
-    peaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
-    instances: tuple[np.ndarray, ...] = ()
-    model_id: str = ""
-
-
-def _points(peaks: Any) -> np.ndarray:
-    """AttentionPeak messages as a (k, 3) float32 array of ``(x, y, strength)``."""
-    return np.array([(p.x, p.y, p.strength) for p in peaks], np.float32).reshape(-1, 3)
-
-
-@dataclass
-class NodeCounts:
-    """The sorter's own totals, from one ``/diagnostics`` report.
-
-    The node reads them under one lock, so ``received == published + dropped + rejected +
-    failed + in_flight`` holds in every report.
-
-    Attributes:
-        received: Frames that reached its subscription callbacks.
-        published: Labels it published.
-        dropped: Frames overwritten by a newer one before inference (latest-frame policy).
-        rejected: Frames it could not decode.
-        failed: Frames whose inference or publication raised.
-        in_flight: Frames received and not yet published, dropped, rejected or failed.
-        last_failure: Why the last failed frame failed ("" if none did).
-    """
-
-    received: int = 0
-    published: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    last_failure: str = ""
-
-    @classmethod
-    def from_values(cls, values: dict[str, str]) -> NodeCounts:
-        """Parse a sorter status's key/values.
-
-        A node that predates the ``failed`` and ``in_flight`` keys counts no failures, and
-        what its totals leave unaccounted is in flight.
-
-        Raises:
-            KeyError: A total is missing.
-            ValueError: A total is not an integer.
-        """
-        received, published, dropped, rejected = (
-            int(values[key]) for key in ("received", "published", "dropped", "rejected")
-        )
-        failed = int(values.get("failed", 0))
-        unaccounted = received - published - dropped - rejected - failed
-        return cls(
-            received=received,
-            published=published,
-            dropped=dropped,
-            rejected=rejected,
-            failed=failed,
-            in_flight=int(values.get("in_flight", unaccounted)),
-            last_failure=values.get("last_failure", ""),
-        )
-
-
-@dataclass
-class LiveRun:
-    """What :func:`replay_through_sorter` saw.
-
-    Attributes:
-        sent: Frames the player published.
-        labels: Labels that matched a sent frame, in arrival order.
-        node: The node's totals in the report the replay settled on (else its last one).
-        stray_labels: Labels whose stamp and frame_id match no sent frame.
-        model_id: The bundle's model id, as the node reported it.
-        backend: The backend the node ran.
-        replay_s: Wall time of the replay.
-        complete: After the replay the node reported nothing in flight and every label it
-            had published had arrived here, before it was stopped.
-        interrupted: The replay was stopped early.
-        recorded: The bag the labels were written to, or None.
-        diagnostics: The key/values of the node's last ``/diagnostics`` report (its drift
-            watch, capture counts, ...), and ``level`` and ``message``.
-    """
-
-    sent: int
-    labels: list[LiveLabel]
-    node: NodeCounts
-    stray_labels: int
-    model_id: str
-    backend: str
-    replay_s: float
-    complete: bool
-    interrupted: bool
-    recorded: Path | None = None
-    diagnostics: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def not_received(self) -> int:
-        """Frames sent that never reached the node's callback.
-
-        Its camera subscription keeps only the newest frame (keep-last 1), so frames sent
-        faster than its executor takes them are overwritten in the DDS queue; over a network
-        some are lost in transport; a message whose bytes do not deserialize is discarded by
-        the middleware. These cannot be told apart from outside.
-        """
-        return max(0, self.sent - self.node.received)
-
-    @property
-    def latencies_ms(self) -> np.ndarray:
-        """Per-label latencies (player publish -> label received), milliseconds."""
-        return np.array([label.latency_ms for label in self.labels], dtype=np.float64)
-
-    @property
-    def node_latencies_ms(self) -> np.ndarray:
-        """Per-label ``latency_ms`` of the node (restamped frame -> label published)."""
-        return np.array([label.node_latency_ms for label in self.labels], dtype=np.float64)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready counts and latency percentiles."""
-        inference = np.array([label.inference_ms for label in self.labels], dtype=np.float64)
-
-        def percentiles(values: np.ndarray) -> dict[str, float | None]:
-            keys = ("p50", "p95", "p99")
-            if values.size == 0:
-                return dict.fromkeys((*keys, "max"))
-            found = np.percentile(values, (50, 95, 99))
-            return {**dict(zip(keys, map(float, found), strict=True)), "max": float(values.max())}
-
-        return {
-            "sent": self.sent,
-            "labelled": len(self.labels),
-            "received_by_node": self.node.received,
-            "dropped_in_node": self.node.dropped,
-            "not_received_by_node": self.not_received,
-            "rejected_by_node": self.node.rejected,
-            "failed_in_node": self.node.failed,
-            "last_failure_in_node": self.node.last_failure,
-            "stray_labels": self.stray_labels,
-            "complete": self.complete,
-            "interrupted": self.interrupted,
-            "replay_s": round(self.replay_s, 3),
-            "backend": self.backend,
-            "latency_ms": percentiles(self.latencies_ms),
-            "node_latency_ms": percentiles(self.node_latencies_ms),
-            "inference_ms": percentiles(inference),
-        }
-
-    def report_lines(self) -> list[str]:
-        """The replay's lines of the text report."""
-        summary = self.summary()
-        latency, node, inference = (
-            summary[key] for key in ("latency_ms", "node_latency_ms", "inference_ms")
-        )
-        lines = [
-            f"live, through a sorter node ({self.backend or 'backend unknown'}): {self.sent} "
-            f"frames sent in {self.replay_s:.1f} s, {len(self.labels)} labelled, "
-            f"{self.node.rejected} rejected as undecodable, {self.node.failed} failed in the node",
-            f"  dropped in the node under its latest-frame policy: {self.node.dropped}; never "
-            f"reached it: {self.not_received} (overwritten in its keep-last-1 DDS queue, lost in "
-            f"transport or not deserializable)",
-        ]
-        if self.node.last_failure:
-            lines.append(f"  last failure in the node: {self.node.last_failure}")
-        if latency["p50"] is not None:
-            lines += [
-                f"  latency, frame published -> label received: p50 {latency['p50']:.1f}, "
-                f"p95 {latency['p95']:.1f}, p99 {latency['p99']:.1f}, max {latency['max']:.1f} ms; "
-                f"inference p50 {inference['p50']:.1f} ms",
-                f"  the node's latency_ms, frame stamped at publication -> label published: "
-                f"p50 {node['p50']:.1f}, p95 {node['p95']:.1f}, p99 {node['p99']:.1f}, "
-                f"max {node['max']:.1f} ms",
-            ]
-        if self.stray_labels:
-            lines.append(f"  {self.stray_labels} labels matched no frame sent in this replay")
-        if not self.complete and not self.interrupted:
-            lines.append("  the node did not account for every frame in time: counts may be short")
-        if self.interrupted:
-            lines.append("  interrupted: the report covers the frames replayed so far")
-        return lines
 
 
 @dataclass
@@ -361,8 +149,8 @@ class _Collector:
                 latency_ms=(arrived_ns - sent_ns) / 1e6,
                 inference_ms=float(msg.inference_time_ms),
                 node_latency_ms=float(msg.latency_ms),
-                peaks=_points(msg.peaks),
-                instances=tuple(_points(group.peaks) for group in msg.instances),
+                peaks=peak_points(msg.peaks),
+                instances=tuple(peak_points(group.peaks) for group in msg.instances),
                 model_id=msg.model_id,
             )
             self.data.labels.append(label)
@@ -402,30 +190,6 @@ class _Collector:
         self.node.destroy_node()
 
 
-def format_live_label(
-    number: int, label: LiveLabel, target: np.ndarray | None, names: Sequence[str]
-) -> str:
-    """One line for a label as it arrives: decided classes with scores, truth, latency.
-
-    Args:
-        number: Arrival count, shown first.
-        label: The label.
-        target: Its ground truth (1 positive, 0 negative, -1 ignore), or None.
-        names: Class names to show, in model order.
-    """
-    decided = [f"{names[i]} {label.scores[i]:.2f}" for i in np.flatnonzero(label.decisions)]
-    line = (
-        f"{number:>5} {label.frame_id} {label.stamp_ns / 1e9:.3f}: "
-        f"{', '.join(decided) or '(nothing)'}"
-    )
-    if target is not None:
-        truth = [names[i] for i in np.flatnonzero(target == 1)]
-        known = target >= 0  # a class marked ignore (-1) is right either way
-        hit = np.array_equal(label.decisions[known], target[known] == 1)
-        line += f"  | truth: {', '.join(truth) or '(nothing)'} {'ok' if hit else 'MISS'}"
-    return f"{line}  [{label.latency_ms:.1f} ms]"
-
-
 def _multilabel_class() -> type:
     from mmsag_ros.msg import MultiLabel
 
@@ -444,83 +208,6 @@ def _bag_topics(bag: Path, topics: Sequence[str] | None) -> tuple[list[str], str
         )
     input_type = "compressed" if kinds == {COMPRESSED_TYPE} else "image"
     return sorted({c.topic for c in connections}), input_type
-
-
-def _child_environment() -> dict[str, str]:
-    # The node and this process's own participants (player, label collector) alike.
-    default_dds_profile(os.environ)
-    return dict(os.environ, PYTHONUNBUFFERED="1")
-
-
-def _sorter_command(
-    bundle: Path,
-    topics: list[str],
-    input_type: str,
-    *,
-    backend: str | None,
-    device: str | None,
-    precision: str | None,
-    params_file: Path | None,
-) -> list[str]:
-    # JSON strings and lists are valid YAML, so paths and topic names arrive unchanged.
-    parameters = {
-        "bundle": json.dumps(str(bundle)),
-        "camera_topics": json.dumps(topics),
-        "input_type": input_type,
-        "output_topic": OUTPUT_TOPIC,
-        "diagnostics_period_s": str(_DIAGNOSTICS_PERIOD_S),
-        "autostart": "true",
-    }
-    # Unless asked for, these come from the cell's parameter file (or the node's defaults).
-    chosen = (("backend", backend), ("device", device), ("precision", precision))
-    parameters.update({k: v for k, v in chosen if v})
-    command = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
-    command += ["-r", f"__node:={NODE_NAME}"]
-    if params_file is not None:
-        # Before the -p overrides: rcl lets later parameter sources win.
-        command += ["--params-file", str(Path(params_file).resolve())]
-    for name, value in parameters.items():
-        command += ["-p", f"{name}:={value}"]
-    return command
-
-
-def _last_error(log_path: Path) -> str:
-    """The node's last error line without its ROS log prefix, and where its log is."""
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    found = next(
-        (line for line in reversed(lines) if "configure failed" in line or "Error" in line),
-        lines[-1] if lines else "no output",
-    )
-    return f"{found.rsplit(']: ', 1)[-1].strip()} (node log: {log_path})"
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes],
-    collector: _Collector,
-    log_path: Path,
-    timeout_s: float,
-    stop: threading.Event,
-) -> None:
-    """Block until the sorter's label publisher has matched us; BagError when it cannot."""
-    deadline = time.monotonic() + timeout_s
-    while collector.labels_sub.get_publisher_count() == 0:
-        if stop.is_set():
-            raise BagError("interrupted while the sorter node was starting")
-        if process.poll() is not None:
-            raise BagError(
-                f"the sorter node exited ({process.returncode}): {_last_error(log_path)}"
-            )
-        # The node says so on /diagnostics, in every state: no need to read its log.
-        if reason := collector.configure_error():
-            raise BagError(f"the sorter node did not start: {reason} (node log: {log_path})")
-        if time.monotonic() > deadline:
-            raise BagError(
-                f"the sorter node did not come up in {timeout_s:.0f} s: {_last_error(log_path)}"
-            )
-        time.sleep(_POLL_S)
 
 
 def _settled(counts: NodeCounts, report_ns: int, arrived: int, sent: int, end_ns: int) -> bool:
@@ -555,16 +242,6 @@ def _wait_until_settled(
     return None
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _record(path: Path, storage: str, raw_labels: list[tuple[int, bytes]]) -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -581,42 +258,6 @@ def _record(path: Path, storage: str, raw_labels: list[tuple[int, bytes]]) -> No
     except Exception as err:  # rosbags' writer errors, full disks, unwritable folders
         shutil.rmtree(path, ignore_errors=True)
         raise BagError(f"cannot write the recorded labels to {path}: {err}") from err
-
-
-def set_replay_parameter(name: str, value: Any, *, timeout_s: float = 60.0) -> tuple[bool, str]:
-    """Set a parameter of the running replay's sorter node, as ``ros2 param set`` does.
-
-    For a caller of :func:`replay_through_sorter` acting during the replay (from ``on_label``
-    or another thread), e.g. ``set_replay_parameter("bundle", "/opt/models/next")`` to swap
-    the model mid-stream. Returns the node's answer: whether it accepted, and its reason.
-
-    Raises:
-        BagError: No replay node answered within ``timeout_s``.
-    """
-    import rclpy
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
-
-    context = Context()
-    rclpy.init(context=context)
-    try:
-        node = rclpy.create_node("mmsag_bag_eval_params", context=context)
-        client = node.create_client(SetParameters, f"/{NODE_NAME}/set_parameters")
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise BagError(f"no replay sorter node answered within {timeout_s:.0f} s")
-        parameter = Parameter(name, value=value).to_parameter_msg()
-        future = client.call_async(SetParameters.Request(parameters=[parameter]))
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.spin_until_future_complete(future, timeout_sec=timeout_s)
-        if not future.done():
-            raise BagError(f"the replay sorter node did not answer within {timeout_s:.0f} s")
-        result = future.result().results[0]
-        return result.successful, result.reason
-    finally:
-        context.try_shutdown()
 
 
 def replay_through_sorter(
@@ -700,7 +341,14 @@ def replay_through_sorter(
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_until_ready(process, collector, log_path, startup_timeout_s, stop)
+            wait_until_ready(
+                process,
+                lambda: collector.labels_sub.get_publisher_count() > 0,
+                collector.configure_error,
+                log_path,
+                startup_timeout_s,
+                stop,
+            )
             started = time.monotonic()
             summary = play_bag(
                 bag,

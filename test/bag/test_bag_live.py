@@ -24,13 +24,8 @@ from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError
 from mmsag_ros.live.live_eval import evaluate_bag_live
-from mmsag_ros.live.replay import (
-    LiveLabel,
-    LiveRun,
-    NodeCounts,
-    format_live_label,
-    replay_through_sorter,
-)
+from mmsag_ros.live.replay import replay_through_sorter
+from mmsag_ros.live.results import LiveLabel, LiveRun, NodeCounts, format_live_label
 from mmsag_ros.metrics import MultiLabelMeter
 from mmsag_ros.runtime.classifier import Classifier
 

@@ -18,7 +18,9 @@ from runtime.runtime_helpers import make_bundle
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.data.synth import generate_dataset
-from mmsag_ros.live.replay import LiveLabel, replay_through_sorter, set_replay_parameter
+from mmsag_ros.live.replay import replay_through_sorter
+from mmsag_ros.live.results import LiveLabel
+from mmsag_ros.live.sorter_process import set_replay_parameter
 
 FPS = 30.0
 SWAP_AFTER = 5  # labels of the first model before the swap is asked for
