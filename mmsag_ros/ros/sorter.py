@@ -46,14 +46,12 @@ from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
 from mmsag_ros.ros.capture import CaptureRules, FrameCapture
 from mmsag_ros.ros.conversions import array_to_image, jpeg_image, prediction_to_message
+from mmsag_ros.ros.declarations import STATIC_PARAMETERS, declare_parameters, read_parameters
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, diagnostic_array, sorter_status
 from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
-    STATIC_PARAMETERS,
     SorterParams,
     backend_options,
-    declare_parameters,
-    read_parameters,
     resolve_thresholds,
 )
 from mmsag_ros.ros.qos import image_qos, labels_qos

@@ -125,9 +125,9 @@ def test_thresholds_resolve_bundle_then_global_then_per_class():
 
 
 def test_every_numeric_parameter_carries_a_range_that_holds_its_default():
-    from mmsag_ros.ros.params import _DECLARATIONS
+    from mmsag_ros.ros.declarations import DECLARATIONS
 
-    numeric = [(n, d, desc) for n, d, desc in _DECLARATIONS if type(d) in (int, float)]
+    numeric = [(n, d, desc) for n, d, desc in DECLARATIONS if type(d) in (int, float)]
     assert len(numeric) > 15
     for name, default, descriptor in numeric:
         ranges = (
@@ -140,10 +140,10 @@ def test_every_numeric_parameter_carries_a_range_that_holds_its_default():
 def test_the_parameter_file_ships_the_defaults_by_value():
     # One home: SorterParams; the declarations take their defaults from it, and the shipped
     # file repeats them (to document each one) except where a cell differs on purpose.
-    from mmsag_ros.ros.params import _DECLARATIONS
+    from mmsag_ros.ros.declarations import DECLARATIONS
 
     values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
-    declared = {name: default for name, default, _ in _DECLARATIONS}
+    declared = {name: default for name, default, _ in DECLARATIONS}
     dataclass_defaults = {
         name: list(f.default) if isinstance(f.default, tuple) else f.default
         for name, f in SorterParams.__dataclass_fields__.items()
