@@ -14,15 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsag_ros.bag.bag_eval import (
-    BagEvaluation,
-    _load_truth,
-    _pointing_fields,
-    _score,
-    _unmatched_hint,
-    load_bag_boxes,
-)
+from mmsag_ros.bag.bag_eval import BagEvaluation, pointing_fields, score_labels
 from mmsag_ros.bag.frames import ReadCounts
+from mmsag_ros.bag.truth import load_bag_boxes, load_truth, unmatched_hint
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import BagError
 from mmsag_ros.live.replay import replay_through_sorter
@@ -81,7 +75,7 @@ def evaluate_bag_live(
     if precision is not None:
         loaded.variant(precision)  # a missing variant fails here, not inside the node
     gt_counts = ReadCounts()
-    truth = _load_truth(bag, loaded.labels, gt_topic, gt_csv, gt_counts)
+    truth = load_truth(bag, loaded.labels, gt_topic, gt_csv, gt_counts)
     boxes, skipped = load_bag_boxes(bag, loaded.labels, boxes_root)
 
     def announce(label: LiveLabel) -> None:
@@ -120,10 +114,10 @@ def evaluate_bag_live(
             f"no label of the sorter matched ground truth in {bag}: {run.sent} frames sent, "
             f"{len(run.labels)} labelled, {run.node.rejected} rejected, {run.node.failed} "
             f"failed, {run.not_received} never reached the node; "
-            f"{_unmatched_hint(truth, {label.frame_id for label in run.labels})}"
+            f"{unmatched_hint(truth, {label.frame_id for label in run.labels})}"
         )
     # The node's thresholds: a parameter file may have replaced the bundle's.
-    meter, report = _score(scores, targets, run.labels[0].thresholds)
+    meter, report = score_labels(scores, targets, run.labels[0].thresholds)
     return BagEvaluation(
         bag=bag,
         model_id=loaded.model_id,
@@ -137,5 +131,5 @@ def evaluate_bag_live(
         unmatched=len(run.labels) - len(scores),
         unreadable=unreadable,
         live=run,
-        **_pointing_fields(boxes, skipped),
+        **pointing_fields(boxes, skipped),
     )

@@ -13,10 +13,11 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import SHARED_DATA
 
-from mmsag_ros.bag.bag_eval import evaluate_bag, read_gt_csv
+from mmsag_ros.bag.bag_eval import evaluate_bag
 from mmsag_ros.bag.frames import MULTILABEL_TYPE, iter_frames
 from mmsag_ros.bag.label import label_bag
 from mmsag_ros.bag.make import make_bag
+from mmsag_ros.bag.truth import read_gt_csv
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.cli import main
 from mmsag_ros.data.synth import generate_dataset

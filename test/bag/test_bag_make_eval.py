@@ -15,7 +15,7 @@ import yaml
 from bag.bag_helpers import CAMERAS, truth_by_frame, two_camera_bag
 from runtime.runtime_helpers import make_bundle
 
-from mmsag_ros.bag.bag_eval import evaluate_bag, read_gt_csv, write_bag_evaluation
+from mmsag_ros.bag.bag_eval import evaluate_bag, write_bag_evaluation
 from mmsag_ros.bag.frames import (
     FRAME_SOURCES_KEY,
     ReadCounts,
@@ -25,6 +25,7 @@ from mmsag_ros.bag.frames import (
     read_frame_sources,
 )
 from mmsag_ros.bag.make import GT_TOPIC, ground_truth_scores, make_bag
+from mmsag_ros.bag.truth import read_gt_csv
 from mmsag_ros.cli import main
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc, read_voc_boxes

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from mmsag_ros.bag.bag_eval import read_gt_csv
 from mmsag_ros.bag.csv_cells import read_cell, text_cell
+from mmsag_ros.bag.truth import read_gt_csv
 from mmsag_ros.bundle.labels import LabelSet
 
 HOSTILE = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd", "'quoted"]
