@@ -16,6 +16,7 @@ wrong (1 positive, 0 negative, -1 unsure) and train on it.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from mmsag_ros.errors import BagError, ConfigError, ImageConversionError
 from mmsag_ros.progress import progress_bar
 
 __all__ = ["ExportSummary", "export_frames"]
+
+_log = logging.getLogger(__name__)
 
 _TO_BGR = {"rgb": cv2.COLOR_RGB2BGR, "rgba": cv2.COLOR_RGBA2BGR, "bgra": cv2.COLOR_BGRA2BGR}
 
@@ -60,7 +63,11 @@ def _labels_by_header(reader: Any, bag: Path, topic: str) -> dict[tuple[int, str
         connections = [c for c in connections if c.topic == topic]
     labels = {}
     for connection, _, raw in raw_messages(reader, connections, bag):
-        msg = reader.deserialize(raw, connection.msgtype)
+        try:
+            msg = reader.deserialize(raw, connection.msgtype)
+        except Exception as err:  # rosbags' CDR decoder raises assorted errors on bad bytes
+            _log.warning("%s: a label that cannot be deserialized is skipped (%s)", bag, err)
+            continue
         labels.setdefault((stamp_to_ns(msg.header.stamp), msg.header.frame_id), msg)
     return labels
 
@@ -92,7 +99,12 @@ def export_frames(
                 raise BagError(f"bag {bag} has no {MULTILABEL_TYPE} on {labels_topic}")
             cameras = image_connections(reader, bag)
             for connection, _, raw in raw_messages(reader, cameras, bag):
-                msg = reader.deserialize(raw, connection.msgtype)
+                try:
+                    msg = reader.deserialize(raw, connection.msgtype)
+                except Exception as err:  # rosbags' CDR decoder: one bad frame costs only itself
+                    summary.undecodable += 1
+                    summary.first_undecodable = summary.first_undecodable or f"{bag}: {err}"
+                    continue
                 label = labels.get((stamp_to_ns(msg.header.stamp), msg.header.frame_id))
                 if label is None:
                     summary.without_label += 1

@@ -311,7 +311,9 @@ def _decode(reader: Any, raw: bytes, msgtype: str) -> tuple[Any, np.ndarray, str
     try:
         msg = reader.deserialize(raw, msgtype)
     except Exception as err:  # rosbags' CDR decoder raises assorted errors on bad bytes
-        raise ImageConversionError(f"cannot deserialize {msgtype}: {err}") from err
+        # One reason for every such frame (the decoder's text names byte offsets), details logged.
+        _log.debug("cannot deserialize %s: %s", msgtype, err)
+        raise ImageConversionError(f"cannot deserialize {msgtype}; corrupt CDR") from err
     image, order = decode_frame(msg)
     return msg, image, order
 

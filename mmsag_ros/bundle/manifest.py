@@ -397,18 +397,40 @@ def _dims(value_info: Any) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
+def _tensors(graph: Any) -> Any:
+    """Every tensor of a graph and its subgraphs: initializers, sparse ones, attributes."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from ([attribute.t] if attribute.HasField("t") else [])
+            yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(sub)
+
+
 def _external_data_files(model: Any) -> set[str]:
     """The files an ONNX model's tensors keep their data in (weights over 2 GB, or anyone's)."""
-    tensors = [*model.graph.initializer]
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    graphs = [model.graph]
+    graphs += [_FunctionAsGraph(f) for f in model.functions]
     return {
         entry.value
-        for tensor in tensors
+        for graph in graphs
+        for tensor in _tensors(graph)
         if tensor.data_location == tensor.EXTERNAL
         for entry in tensor.external_data
         if entry.key == "location"
     }
+
+
+class _FunctionAsGraph:
+    """A model-local function seen as a graph of nodes (functions have no initializers)."""
+
+    def __init__(self, function: Any) -> None:
+        self.node, self.initializer, self.sparse_initializer = function.node, [], []
 
 
 def _check_external_data(bundle: Bundle, variant: Variant, model: Any) -> None:
@@ -417,20 +439,14 @@ def _check_external_data(bundle: Bundle, variant: Variant, model: Any) -> None:
     ONNX Runtime reads such files beside the model when it opens it: weights the manifest does
     not hash would let a bundle run anything under a verified ``model.onnx``.
     """
-    where = bundle.root / MANIFEST_NAME
     what = "onnx" if variant.precision == "fp32" else f"variants.{variant.precision}"
-    listed = variant.entry.get("external_data", [])
-    if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
-        raise BundleError(f"{where}: {what}.external_data must be a list of file sections")
-    hashed = {str(e.get("file")) for e in listed}
+    hashed = {str(e.get("file")) for e in variant.entry.get("external_data", [])}
     unlisted = sorted(_external_data_files(model) - hashed)
     if unlisted:
         raise BundleError(
             f"{variant.path} keeps weights in {', '.join(unlisted)}, which {MANIFEST_NAME} "
             f"does not hash ({what}.external_data); export the bundle again"
         )
-    for entry in listed:
-        _checked_file(bundle.root, entry, f"{what}.external_data", where, verify=True)
 
 
 def _check_onnx_graph(bundle: Bundle, variant: Variant) -> None:
@@ -438,7 +454,11 @@ def _check_onnx_graph(bundle: Bundle, variant: Variant) -> None:
     try:
         import onnx
     except ImportError:
-        _log.debug("onnx is not installed: skipping the graph check of %s", variant.path)
+        # Listed external data was hashed already; unlisted files need the graph to be found.
+        _log.warning(
+            "onnx is not installed: %s is not cross-checked (shapes, classes, external data)",
+            variant.path,
+        )
         return
     source = str(variant.path)
     try:
@@ -592,5 +612,17 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
     )
     if verify:
         for variant in bundle.variants.values():
+            _hash_external_data(bundle, variant)  # without the onnx package too
             _check_onnx_graph(bundle, variant)
     return bundle
+
+
+def _hash_external_data(bundle: Bundle, variant: Variant) -> None:
+    """Check the files a variant's manifest entry lists as its external data, by hash."""
+    where = bundle.root / MANIFEST_NAME
+    what = "onnx" if variant.precision == "fp32" else f"variants.{variant.precision}"
+    listed = variant.entry.get("external_data", [])
+    if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
+        raise BundleError(f"{where}: {what}.external_data must be a list of file sections")
+    for entry in listed:
+        _checked_file(bundle.root, entry, f"{what}.external_data", where, verify=True)

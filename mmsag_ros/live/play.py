@@ -272,10 +272,12 @@ def play_bag(
                 topic: node.create_publisher(classes[msgtype], topic, qos)
                 for topic, msgtype in types.items()
             }
+            # Before the wait, so that sim-time subscribers discover /clock meanwhile too.
+            clock = _clock_publisher(node) if clock_hz else None
             _wait_for_subscribers(publishers, wait_for_subscribers_s, stop, subscribers_matched)
             _log.info("playing %s at %.2fx: %s", bag, rate, ", ".join(sorted(types)))
             stamper = _Restamper(node.get_clock()) if restamp else None
-            pacer = _Pacer(rate, stop, _clock_publisher(node) if clock_hz else None, clock_hz)
+            pacer = _Pacer(rate, stop, clock, clock_hz)
             while _one_pass(bag, topics, publishers, pacer, summary, on_publish, stamper):
                 summary.loops += 1
                 if not loop:

@@ -139,6 +139,13 @@ class SorterParams:
             )
         if not 0.0 < self.rate_tolerance < 1.0:
             raise ConfigError(f"rate_tolerance must lie in (0, 1), got {self.rate_tolerance}")
+        if 0.0 < self.expected_rate_hz * self.diagnostics_period_s < 5.0:
+            # A report period must hold a few frames for a rate to be told from counting noise.
+            raise ConfigError(
+                f"expected_rate_hz {self.expected_rate_hz:g} needs diagnostics_period_s of at "
+                f"least {5.0 / self.expected_rate_hz:g} s (five expected frames per report), "
+                f"got {self.diagnostics_period_s:g}"
+            )
 
     def capture_rules(self) -> CaptureRules:
         """The capture rules these parameters describe."""

@@ -252,7 +252,13 @@ def check_private_cache(directory: Path) -> None:
         )
     if not directory.is_dir():
         return
-    mode = directory.stat().st_mode
+    info = directory.stat()
+    if info.st_uid not in (os.getuid(), 0):
+        raise BundleError(
+            f"engine cache {directory} belongs to another user (uid {info.st_uid}); engines are "
+            "executable GPU code: build them as the user the node runs as, or as root"
+        )
+    mode = info.st_mode
     if mode & 0o022:
         raise BundleError(
             f"engine cache {directory} can be written by other users (mode "
@@ -416,8 +422,11 @@ def _find_cached(
     for directory in search:
         check_private_cache(directory)
         engine = directory / f"{key}.engine"
-        if not (engine.exists() or engine.with_suffix(".json").exists()):
-            continue
+        try:
+            if not (engine.exists() or engine.with_suffix(".json").exists()):
+                continue
+        except OSError as err:  # a cache this user may not enter (0700, another owner)
+            raise BundleError(f"cannot read the engine cache {directory}: {err}") from err
         waiting = functools.partial(_log.info, "waiting for a build of %s to end", engine.name)
         with shared_lock(engine.with_suffix(".lock"), on_wait=waiting, optional=True):
             data = read_verified_engine(engine, onnx_sha256=onnx_sha256, profile=profile)

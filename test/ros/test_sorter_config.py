@@ -92,6 +92,10 @@ def test_parameter_file_holds_valid_values_for_every_field():
         ({"capture_margin": 2.0}, r"capture_margin must lie in \[0, 1\], got 2.0"),
         ({"capture_max_mb": 0}, "capture_max_mb at least 1"),
         ({"capture_frames_per_bag": 0}, "capture_frames_per_bag must be at least 1"),
+        (
+            {"expected_rate_hz": 2.0, "diagnostics_period_s": 1.0},
+            r"expected_rate_hz 2 needs diagnostics_period_s of at least 2.5 s",
+        ),
     ],
 )
 def test_bad_parameters_are_refused_with_the_value(change, match):

@@ -441,7 +441,7 @@ def test_the_node_is_given_the_very_bytes_that_matched_the_sidecar(
         load_engine(copy, precision="fp16")
 
 
-@pytest.mark.parametrize("unsafe", ["symlink", "group_writable", "world_writable"])
+@pytest.mark.parametrize("unsafe", ["symlink", "group_writable", "world_writable", "other_owner"])
 def test_an_engine_cache_others_could_write_is_refused(
     variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str, unsafe: str
 ) -> None:
@@ -455,11 +455,19 @@ def test_an_engine_cache_others_could_write_is_refused(
     if unsafe == "symlink":
         cache = tmp_path / "linked_cache"
         cache.symlink_to(real)
+    elif unsafe == "other_owner":
+        if os.getuid() != 0:
+            pytest.skip("only root can give a folder to another user")
+        os.chown(real, 12345, -1)
     else:
         real.chmod(0o770 if unsafe == "group_writable" else 0o707)
-    with pytest.raises(BundleError, match=r"symbolic link|can be written by other users"):
+    with pytest.raises(
+        BundleError, match=r"symbolic link|can be written by other users|belongs to another user"
+    ):
         load_engine(copy, precision="fp32", cache_dir=cache)
-    with pytest.raises(BundleError, match=r"symbolic link|can be written by other users"):
+    with pytest.raises(
+        BundleError, match=r"symbolic link|can be written by other users|belongs to another user"
+    ):
         ensure_engine(copy, precision="fp32", cache_dir=cache, build=True)
 
 
