@@ -18,7 +18,7 @@ from mmsag_ros.atomic import atomic_target, exclusive_lock, unique_directory, wr
 from mmsag_ros.bundle import manifest
 from mmsag_ros.export import precision
 from mmsag_ros.export.write_bundle import _staging_dir
-from mmsag_ros.runtime import engine_cache
+from mmsag_ros.runtime import engine_build, engine_cache
 
 _WRITERS = 8
 _ROUNDS = 12
@@ -38,7 +38,7 @@ def _current_umask() -> int:
 def test_the_engine_cache_uses_the_atomic_writer_and_the_lock() -> None:
     # build_engine writes engines, sidecars and timing caches through this name, and
     # ensure_engine holds this lock from the cache check to the last write.
-    assert engine_cache.write_atomic is write_atomic
+    assert engine_build.write_atomic is write_atomic
     assert engine_cache.exclusive_lock is exclusive_lock
 
 

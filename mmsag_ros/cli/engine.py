@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build or find each requested engine and print where it is."""
     from mmsag_ros.bundle.manifest import load_bundle
-    from mmsag_ros.runtime.engine_cache import BatchProfile, ensure_engine
+    from mmsag_ros.runtime.engine_build import BatchProfile
+    from mmsag_ros.runtime.engine_cache import ensure_engine
 
     bundle = load_bundle(args.bundle)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]

@@ -27,15 +27,13 @@ from mmsag_ros.atomic import exclusive_lock
 from mmsag_ros.bundle.manifest import Bundle, load_bundle, sha256_file
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 from mmsag_ros.runtime import engine_cache as trt_cache
+from mmsag_ros.runtime.engine_build import BatchProfile, build_engine, import_tensorrt
 from mmsag_ros.runtime.engine_cache import (
-    BatchProfile,
     _cache_dirs,
-    build_engine,
     cached_engine,
     default_cache_dir,
     engine_key,
     ensure_engine,
-    import_tensorrt,
     load_engine,
 )
 

@@ -24,7 +24,7 @@ RUNTIME = REPO / "mmsag_ros" / "runtime"
 # The TensorRT objects each file calls methods on (the same names hold other things elsewhere:
 # ``engine`` is a Path in tensorrt.py).
 TRT_OBJECTS = {
-    RUNTIME / "engine_cache.py": {"builder", "network", "config", "parser", "shapes"},
+    RUNTIME / "engine_build.py": {"builder", "network", "config", "parser", "shapes"},
     RUNTIME / "backends" / "tensorrt_.py": {"engine", "context", "runtime"},
 }
 MAJORS = {"10": "tensorrt-cu12-bindings>=10,<11", "11": "tensorrt-cu12-bindings>=11,<12"}

@@ -16,7 +16,8 @@ import numpy as np
 
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends.base import InferenceBackend
-from mmsag_ros.runtime.engine_cache import BatchProfile, import_tensorrt, load_engine
+from mmsag_ros.runtime.engine_build import BatchProfile, import_tensorrt
+from mmsag_ros.runtime.engine_cache import load_engine
 
 if TYPE_CHECKING:
     from mmsag_ros.bundle.manifest import Bundle
