@@ -91,7 +91,7 @@ def oversized_png() -> bytes:
     return cv2.imencode(".png", np.zeros((1000, 2000), np.uint8))[1].tobytes()
 
 
-def _jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of each SOS segment of a JPEG with its entropy-coded data."""
     spans, offset = [], 2
     while data[offset + 1] != 0xD9:
@@ -114,7 +114,7 @@ def hostile_frames() -> list[tuple[str, str, bytes]]:
     # A flat 1280 x 720 frame: 42 kB with its last scan (12 bytes) repeated, 2.3 s to decode.
     flat = np.full((720, 1280, 3), 90, np.uint8)
     progressive = cv2.imencode(".jpg", flat, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
-    start, end = _jpeg_scans(progressive)[-1]
+    start, end = jpeg_scans(progressive)[-1]
     scans = progressive[:end] + progressive[start:end] * 3000 + progressive[end:]
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
     return [

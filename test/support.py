@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
@@ -72,3 +74,40 @@ def multilabel_summary(msg: Any) -> dict[str, Any]:
         "image_size": [msg.image_width, msg.image_height],
         "contract_version": msg.contract_version,
     }
+
+
+def multilabel_to_rosbags(msg: Any, store: Any) -> Any:
+    """An rclpy MultiLabel rebuilt as the rosbags class of ``store``, field by field.
+
+    Only the fields that class has: a store holding an older contract's definition gets the
+    message a publisher of that contract would have built.
+    """
+    types = store.types
+    point = types["mmsag_ros/msg/AttentionPeak"]
+    cls = types["mmsag_ros/msg/MultiLabel"]
+    stamp = types["builtin_interfaces/msg/Time"](
+        sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec
+    )
+    fields = {
+        "header": types["std_msgs/msg/Header"](stamp=stamp, frame_id=msg.header.frame_id),
+        "model_id": msg.model_id,
+        "class_names": list(msg.class_names),
+        "scores": np.array(msg.scores, dtype=np.float32),
+        "decisions": np.array(msg.decisions, dtype=bool),
+        "thresholds": np.array(msg.thresholds, dtype=np.float32),
+        "peaks": [point(x=p.x, y=p.y, strength=p.strength) for p in msg.peaks],
+        "instances": [
+            types["mmsag_ros/msg/InstancePeaks"](
+                peaks=[point(x=p.x, y=p.y, strength=p.strength) for p in group.peaks]
+            )
+            for group in msg.instances
+        ],
+        "inference_time_ms": msg.inference_time_ms,
+        "latency_ms": msg.latency_ms,
+        "image_width": msg.image_width,
+        "image_height": msg.image_height,
+        "contract_version": msg.contract_version,
+    }
+    return cls(
+        **{name: value for name, value in fields.items() if name in cls.__dataclass_fields__}
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import ros_peer
 from mmsag_ros.msg import MultiLabel
@@ -10,45 +9,13 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
-from support import multilabel_summary
+from support import multilabel_summary, multilabel_to_rosbags
 
 from mmsag_ros.bag.typestore import mmsag_typestore
 
 TOPIC = "/waste/labels"
 MSGTYPE = "mmsag_ros/msg/MultiLabel"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-
-
-def _to_rosbags(msg: MultiLabel, store):
-    """Rebuild an rclpy MultiLabel as the rosbags class of the same type, field by field."""
-    types = store.types
-    header = types["std_msgs/msg/Header"](
-        stamp=types["builtin_interfaces/msg/Time"](
-            sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec
-        ),
-        frame_id=msg.header.frame_id,
-    )
-    peak = types["mmsag_ros/msg/AttentionPeak"]
-    return types[MSGTYPE](
-        header=header,
-        model_id=msg.model_id,
-        class_names=list(msg.class_names),
-        scores=np.array(msg.scores, dtype=np.float32),
-        decisions=np.array(msg.decisions, dtype=bool),
-        thresholds=np.array(msg.thresholds, dtype=np.float32),
-        peaks=[peak(x=p.x, y=p.y, strength=p.strength) for p in msg.peaks],
-        instances=[
-            types["mmsag_ros/msg/InstancePeaks"](
-                peaks=[peak(x=p.x, y=p.y, strength=p.strength) for p in group.peaks]
-            )
-            for group in msg.instances
-        ],
-        inference_time_ms=msg.inference_time_ms,
-        latency_ms=msg.latency_ms,
-        image_width=msg.image_width,
-        image_height=msg.image_height,
-        contract_version=msg.contract_version,
-    )
 
 
 @pytest.mark.parametrize("storage", sorted(STORAGES))
@@ -62,7 +29,7 @@ def test_rosbags_and_rclpy_agree_through_a_bag(storage, tmp_path):
         connection = writer.add_connection(TOPIC, MSGTYPE, typestore=store)
         for index, msg in enumerate(originals):
             if index % 2 == 0:
-                raw = store.serialize_cdr(_to_rosbags(msg, store), MSGTYPE)
+                raw = store.serialize_cdr(multilabel_to_rosbags(msg, store), MSGTYPE)
             else:
                 raw = serialize_message(msg)
             writer.write(connection, 1_000_000_000 * (index + 1), raw)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import rclpy
 import ros_peer
@@ -20,7 +19,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from support import REPO, multilabel_summary
+from support import REPO, multilabel_summary, multilabel_to_rosbags
 
 MSGTYPE = "mmsag_ros/msg/MultiLabel"
 # Where contract 3's appended fields begin in the message file.
@@ -52,32 +51,6 @@ def _contract_2_store():
     store = get_typestore(Stores.ROS2_KILTED)
     store.register(types)
     return store
-
-
-def _as_contract_2(store, msg: MultiLabel):
-    """The same message as a contract-2 publisher would build it."""
-    types = store.types
-    point = types["mmsag_ros/msg/AttentionPeak"]
-    stamp = types["builtin_interfaces/msg/Time"](
-        sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec
-    )
-    return types[MSGTYPE](
-        header=types["std_msgs/msg/Header"](stamp=stamp, frame_id=msg.header.frame_id),
-        model_id=msg.model_id,
-        class_names=list(msg.class_names),
-        scores=np.array(msg.scores, np.float32),
-        decisions=np.array(msg.decisions, bool),
-        thresholds=np.array(msg.thresholds, np.float32),
-        peaks=[point(x=p.x, y=p.y, strength=p.strength) for p in msg.peaks],
-        instances=[
-            types["mmsag_ros/msg/InstancePeaks"](
-                peaks=[point(x=p.x, y=p.y, strength=p.strength) for p in g.peaks]
-            )
-            for g in msg.instances
-        ],
-        inference_time_ms=msg.inference_time_ms,
-        latency_ms=msg.latency_ms,
-    )
 
 
 class _Graph:
@@ -124,7 +97,7 @@ def test_a_contract_2_controller_reads_contract_3_messages(graph):
         assert msg.contract_version == 3 and msg.image_width == 320 + sent.index(msg)
         # An old reader reads the fields it knows from the front and stops there: the
         # leading bytes are a whole contract-2 message with the same values.
-        length = len(store.serialize_cdr(_as_contract_2(store, msg), MSGTYPE))
+        length = len(store.serialize_cdr(multilabel_to_rosbags(msg, store), MSGTYPE))
         old = store.deserialize_cdr(bytes(raw)[:length], MSGTYPE)
         assert _leading_fields(old) == _leading_fields(msg)
         assert len(raw) > length  # the appended fields travel behind
@@ -149,7 +122,7 @@ def test_a_contract_3_controller_drops_contract_2_messages(graph):
     graph.node.create_subscription(MultiLabel, "/contract/old", probe.append, qos, raw=True)
     publisher = graph.node.create_publisher(MultiLabel, "/contract/old", qos)
     assert graph.spin_until(lambda: publisher.get_subscription_count() == 2)
-    old = bytes(store.serialize_cdr(_as_contract_2(store, ros_peer.make_labels(1)), MSGTYPE))
+    old = bytes(store.serialize_cdr(multilabel_to_rosbags(ros_peer.make_labels(1), store), MSGTYPE))
     publisher.publish(old)
     # The same topic and type name: the peers match and the bytes arrive ...
     assert graph.spin_until(lambda: len(probe) == 1)

@@ -17,6 +17,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from runtime.runtime_helpers import make_bundle
 from sensor_msgs.msg import CompressedImage, Image
+from sorter_peer import jpeg_scans
 from worker_support import WAIT_S, GatedClassifier, Publisher, frame_msg, frame_pixels, settled
 
 from mmsag_ros.camera.decode import (
@@ -277,26 +278,12 @@ def test_compressed_image_size_refuses_what_is_not_an_image(data, match):
         decode_frame(CompressedImage(format="jpeg", data=data))
 
 
-def _scans(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each SOS segment with its entropy-coded data, found the slow way."""
-    spans, offset = [], 2
-    while data[offset + 1] != 0xD9:
-        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
-        end = offset + 2 + length
-        if data[offset + 1] == 0xDA:
-            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
-                end += 1
-            spans.append((offset, end))
-        offset = end
-    return spans
-
-
 def test_jpegs_of_too_many_progressive_scans_are_refused_before_decoding():
     image = np.random.default_rng(0).integers(0, 256, (240, 320, 3), np.uint8)
     baseline = cv2.imencode(".jpg", image)[1].tobytes()
     progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
     assert compressed_header(baseline) == (320, 240, 1)
-    spans = _scans(progressive)
+    spans = jpeg_scans(progressive)
     assert 1 < len(spans) <= MAX_JPEG_SCANS
     assert compressed_header(progressive) == (320, 240, len(spans))
     assert decode_frame(CompressedImage(format="jpeg", data=progressive))[0].shape == (240, 320, 3)
