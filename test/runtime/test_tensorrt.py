@@ -415,12 +415,20 @@ def test_building_with_no_writable_cache_says_where_to_point_it(
     assert "--cache-dir" in str(info.value) and "engine_cache_dir" in str(info.value)
 
 
+def _bundle_with_engine(
+    variant_bundle: Bundle, tmp_path: Path, version: str, precision: str
+) -> tuple[Bundle, Path]:
+    """A copy of the bundle with a cached engine of ``precision`` in its own engines folder."""
+    copy = _copy(variant_bundle, tmp_path / "bundle")
+    key = _key(copy, precision, version)
+    sha = copy.variant(precision).sha256
+    return copy, _fake_cache_entry(copy.engines_dir, key=key, onnx_sha=sha)
+
+
 def test_a_broken_cached_entry_is_an_error_not_a_rebuild(
     variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str
 ) -> None:
-    copy = _copy(variant_bundle, tmp_path / "bundle")
-    key = _key(copy, "fp32", stand_in_gpu)
-    engine = _fake_cache_entry(copy.engines_dir, key=key, onnx_sha=copy.variant("fp32").sha256)
+    copy, engine = _bundle_with_engine(variant_bundle, tmp_path, stand_in_gpu, "fp32")
     engine.write_bytes(b"truncated")
     with pytest.raises(BundleError, match="does not match its sidecar's SHA-256"):
         ensure_engine(copy, precision="fp32", build=True)
@@ -429,9 +437,7 @@ def test_a_broken_cached_entry_is_an_error_not_a_rebuild(
 def test_the_node_is_given_the_very_bytes_that_matched_the_sidecar(
     variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str
 ) -> None:
-    copy = _copy(variant_bundle, tmp_path / "bundle")
-    key = _key(copy, "fp16", stand_in_gpu)
-    engine = _fake_cache_entry(copy.engines_dir, key=key, onnx_sha=copy.variant("fp16").sha256)
+    copy, engine = _bundle_with_engine(variant_bundle, tmp_path, stand_in_gpu, "fp16")
     path, data = load_engine(copy, precision="fp16")
     assert path == engine and data == engine.read_bytes()
     engine.write_bytes(b"an engine planted after the build")
@@ -472,9 +478,7 @@ def test_an_engine_cache_others_could_write_is_refused(
 def test_a_loader_waits_for_a_build_in_progress(
     variant_bundle: Bundle, tmp_path: Path, stand_in_gpu: str
 ) -> None:
-    copy = _copy(variant_bundle, tmp_path / "bundle")
-    key = _key(copy, "fp32", stand_in_gpu)
-    engine = _fake_cache_entry(copy.engines_dir, key=key, onnx_sha=copy.variant("fp32").sha256)
+    copy, engine = _bundle_with_engine(variant_bundle, tmp_path, stand_in_gpu, "fp32")
     waiting, loaded = threading.Event(), []
 
     class _Waiting(logging.Handler):
