@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mmsag_ros.live.sorter_process import SORTER_PROGRAM, SorterProcess
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -83,21 +84,33 @@ def stats(values: Any) -> dict[str, float]:
     }
 
 
-def node_command(
-    kind: str, bundle: Path, timing: Path | None, extra: tuple[str, ...] = ()
-) -> list[str]:
-    params = [f"bundle:={bundle}", "backend:=onnxruntime", "autostart:=true", *extra]
+def node_process(
+    kind: str,
+    bundle: Path,
+    timing: Path | None,
+    extra: tuple[str, ...],
+    *,
+    env: dict[str, str],
+    log: Path,
+) -> SorterProcess:
+    """The (unstarted) node of one case: the baseline node, or the sorter (timed or not)."""
     if kind == "baseline":
-        cmd = [sys.executable, str(BENCH / "baseline_node.py"), "--bundle", str(bundle)]
-        return cmd + (["--timing-out", str(timing)] if timing else [])
+        program = [str(BENCH / "baseline_node.py"), "--bundle", str(bundle)]
+        program += ["--timing-out", str(timing)] if timing else []
+        return SorterProcess(program=program, env=env, log=log, cwd=REPO)
+    params = [f"bundle:={bundle}", "backend:=onnxruntime", "autostart:=true", *extra]
     if timing is not None:
-        cmd = [sys.executable, str(BENCH / "sorter_timed.py"), "--out", str(timing), "--ros-args"]
+        program = (str(BENCH / "sorter_timed.py"), "--out", str(timing))
     else:
-        cmd = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
-    cmd += ["--params-file", str(REPO / "config" / "sorter.yaml")]
-    for param in params:
-        cmd += ["-p", param]
-    return cmd
+        program = SORTER_PROGRAM
+    return SorterProcess(
+        dict(param.split(":=", 1) for param in params),
+        params_files=[REPO / "config" / "sorter.yaml"],
+        program=program,
+        env=env,
+        log=log,
+        cwd=REPO,
+    )
 
 
 def run_case(
@@ -119,18 +132,12 @@ def run_case(
     env = ros_env()
     timing = work / f"{name}_timing.json" if timed else None
     peer_out = work / f"{name}_peer.json"
-    node_log = (work / f"{name}_node.log").open("w")
     print(
         f"[{time.strftime('%H:%M:%S')}] {name}: {kind}, {count} frames at {rate_hz:g} Hz",
         flush=True,
     )
-    node = subprocess.Popen(
-        node_command(kind, bundle, timing, params),
-        env=env,
-        cwd=REPO,
-        stdout=node_log,
-        stderr=node_log,
-    )
+    node = node_process(kind, bundle, timing, params, env=env, log=work / f"{name}_node.log")
+    node.start()
     peer_args = [
         sys.executable,
         str(BENCH / "node_peers.py"),
@@ -159,13 +166,7 @@ def run_case(
             rss.append((time.monotonic() - started, value))
         time.sleep(0.25)
     node_alive = node.poll() is None
-    node.send_signal(signal.SIGINT)
-    try:
-        node.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        node.kill()
-        node.wait()
-    node_log.close()
+    node.stop(timeout_s=30)
     peer_log.close()
     if peer.returncode != 0 or not peer_out.exists():
         log = (work / f"{name}_peer.log").read_text()[-2000:]

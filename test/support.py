@@ -3,13 +3,14 @@ conftest.py; peer scripts import it too)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mmsag_ros.live.sorter_process import SorterProcess
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
@@ -31,27 +32,14 @@ def start_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.Po
 
 def start_sorter(
     env: dict[str, str], *params: str, params_file: Path | None = None
-) -> subprocess.Popen[str]:
-    """Start ``python -m mmsag_ros.ros.sorter`` on ONNX Runtime with ``name:=value`` params."""
-    args = [sys.executable, "-m", "mmsag_ros.ros.sorter", "--ros-args"]
-    if params_file is not None:
-        args += ["--params-file", str(params_file)]
-    for param in ("backend:=onnxruntime", *params):
-        args += ["-p", param]
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    )
+) -> SorterProcess:
+    """Start ``python -m mmsag_ros.ros.sorter`` on ONNX Runtime with ``name:=value`` params.
 
-
-def stop_process(process: subprocess.Popen[str]) -> str:
-    """Ctrl-C a node (killing it if it has not exited after 120 s) and return its stderr."""
-    process.send_signal(signal.SIGINT)
-    try:
-        _, err = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-    return err
+    :meth:`SorterProcess.stop` Ctrl-Cs it and returns its stderr.
+    """
+    parameters = dict(param.split(":=", 1) for param in ("backend:=onnxruntime", *params))
+    files = [params_file] if params_file is not None else []
+    return SorterProcess(parameters, params_files=files, env=env, cwd=REPO).start()
 
 
 def multilabel_summary(msg: Any) -> dict[str, Any]:

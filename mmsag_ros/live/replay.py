@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -46,14 +45,7 @@ from mmsag_ros.bag.frames import (
 from mmsag_ros.errors import BagError, ConfigError
 from mmsag_ros.live.play import play_bag
 from mmsag_ros.live.results import LiveLabel, LiveRun, NodeCounts, peak_points
-from mmsag_ros.live.sorter_process import (
-    NODE_NAME,
-    OUTPUT_TOPIC,
-    _child_environment,
-    _sorter_command,
-    _stop,
-    wait_until_ready,
-)
+from mmsag_ros.live.sorter_process import NODE_NAME, OUTPUT_TOPIC, SorterProcess, replay_sorter
 
 __all__ = ["replay_through_sorter"]
 
@@ -223,7 +215,7 @@ def _settled(counts: NodeCounts, report_ns: int, arrived: int, sent: int, end_ns
 
 
 def _wait_until_settled(
-    process: subprocess.Popen[bytes],
+    sorter: SorterProcess,
     collector: _Collector,
     sent: int,
     replay_end_ns: int,
@@ -231,7 +223,7 @@ def _wait_until_settled(
 ) -> NodeCounts | None:
     """The node's totals once the replay has settled (see :func:`_settled`); None on timeout."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and sorter.poll() is None:
         with collector.lock:
             data = collector.data
             counts, stamp_ns = data.counts, data.counts_stamp_ns
@@ -325,8 +317,7 @@ def replay_through_sorter(
         handle, name = tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")
         os.close(handle)
         log_path = Path(name)
-    env = _child_environment()
-    command = _sorter_command(
+    sorter = replay_sorter(
         bundle,
         camera_topics,
         input_type,
@@ -334,18 +325,16 @@ def replay_through_sorter(
         device=device,
         precision=precision,
         params_file=params_file,
+        log=log_path,
     )
     collector = _Collector(on_label)
     succeeded = False
     try:
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sorter.start()
         try:
-            wait_until_ready(
-                process,
+            sorter.wait_until_ready(
                 lambda: collector.labels_sub.get_publisher_count() > 0,
                 collector.configure_error,
-                log_path,
                 startup_timeout_s,
                 stop,
             )
@@ -366,10 +355,10 @@ def replay_through_sorter(
             )
             replay_s = time.monotonic() - started
             settled = _wait_until_settled(
-                process, collector, summary.total, time.time_ns(), settle_timeout_s
+                sorter, collector, summary.total, time.time_ns(), settle_timeout_s
             )
         finally:
-            _stop(process)
+            sorter.stop(timeout_s=10.0)
         succeeded = True
     finally:
         collector.close()

@@ -16,7 +16,7 @@ import pytest
 import sorter_peer
 import yaml
 from runtime.runtime_helpers import make_bundle
-from support import REPO, start_python, start_sorter, stop_process
+from support import REPO, start_python, start_sorter
 
 from mmsag_ros.ros.conversions import jpeg_image
 from mmsag_ros.ros.params import SorterParams
@@ -61,7 +61,7 @@ def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env,
         result = json.loads(out.strip().splitlines()[-1])
         assert node.poll() is None, "the node died"
     finally:
-        node_err = stop_process(node)
+        node_err = node.stop()
     # Without a subscriber every frame got its label and not one overlay was drawn.
     assert int(result["unwatched"]["published"]) >= COUNT, node_err
     assert result["unwatched"]["debug_images_published"] == "0"

@@ -10,8 +10,6 @@ overrides as a second parameter file. A real rclpy node then looks at the ROS gr
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +23,10 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from runtime.runtime_helpers import make_bundle
-from support import REPO, stop_process
+from support import REPO
 
 from mmsag_ros.errors import ConfigError
+from mmsag_ros.live.sorter_process import SorterProcess
 from mmsag_ros.ros.launch_args import (
     DEFAULT_NAMESPACE,
     sorter_namespace,
@@ -209,7 +208,7 @@ def bundle_dir(tmp_path_factory) -> Path:
 class _Graph:
     """A plain rclpy node in the test's domain that looks at the ROS graph."""
 
-    def __init__(self, domain_id: int, process: subprocess.Popen[str]) -> None:
+    def __init__(self, domain_id: int, process: SorterProcess) -> None:
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("launch_args_test", context=self.context)
@@ -221,7 +220,7 @@ class _Graph:
         deadline = time.monotonic() + _HANG_GUARD_S
         while not condition():
             if self.process.poll() is not None:
-                _, err = self.process.communicate()
+                err = self.process.stop()
                 pytest.fail(f"the sorter exited while waiting for {what}: {err}")
             if time.monotonic() > deadline:
                 pytest.fail(f"never saw {what}")
@@ -279,23 +278,13 @@ def test_a_namespaced_cell_keeps_the_files_input_type_and_follows_sim_time(
     # What launch_ros runs for LifecycleNode(name="sorter", namespace=..., parameters=[file,
     # dict]): a relative namespace becomes absolute at the top level; the dict becomes a
     # parameter file after the first, so it wins.
-    command = [
-        sys.executable,
-        "-m",
-        "mmsag_ros.ros.sorter",
-        "--ros-args",
-        "-r",
-        "__node:=sorter",
-        "-r",
-        f"__ns:=/{settings.namespace}",
-        "--params-file",
-        str(params_file),
-        "--params-file",
-        str(overrides_file),
-    ]
-    process = subprocess.Popen(
-        command, env=ros_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = SorterProcess(
+        node_name="sorter",
+        namespace=f"/{settings.namespace}",
+        params_files=[params_file, overrides_file],
+        env=ros_env,
+        cwd=REPO,
+    ).start()
     graph = _Graph(int(ros_env["ROS_DOMAIN_ID"]), process)
     try:
         sorter = ("/cell_2", "sorter")
@@ -328,4 +317,4 @@ def test_a_namespaced_cell_keeps_the_files_input_type_and_follows_sim_time(
     finally:
         graph.close()
         if process.poll() is None:
-            stop_process(process)
+            process.stop()

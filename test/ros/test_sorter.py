@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import sorter_peer
 from runtime.runtime_helpers import make_bundle
-from support import REPO, SHARED_DATA, start_python, start_sorter, stop_process
+from support import REPO, SHARED_DATA, start_python, start_sorter
 
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 
@@ -68,7 +68,7 @@ def test_labels_match_offline_classifier_and_bad_frames_are_rejected(bundle_dir,
         result = _run_peer(ros_env, "scenario", "--cameras", ",".join(CAMERAS), "--count", "6")
         assert node.poll() is None, "the node died"
     finally:
-        err = stop_process(node)
+        err = node.stop()
     labels = {int(k): v for k, v in result["labels"].items()}
     good = [*range(COUNT), sorter_peer.GOOD_AFTER_BAD, *sorter_peer.THRESHOLD_INDICES]
     # Every good frame got exactly its label; the bad ones (900, 901) got none.
@@ -159,7 +159,7 @@ def test_lifecycle_services_gate_the_output_and_shutdown_ends_the_process(bundle
         # The shutdown transition ends the process by itself, with success.
         assert node.wait(timeout=60) == 0
     finally:
-        err = stop_process(node)
+        err = node.stop()
     # Diagnostics come in every state, the lifecycle state named.
     assert result["before_configure"]["level"] == WARN
     assert result["before_configure"]["message"] == "unconfigured: not labelling"
@@ -198,7 +198,8 @@ def test_lifecycle_services_gate_the_output_and_shutdown_ends_the_process(bundle
 )
 def test_a_start_up_value_rclpy_refuses_ends_the_process_in_one_line(value, reason, ros_env):
     node = start_sorter(ros_env, "bundle:=/nowhere", value)
-    _, err = node.communicate(timeout=120)
+    node.wait(timeout=120)
+    err = node.stop()
     assert node.returncode == 2, err
     assert "Traceback" not in err and "bad parameter: " in err and reason in err, err
 
@@ -222,7 +223,7 @@ def test_configure_fails_cleanly_and_says_why(fault, bundle_dir, broken_bundle_d
         result = _run_peer(ros_env, "lifecycle", "--expect", "fail", *retry)
         assert node.poll() is None, "a failed configure must not end the node"
     finally:
-        err = stop_process(node)
+        err = node.stop()
     assert result["configure"] is False and result["after_configure"] == "unconfigured"
     failures = [line for line in err.splitlines() if "configure failed" in line]
     assert len(failures) == 1 and expected in failures[0], err
@@ -248,7 +249,7 @@ def test_a_camera_topic_of_the_wrong_type_is_named(bundle_dir, ros_env):
         report = _run_peer(ros_env, "mismatch")
         assert node.poll() is None
     finally:
-        err = stop_process(node)
+        err = node.stop()
     assert report["type_mismatches"] == "/image"
     assert report["level"] == ERROR and "wrong message type on /image" in report["message"]
     lines = [line for line in err.splitlines() if "carries sensor_msgs/msg/Image" in line]
@@ -284,7 +285,7 @@ def test_hostile_frames_and_bundles_cost_only_themselves(bundle_dir, ros_env, tm
         )
         assert node.poll() is None, "the node died"
     finally:
-        err = stop_process(node)
+        err = node.stop()
     hostile = sorter_peer.hostile_frames()
     # The good camera got every label; of the bad one's, only the valid JPEG with a large ICC.
     good = [*range(6), *range(201, 201 + len(hostile)), 210]
@@ -335,7 +336,7 @@ def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
         )
         assert node.poll() is None, "the node died"
     finally:
-        err = stop_process(node)
+        err = node.stop()
     frames = sorter_peer.compressed_frames(bag)
     labels = {int(k): v for k, v in result["labels"].items()}
     # Every decodable frame got its label, none of the bad ones did.
