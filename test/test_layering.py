@@ -18,8 +18,7 @@ and checked against :data:`ALLOWED`, which is the architecture written down::
     data                      datasets and synthetic scenes
     bundle                    the bundle format, the contract between export and runtime
     onnx_session, metrics     shared leaves
-    errors, _lazy, atomic,    foundations
-    progress
+    errors, atomic, progress  foundations
 
 Within a unit anything goes. A new subpackage or module fails
 :func:`test_every_unit_has_a_row` until it gets a row here.
@@ -37,7 +36,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mmsag_ros"
 
-FOUNDATION = frozenset({"errors", "_lazy", "atomic", "progress"})
+FOUNDATION = frozenset({"errors", "atomic", "progress"})
 #: The root package (``from mmsag_ros import __version__``): only the version, imports nothing.
 ROOT = "__init__"
 #: The rosidl-generated messages (``mmsag_ros.msg``): not in this tree, and they need ROS.
@@ -69,7 +68,6 @@ _LIBRARY = frozenset(
 #: unit -> the other units it may import (the root package is allowed everywhere).
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
-    "_lazy": frozenset(),
     "atomic": frozenset({"errors"}),
     "progress": frozenset(),
     "_share": frozenset({"errors"}),  # locates the installed share/ folder
@@ -310,39 +308,28 @@ def test_the_root_package_imports_nothing_of_its_own() -> None:
     assert all(not imp.target.startswith("mmsag_ros") for imp in imports)
 
 
-def test_lazy_re_exports_stay_inside_their_package() -> None:
-    # `lazy_exports(__name__, TABLE)` imports f"{package}.{TABLE[name]}": check every table
-    # names modules of its own package, so the import scan above sees every real edge.
-    tables = 0
-    for path in _modules():
+def test_package_faces_are_plain_python_that_go_to_definition_follows() -> None:
+    # One convention: a package's __init__ is its docstring, plus plain imports of its front
+    # doors where it has them (model, its backbones, runtime's backends, cli). No PEP 562
+    # __getattr__ that resolves names at run time, hiding the real import edges.
+    faces = sorted(PACKAGE.rglob("__init__.py"))
+    assert len(faces) >= 10
+    for path in faces:
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        calls = [
-            node
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "lazy_exports"
-        ]
-        if not calls:
-            continue
-        assert path.name == "__init__.py", path
-        literals = {
-            target.id: node.value
+        assert ast.get_docstring(tree), f"{path}: say what the package holds"
+        defined = {
+            node.name
             for node in tree.body
-            if isinstance(node, (ast.Assign, ast.AnnAssign))
-            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-            if isinstance(target, ast.Name) and isinstance(node.value, ast.Dict)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
         }
-        for call in calls:
-            table = literals[call.args[1].id]
-            for value in table.values:
-                module = value.value
-                assert module.isidentifier(), (path, module)
-                assert (path.parent / f"{module}.py").is_file() or (
-                    path.parent / module / "__init__.py"
-                ).is_file(), (path, module)
-                tables += 1
-    assert tables > 0
+        assigned = {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        assert not {"__getattr__", "__dir__"} & (defined | assigned), path
 
 
 def _third_party_uses(names: frozenset[str]) -> list[tuple[str, Import]]:

@@ -235,10 +235,9 @@ def label_bag(
 
 
 def _write_labels_bag(labelling: BagLabelling, path: Path) -> None:
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from mmsag_ros.bag.make import header_message
     from mmsag_ros.bag.typestore import mmsag_typestore
+    from mmsag_ros.bag.writer import writing_bag
 
     store = mmsag_typestore()
     types = store.types
@@ -248,30 +247,26 @@ def _write_labels_bag(labelling: BagLabelling, path: Path) -> None:
     def points(array: np.ndarray) -> list[Any]:
         return [point(x=float(x), y=float(y), strength=float(s)) for x, y, s in array]
 
-    try:
-        with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-            connection = writer.add_connection(LABELS_TOPIC, MULTILABEL_TYPE, typestore=store)
-            for frame in labelling.frames:
-                message = types[MULTILABEL_TYPE](
-                    header=header_message(types, frame.stamp_ns, frame.frame_id),
-                    model_id=labelling.model_id,
-                    class_names=list(labelling.labels.names),
-                    scores=frame.scores,
-                    decisions=frame.decisions,
-                    thresholds=frame.thresholds,
-                    peaks=points(frame.peaks),
-                    instances=[group(peaks=points(p)) for p in frame.instances],
-                    inference_time_ms=0.0,
-                    latency_ms=0.0,
-                    image_width=frame.image_size[0],
-                    image_height=frame.image_size[1],
-                    contract_version=types[MULTILABEL_TYPE].CONTRACT_VERSION,
-                )
-                raw = store.serialize_cdr(message, MULTILABEL_TYPE)
-                writer.write(connection, frame.log_time_ns, raw)
-    except Exception as err:  # rosbags' writer errors, full disks, unwritable folders
-        shutil.rmtree(path, ignore_errors=True)
-        raise BagError(f"cannot write the labels bag {path}: {err}") from err
+    with writing_bag(path, what="labels bag") as writer:
+        connection = writer.add_connection(LABELS_TOPIC, MULTILABEL_TYPE, typestore=store)
+        for frame in labelling.frames:
+            message = types[MULTILABEL_TYPE](
+                header=header_message(types, frame.stamp_ns, frame.frame_id),
+                model_id=labelling.model_id,
+                class_names=list(labelling.labels.names),
+                scores=frame.scores,
+                decisions=frame.decisions,
+                thresholds=frame.thresholds,
+                peaks=points(frame.peaks),
+                instances=[group(peaks=points(p)) for p in frame.instances],
+                inference_time_ms=0.0,
+                latency_ms=0.0,
+                image_width=frame.image_size[0],
+                image_height=frame.image_size[1],
+                contract_version=types[MULTILABEL_TYPE].CONTRACT_VERSION,
+            )
+            raw = store.serialize_cdr(message, MULTILABEL_TYPE)
+            writer.write(connection, frame.log_time_ns, raw)
 
 
 def write_bag_labelling(labelling: BagLabelling, out_dir: Path) -> str:

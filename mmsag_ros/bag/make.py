@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,12 @@ from mmsag_ros.bag.frames import (
     MULTILABEL_TYPE,
 )
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import STORAGES, writing_bag
 from mmsag_ros.errors import BagError, ConfigError, DatasetError
 
 __all__ = [
     "GT_MODEL_ID",
     "GT_TOPIC",
-    "STORAGES",
     "MakeSummary",
     "default_image_topic",
     "ground_truth_scores",
@@ -47,7 +46,6 @@ _log = logging.getLogger(__name__)
 
 GT_TOPIC = "/waste/labels_gt"
 GT_MODEL_ID = "ground-truth"
-STORAGES = ("mcap", "sqlite3")
 _NS_PER_S = 1_000_000_000
 
 
@@ -178,8 +176,6 @@ def make_bag(
         DatasetError: The split cannot be read or an image cannot be decoded.
         BagError: ``out`` exists or the bag cannot be written.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from mmsag_ros.data.voc import read_voc
 
     out = Path(out)
@@ -194,30 +190,21 @@ def make_bag(
     image_type = COMPRESSED_TYPE if compressed else IMAGE_TYPE
     period_ns = round(_NS_PER_S / fps)
     first_ns = time.time_ns() if start_ns is None else int(start_ns)
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    try:
-        with Writer(out, version=9, storage_plugin=plugin) as writer:
-            frames = writer.add_connection(image_topic, image_type, typestore=store)
-            labels = writer.add_connection(gt_topic, MULTILABEL_TYPE, typestore=store)
-            sources = []
-            for index, sample in enumerate(split_data.samples):
-                stamp_ns = first_ns + index * period_ns
-                header = header_message(types, stamp_ns, frame_id)
-                rgb = _read_rgb(sample.image_path)
-                frame = _frame_message(types, rgb, header, compressed)
-                size = (rgb.shape[1], rgb.shape[0])
-                gt = _gt_message(types, header, names, sample.target, size)
-                writer.write(frames, stamp_ns, store.serialize_cdr(frame, image_type))
-                writer.write(labels, stamp_ns, store.serialize_cdr(gt, MULTILABEL_TYPE))
-                sources.append((stamp_ns, sample.image_id))
-            record = {"voc": str(Path(data).resolve()), "split": split, "frames": sources}
-            writer.set_custom_data(FRAME_SOURCES_KEY, json.dumps(record))
-    except Exception as err:
-        # ``out`` did not exist before: a half-written bag would only block the next attempt.
-        shutil.rmtree(out, ignore_errors=True)
-        if isinstance(err, (DatasetError, BagError)):
-            raise
-        # rosbags' writer errors, full disks, unwritable folders
-        raise BagError(f"cannot write bag {out}: {err}") from err
+    with writing_bag(out, storage) as writer:
+        frames = writer.add_connection(image_topic, image_type, typestore=store)
+        labels = writer.add_connection(gt_topic, MULTILABEL_TYPE, typestore=store)
+        sources = []
+        for index, sample in enumerate(split_data.samples):
+            stamp_ns = first_ns + index * period_ns
+            header = header_message(types, stamp_ns, frame_id)
+            rgb = _read_rgb(sample.image_path)
+            frame = _frame_message(types, rgb, header, compressed)
+            size = (rgb.shape[1], rgb.shape[0])
+            gt = _gt_message(types, header, names, sample.target, size)
+            writer.write(frames, stamp_ns, store.serialize_cdr(frame, image_type))
+            writer.write(labels, stamp_ns, store.serialize_cdr(gt, MULTILABEL_TYPE))
+            sources.append((stamp_ns, sample.image_id))
+        record = {"voc": str(Path(data).resolve()), "split": split, "frames": sources}
+        writer.set_custom_data(FRAME_SOURCES_KEY, json.dumps(record))
     _log.info("wrote %d frames to %s (%s, %s)", len(split_data), out, storage, image_topic)
     return MakeSummary(out, len(split_data), image_topic, gt_topic, first_ns, period_ns)

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmsag_ros.bag.writer import STORAGES
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--data", type=Path, required=True, help="VOC root of the dataset")
     make.add_argument("--out", type=Path, required=True, help="new bag folder (never overwritten)")
     make.add_argument("--split", default="test", help="image set to write (default: test)")
-    make.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    make.add_argument("--storage", choices=STORAGES, default="mcap")
     make.add_argument("--fps", type=float, default=10.0, help="frame rate of the stamps")
     make.add_argument("--compressed", action="store_true", help="JPEG CompressedImage frames")
     make.add_argument("--topic", help="frame topic (default /camera/image_raw[/compressed])")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -42,6 +41,7 @@ from mmsag_ros.bag.frames import (
     restamp_cdr,
     stamp_to_ns,
 )
+from mmsag_ros.bag.writer import STORAGES
 from mmsag_ros.errors import BagError, ConfigError
 from mmsag_ros.live.play import play_bag
 from mmsag_ros.live.results import LiveLabel, LiveRun, NodeCounts, peak_points
@@ -235,21 +235,15 @@ def _wait_until_settled(
 
 
 def _record(path: Path, storage: str, raw_labels: list[tuple[int, bytes]]) -> None:
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from mmsag_ros.bag.typestore import mmsag_typestore
+    from mmsag_ros.bag.writer import writing_bag
 
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    try:
-        with Writer(path, version=9, storage_plugin=plugin) as writer:
-            connection = writer.add_connection(
-                "/waste/labels", MULTILABEL_TYPE, typestore=mmsag_typestore()
-            )
-            for arrived_ns, raw in raw_labels:
-                writer.write(connection, arrived_ns, raw)
-    except Exception as err:  # rosbags' writer errors, full disks, unwritable folders
-        shutil.rmtree(path, ignore_errors=True)
-        raise BagError(f"cannot write the recorded labels to {path}: {err}") from err
+    with writing_bag(path, storage, what="recorded labels bag") as writer:
+        connection = writer.add_connection(
+            "/waste/labels", MULTILABEL_TYPE, typestore=mmsag_typestore()
+        )
+        for arrived_ns, raw in raw_labels:
+            writer.write(connection, arrived_ns, raw)
 
 
 def replay_through_sorter(
@@ -304,7 +298,7 @@ def replay_through_sorter(
     bag, bundle = Path(bag), Path(bundle).resolve()
     if not rate > 0:
         raise ConfigError(f"rate must be positive, got {rate}")
-    if record is not None and (record_storage not in ("mcap", "sqlite3") or record.exists()):
+    if record is not None and (record_storage not in STORAGES or record.exists()):
         raise ConfigError(
             f"cannot record into {record}: it must be a new path and the storage mcap or sqlite3"
         )

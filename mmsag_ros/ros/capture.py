@@ -165,6 +165,11 @@ class FrameCapture:
         """The last write error, until a frame is written again; captures go on in a new bag."""
         return self._error
 
+    def describe(self) -> str:
+        """``<directory>: <count> <n>, ...`` for diagnostics."""
+        text = ", ".join(f"{key} {value}" for key, value in sorted(self.counts().items()))
+        return f"{self.directory}: {text or 'nothing yet'}"
+
     def close(self, timeout_s: float = 30.0) -> bool:
         """Write what is queued, close the bag and stop the thread; False if it is still busy.
 
@@ -197,14 +202,13 @@ class FrameCapture:
                 self._counts["bags_deleted"] += 1
 
     def _open(self) -> tuple[Any, dict[str, Any], Any]:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         from mmsag_ros.bag.typestore import mmsag_typestore
+        from mmsag_ros.bag.writer import bag_writer
 
         self._sequence += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         path = self.directory / f"capture_s{self._sequence:08d}_{stamp}"
-        writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer = bag_writer(path)
         try:
             writer.open()
             path.chmod(_PRIVATE)

@@ -23,7 +23,6 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
@@ -41,24 +40,29 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
-from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.errors import MmsagError
 from mmsag_ros.msg import MultiLabel
 from mmsag_ros.ros.capture import CaptureRules, FrameCapture
-from mmsag_ros.ros.conversions import array_to_image, jpeg_image, prediction_to_message
+from mmsag_ros.ros.conversions import prediction_to_message
+from mmsag_ros.ros.debug_image import DebugImage
 from mmsag_ros.ros.declarations import STATIC_PARAMETERS, declare_parameters, read_parameters
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, diagnostic_array, sorter_status
+from mmsag_ros.ros.model_swap import (
+    ModelSwap,
+    build_classifier,
+    drift_status,
+    drift_watch,
+    failure_reason,
+)
 from mmsag_ros.ros.params import (
     DYNAMIC_PARAMETERS,
     SorterParams,
-    backend_options,
     resolve_thresholds,
 )
 from mmsag_ros.ros.qos import image_qos, labels_qos
 from mmsag_ros.ros.worker import Frame, FrameWorker
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 from mmsag_ros.runtime.drift import DriftWatch
-from mmsag_ros.runtime.overlay import draw_overlay
 
 __all__ = ["SorterNode", "main"]
 
@@ -71,57 +75,6 @@ _MSG_TYPES = {
     "image": (Image, "sensor_msgs/msg/Image"),
     "compressed": (CompressedImage, "sensor_msgs/msg/CompressedImage"),
 }
-
-
-def _reason(err: BaseException) -> str:
-    return str(err) if isinstance(err, MmsagError) else f"{type(err).__name__}: {err}"
-
-
-def _build_classifier(params: SorterParams) -> Classifier:
-    """Load, check and warm up the classifier ``params`` describe (slow: seconds)."""
-    classifier = Classifier(
-        params.bundle,
-        backend=params.backend,
-        device=params.device,
-        precision=params.precision,
-        max_batch=params.max_batch,
-        backend_options=backend_options(params),
-        max_instances=params.max_instances,
-        instance_min_relative=params.instance_min_relative,
-    )
-    try:
-        classifier.set_thresholds(resolve_thresholds(params, classifier.bundle.thresholds))
-        classifier.warmup(min(len(params.camera_topics), params.max_batch))
-    except BaseException:
-        classifier.close()
-        raise
-    return classifier
-
-
-def _drift_watch(params: SorterParams, classifier: Classifier) -> DriftWatch | None:
-    """The drift watch of ``classifier``'s model; None when off or without reference."""
-    reference = classifier.bundle.reference
-    if params.drift_factor == 0.0 or reference is None:
-        return None
-    return DriftWatch(
-        reference,
-        classifier.labels.display_names,
-        model_id=classifier.model_id,
-        window=params.drift_window,
-        factor=params.drift_factor,
-    )
-
-
-@dataclass
-class _Swap:
-    """A model swap under way: the bundle being loaded in the background, and its outcome."""
-
-    bundle: str
-    previous: str
-    started_s: float
-    classifier: Classifier | None = None
-    error: str = ""
-    cancelled: bool = False
 
 
 class SorterNode(LifecycleNode):
@@ -138,7 +91,7 @@ class SorterNode(LifecycleNode):
         self._classifier: Classifier | None = None
         self._worker: FrameWorker | None = None
         self._labels_pub: LifecyclePublisher | None = None
-        self._debug_pub: Publisher | None = None
+        self._debug: DebugImage | None = None
         self._subscriptions: list[Subscription] = []
         # Held while publishing and while the output is torn down: the worker thread never
         # publishes through an output that a transition is closing.
@@ -146,15 +99,13 @@ class SorterNode(LifecycleNode):
         self._generation = 0
         self.worker_stop_timeout_s = _WORKER_STOP_TIMEOUT_S
         self._type_mismatches: dict[str, tuple[str, ...]] = {}
-        self._swap: _Swap | None = None
-        self._swap_error = ""
-        self._swaps = 0
         self._callback_errors = 0
         self._callback_error = ""
         self._reverting_bundle = False
-        # The loading thread triggers it; the swap itself is finished on the executor thread,
-        # where every lifecycle transition runs too.
+        # The loading thread triggers the guard condition; the new model takes over on the
+        # executor thread, where every lifecycle transition runs too.
         self._swap_done = self.create_guard_condition(self._finish_swap)
+        self.model_swap = ModelSwap(loaded=self._swap_done.trigger)
         self._drift: DriftWatch | None = None
         self._capture: FrameCapture | None = None
         self._capture_rules: CaptureRules | None = None
@@ -173,8 +124,8 @@ class SorterNode(LifecycleNode):
         self._configure_error = ""
         try:
             self._params = params = read_parameters(self)
-            self._classifier = classifier = _build_classifier(params)
-            self._drift = _drift_watch(params, classifier)
+            self._classifier = classifier = build_classifier(params)
+            self._drift = drift_watch(params, classifier)
             if params.capture_dir:
                 self._capture_rules = params.capture_rules()
                 self._capture = FrameCapture(
@@ -191,12 +142,12 @@ class SorterNode(LifecycleNode):
                 self.destroy_timer(self._diag_timer)
                 self._diag_timer = self._start_diagnostics(params.diagnostics_period_s)
         except Exception as err:  # a failed configure leaves the node up and unconfigured
-            self._configure_error = _reason(err)
+            self._configure_error = failure_reason(err)
             self.get_logger().error(f"configure failed: {self._configure_error}")
             self.release()
             return Ret.FAILURE
         self._state = "inactive"
-        self._swap_error = ""  # a failed swap concerned the model that configure replaced
+        self.model_swap.error = ""  # a failed swap concerned the model configure replaced
         self.get_logger().info(
             f"configured {classifier.model_id} on {classifier.backend.name} "
             f"({len(classifier.labels)} classes) for {', '.join(params.camera_topics)}"
@@ -211,7 +162,7 @@ class SorterNode(LifecycleNode):
                 return result
             self._start_input()
         except Exception as err:
-            self.get_logger().error(f"activate failed: {_reason(err)}")
+            self.get_logger().error(f"activate failed: {failure_reason(err)}")
             self._stop_input()
             super().on_deactivate(state)
             return Ret.FAILURE
@@ -259,14 +210,7 @@ class SorterNode(LifecycleNode):
         if params is None or classifier is None:
             raise RuntimeError("activate before a successful configure")
         if params.debug_image:
-            # Reliable, so image viewers (reliable by default) match; depth 1: newest only.
-            qos = image_qos("reliable", 1)
-            if params.debug_image_format == "jpeg":
-                self._debug_pub = self.create_publisher(
-                    CompressedImage, "debug_image/compressed", qos
-                )
-            else:
-                self._debug_pub = self.create_publisher(Image, "debug_image", qos)
+            self._debug = DebugImage(self, params.debug_image_format)
         # _stop_input moves the generation on, so each worker's generation is its own.
         self._worker = FrameWorker(
             classifier,
@@ -311,15 +255,14 @@ class SorterNode(LifecycleNode):
                 worker.close_classifier_when_done()
         with self._output_lock:
             self._generation += 1  # whatever the old worker still finishes is not published
-            if self._debug_pub is not None:
-                self.destroy_publisher(self._debug_pub)
-                self._debug_pub = None
+            if self._debug is not None:
+                self._debug.close()
+                self._debug = None
         return stopped
 
     def release(self) -> None:
         """Stop the worker and free every resource configure created (idempotent)."""
-        if self._swap is not None:
-            self._swap.cancelled = True  # its model is closed when its loading ends
+        self.model_swap.cancel()  # its model is closed when its loading ends
         self._stop_input()
         with self._output_lock:
             if self._labels_pub is not None:
@@ -378,7 +321,8 @@ class SorterNode(LifecycleNode):
             if stamp_ns > 0:
                 message.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
             publisher.publish(message)
-            self._publish_debug(frame, prediction, classifier)
+            if self._debug is not None and self._debug.publish(frame, prediction, classifier):
+                self._stats.debug_image_published()
         self._capture_frame(frame, prediction, message)
         drift = self._drift
         if drift is not None and drift.model_id == classifier.model_id and frame.image is not None:
@@ -392,32 +336,6 @@ class SorterNode(LifecycleNode):
         reasons = rules.reasons(prediction.scores, prediction.thresholds, capture.draw())
         if reasons:
             capture.offer(frame.camera, frame.msg, message, reasons)
-
-    def _publish_debug(self, frame: Frame, prediction: Prediction, classifier: Classifier) -> None:
-        publisher = self._debug_pub
-        # Drawing costs milliseconds per frame: pay only while someone is looking.
-        if publisher is None or publisher.get_subscription_count() == 0 or frame.image is None:
-            return
-        try:
-            overlay = draw_overlay(
-                frame.image,
-                prediction,
-                names=classifier.labels.display_names,
-                spec=classifier.spec,
-                color_order=frame.color_order,
-            )
-            if publisher.msg_type is CompressedImage:  # debug_image_format: jpeg
-                publisher.publish(jpeg_image(overlay, header=frame.msg.header))
-            else:
-                publisher.publish(array_to_image(overlay, "bgr8", header=frame.msg.header))
-        except Exception as err:
-            # A debugging aid must never cost this frame or the next ones their labels.
-            self.get_logger().warning(
-                f"debug image of a frame from {frame.camera} failed: {err}",
-                throttle_duration_sec=_REJECT_LOG_PERIOD_S,
-            )
-            return
-        self._stats.debug_image_published()
 
     # Diagnostics -------------------------------------------------------------------------
 
@@ -454,38 +372,9 @@ class SorterNode(LifecycleNode):
     def _subscriber_count(publisher: Publisher | None) -> int:
         return 0 if publisher is None else publisher.get_subscription_count()
 
-    def _drift_status(
-        self, params: SorterParams | None, classifier: Classifier | None
-    ) -> tuple[str, str]:
-        """``(window, findings)`` for diagnostics: how full the window is, what moved."""
-        if params is None or classifier is None:
-            return "", ""
-        if params.drift_factor == 0.0:
-            return "off (drift_factor 0)", ""
-        drift = self._drift
-        if drift is None:
-            return "off: the bundle has no reference statistics (export it with --val-data)", ""
-        report = drift.report()
-        return f"{report.frames}/{report.window} frames", report.describe()
-
-    def _capture_status(self) -> tuple[str, str]:
-        """``(counts, last write error)`` of the frame capture; ("off", "") without one."""
-        capture = self._capture
-        if capture is None:
-            return "off", ""
-        counts = capture.counts()
-        text = ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
-        return f"{capture.directory}: {text or 'nothing yet'}", capture.error
-
-    def _swap_loading(self) -> str:
-        swap = self._swap
-        if swap is None:
-            return ""
-        return f"loading {swap.bundle} for {time.monotonic() - swap.started_s:.1f} s"
-
     def status(self) -> DiagnosticStatus:
         """The node's diagnostics status now, as the ``/diagnostics`` timer publishes it."""
-        params, classifier = self._params, self._classifier
+        params, classifier, capture = self._params, self._classifier, self._capture
         stale_after_s = (
             params.stale_after_s if params else float(self.get_parameter("stale_after_s").value)
         )
@@ -503,17 +392,17 @@ class SorterNode(LifecycleNode):
             configure_error=self._configure_error,
             backend=classifier.backend.name if classifier else "",
             model_id=classifier.model_id if classifier else "",
-            drift=self._drift_status(params, classifier),
-            capture=self._capture_status(),
-            model_swap=self._swap_loading(),
-            swap_error=self._swap_error,
-            swaps=self._swaps,
+            drift=drift_status(params, classifier, self._drift),
+            capture=(capture.describe(), capture.error) if capture else ("off", ""),
+            model_swap=self.model_swap.describe(),
+            swap_error=self.model_swap.error,
+            swaps=self.model_swap.swaps,
             callback_errors=self._callback_errors,
             callback_error=self._callback_error,
             **rate_check,
             type_mismatches=mismatches,
             labels_subscribers=self._subscriber_count(self._labels_pub),
-            debug_image_subscribers=self._subscriber_count(self._debug_pub),
+            debug_image_subscribers=self._debug.subscribers if self._debug else 0,
             camera_publishers=min(
                 (s.get_publisher_count() for s in self._subscriptions), default=0
             ),
@@ -527,7 +416,7 @@ class SorterNode(LifecycleNode):
     def callback_failed(self, err: Exception) -> None:
         """Count and log an exception a callback raised into the executor, which spins on."""
         self._callback_errors += 1
-        self._callback_error = _reason(err)
+        self._callback_error = failure_reason(err)
         self.get_logger().error(
             f"a callback raised {self._callback_error}; the node keeps running\n"
             + "".join(traceback.format_exception(err)),
@@ -559,14 +448,15 @@ class SorterNode(LifecycleNode):
             thresholds = None
             if self._classifier is not None:
                 thresholds = resolve_thresholds(params, self._classifier.bundle.thresholds)
-            if swap_to is not None and not self._check_swap(swap_to):
+            if swap_to is not None and not self.model_swap.check(swap_to, self._classifier):
                 swap_to = None
         except MmsagError as err:
             return SetParametersResult(successful=False, reason=str(err))
         except Exception as err:  # a hostile manifest must not reach the executor and stop it
-            return SetParametersResult(successful=False, reason=_reason(err))
-        if swap_to is not None:
-            self._start_swap(params)
+            return SetParametersResult(successful=False, reason=failure_reason(err))
+        if swap_to is not None and self._params is not None:
+            self.model_swap.start(params, previous=self._params.bundle)
+            self.get_logger().info(f"model swap: loading {params.bundle} in the background")
         if self._params is not None:
             self._params = params
             if thresholds is not None:
@@ -598,85 +488,40 @@ class SorterNode(LifecycleNode):
         """
         return self.set_parameters([Parameter("bundle", Parameter.Type.STRING, bundle)])[0]
 
-    def _check_swap(self, bundle: str) -> bool:
-        """Whether to load ``bundle`` (not the running one); MmsagError if the swap cannot work.
-
-        Quick, since the executor waits on it: a swap that is refused is refused here.
-        """
-        if self._swap is not None:
-            raise MmsagError(
-                f"a model swap to {self._swap.bundle} is still loading; set bundle again "
-                "once /diagnostics reports it done"
-            )
-        classifier = self._classifier
-        if classifier is None:
-            raise MmsagError("the sorter has no model to swap (a stuck batch released it)")
-        # No hashing here: reading the model files is the background load's work.
-        candidate = load_bundle(Path(bundle), verify=False)
-        running, offered = list(classifier.labels.names), list(candidate.labels.names)
-        if offered != running:
-            raise MmsagError(
-                f"bundle {bundle} labels {offered}, the running model {running}: a swap keeps "
-                "the classes and their order; for other classes deactivate, clean up, set "
-                "bundle and configure"
-            )
-        running_here = Path(bundle).resolve() == Path(classifier.bundle.root).resolve()
-        return not (running_here and candidate.model_id == classifier.bundle.model_id)
-
-    def _start_swap(self, params: SorterParams) -> None:
-        assert self._params is not None
-        swap = _Swap(bundle=params.bundle, previous=self._params.bundle, started_s=time.monotonic())
-        self._swap = swap
-        self.get_logger().info(f"model swap: loading {swap.bundle} in the background")
-        threading.Thread(
-            target=self._load_swap, args=(swap, params), name="sorter-swap", daemon=True
-        ).start()
-
-    def _load_swap(self, swap: _Swap, params: SorterParams) -> None:
-        """The swap thread: build the new classifier while the old one keeps labelling."""
-        try:
-            swap.classifier = _build_classifier(params)
-        except Exception as err:
-            swap.error = _reason(err)
-        try:
-            self._swap_done.trigger()
-        except Exception:  # the node went away meanwhile; so did everything to swap
-            if swap.classifier is not None:
-                swap.classifier.close()
-
     def _finish_swap(self) -> None:
         """On the executor thread: hand the loaded model over, or keep the old one and say why."""
-        swap = self._swap
-        if swap is None or (swap.classifier is None and not swap.error):
+        loading = self.model_swap.take_finished()
+        if loading is None:
             return
-        self._swap = None
-        new = swap.classifier
-        if swap.cancelled or self._params is None:
+        new = loading.classifier
+        if self._params is None:  # released meanwhile (a stuck batch)
             if new is not None:
                 new.close()
             return
         if new is None:
-            self._swap_error = f"swap to {swap.bundle} failed: {swap.error}"
-            self.get_logger().error(f"model swap: {self._swap_error}; the old model keeps running")
+            self.model_swap.error = f"swap to {loading.bundle} failed: {loading.error}"
+            self.get_logger().error(
+                f"model swap: {self.model_swap.error}; the old model keeps running"
+            )
             self._reverting_bundle = True
             try:
-                self.set_parameters([Parameter("bundle", Parameter.Type.STRING, swap.previous)])
+                self.set_parameters([Parameter("bundle", Parameter.Type.STRING, loading.previous)])
             finally:
                 self._reverting_bundle = False
             return
         # Thresholds may have changed while it loaded: the parameters in force now decide.
         new.set_thresholds(resolve_thresholds(self._params, new.bundle.thresholds))
         old, self._classifier = self._classifier, new
-        self._drift = _drift_watch(self._params, new)  # the new model's window starts empty
+        self._drift = drift_watch(self._params, new)  # the new model's window starts empty
         if self._worker is not None:
             self._worker.replace_classifier(new)  # the worker closes the old one
         elif old is not None:
             old.close()
-        self._swap_error = ""
-        self._swaps += 1
+        self.model_swap.error = ""
+        self.model_swap.swaps += 1
         self.get_logger().info(
             f"model swap: {new.model_id} takes over from "
-            f"{old.model_id if old else 'none'} after {time.monotonic() - swap.started_s:.1f} s"
+            f"{old.model_id if old else 'none'} after {time.monotonic() - loading.started_s:.1f} s"
         )
 
 

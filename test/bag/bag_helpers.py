@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.voc import read_voc
 
@@ -32,7 +32,7 @@ def two_camera_bag(datasets: dict[str, Path], path: Path, *, fps: float, start_n
     store = mmsag_typestore()
     with (
         AnyReader(parts, default_typestore=store) as reader,
-        Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+        bag_writer(path) as writer,
     ):
         out = {}
         for connection in reader.connections:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import yaml
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import SHARED_DATA
 
@@ -23,6 +22,7 @@ from mmsag_ros.bag.frames import (
 )
 from mmsag_ros.bag.make import ground_truth_scores
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.bundle.labels import MLKW_LABELS
 from mmsag_ros.errors import BagError, ImageConversionError
 
@@ -73,7 +73,7 @@ def _truth(store, stamp_ns: int):
 def _write_broken_bag(path: Path) -> None:
     """One good frame, four that cannot be decoded, ground truth for all five stamps."""
     store = mmsag_typestore()
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with bag_writer(path) as writer:
         raw = writer.add_connection("/cam/image_raw", IMAGE_TYPE, typestore=store)
         jpeg = writer.add_connection("/cam/image_raw/compressed", COMPRESSED_TYPE, typestore=store)
         text = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
@@ -126,7 +126,7 @@ def test_eval_scores_the_readable_frames_and_reports_the_rest(tmp_path):
 def test_bag_without_images_is_one_clear_error(tmp_path):
     bag = tmp_path / "labels_only"
     store = mmsag_typestore()
-    with Writer(bag, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+    with bag_writer(bag, "sqlite3") as writer:
         gt = writer.add_connection("/waste/labels_gt", MULTILABEL_TYPE, typestore=store)
         writer.write(gt, 1, store.serialize_cdr(_truth(store, 1), MULTILABEL_TYPE))
     with pytest.raises(BagError, match="no sensor_msgs/Image or CompressedImage topic"):
@@ -142,7 +142,7 @@ def test_a_bag_whose_chunk_ends_early_is_corrupt_not_shorter(tmp_path):
     # silently go missing. The bag's index knows how many there are.
     bag = tmp_path / "zeroed"
     store = mmsag_typestore()
-    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with bag_writer(bag) as writer:
         raw = writer.add_connection("/cam/image_raw", IMAGE_TYPE, typestore=store)
         for stamp in range(1, 9):
             writer.write(raw, stamp, store.serialize_cdr(_image(store, stamp), IMAGE_TYPE))
@@ -178,7 +178,7 @@ def test_real_camera_bags_decode_every_frame(bag, tmp_path):
     copy = tmp_path / "copy_db3"
     with (
         AnyReader([bag], default_typestore=mmsag_typestore()) as reader,
-        Writer(copy, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer,
+        bag_writer(copy, "sqlite3") as writer,
     ):
         out = {}
         for conn in reader.connections:

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import SHARED_DATA
 
@@ -19,6 +18,7 @@ from mmsag_ros.bag.label import label_bag
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.truth import read_gt_csv
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.cli import main
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError
@@ -107,7 +107,7 @@ def _many_topic_bag(path: Path, *, with_image: bool) -> None:
     """A robot's recording: dozens of topics, at most one of them a camera."""
     store = mmsag_typestore()
     types = store.types
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with bag_writer(path) as writer:
         for index in range(95 - with_image):
             topic = writer.add_connection(f"/robot/t{index:02d}", "std_msgs/msg/String",
                                           typestore=store)  # fmt: skip

@@ -13,7 +13,6 @@ import pytest
 import yaml
 from bag.bag_helpers import CAMERAS, truth_by_frame, two_camera_bag
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 from runtime.runtime_helpers import make_bundle
 from support import REPO, SHARED_DATA
 
@@ -21,6 +20,7 @@ from mmsag_ros.bag.bag_eval import evaluate_bag, write_bag_evaluation
 from mmsag_ros.bag.frames import IMAGE_TYPE, MULTILABEL_TYPE, iter_frames, stamp_to_ns
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError
 from mmsag_ros.live.live_eval import evaluate_bag_live
@@ -250,7 +250,7 @@ def _write_bag_with_bad_frames(path: Path) -> list[int]:
     store = mmsag_typestore()
     types = store.types
     good = []
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with bag_writer(path) as writer:
         cameras = {
             name: writer.add_connection(f"/{name}/image_raw", IMAGE_TYPE, typestore=store)
             for name in ("cam", "cam_bad")
@@ -354,7 +354,7 @@ def _db3_copy(bag: Path, copy: Path) -> Path:
     store = mmsag_typestore()
     with (
         AnyReader([bag], default_typestore=store) as reader,
-        Writer(copy, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer,
+        bag_writer(copy, "sqlite3") as writer,
     ):
         out = {
             c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)

@@ -6,11 +6,11 @@ import csv
 
 import numpy as np
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from mmsag_ros.bag.export_frames import export_frames
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.cli import main
 from mmsag_ros.data.synth import generate_dataset
 
@@ -28,7 +28,7 @@ def _bag_with_a_broken_frame(tmp_path):
     store, path, index = mmsag_typestore(), tmp_path / "broken", 0
     with (
         AnyReader([good], default_typestore=store) as reader,
-        Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+        bag_writer(path) as writer,
     ):
         out = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=store)
                for c in reader.connections}  # fmt: skip

@@ -7,15 +7,14 @@ import ros_peer
 from mmsag_ros.msg import MultiLabel
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from support import multilabel_summary, multilabel_to_rosbags
 
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import STORAGES, bag_writer
 
 TOPIC = "/waste/labels"
 MSGTYPE = "mmsag_ros/msg/MultiLabel"
-STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
 @pytest.mark.parametrize("storage", sorted(STORAGES))
@@ -25,7 +24,7 @@ def test_rosbags_and_rclpy_agree_through_a_bag(storage, tmp_path):
     bag = tmp_path / f"labels_{storage}"
 
     # Even indices serialized by rosbags, odd ones by rclpy: both must read back the same.
-    with Writer(bag, version=9, storage_plugin=STORAGES[storage]) as writer:
+    with bag_writer(bag, storage) as writer:
         connection = writer.add_connection(TOPIC, MSGTYPE, typestore=store)
         for index, msg in enumerate(originals):
             if index % 2 == 0:

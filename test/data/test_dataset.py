@@ -227,17 +227,12 @@ def test_fake_dataset_rejects_bad_arguments(kwargs, message):
         )
 
 
-def test_package_exports_resolve_lazily():
+def test_importing_the_library_packages_loads_no_heavy_library():
+    # Their docstrings promise it: a CLI or a node pays for torch or OpenCV only when used.
     code = (
-        "import sys, mmsag_ros.data as d; "
-        "assert 'torch' not in sys.modules and 'cv2' not in sys.modules, 'eager import'; "
-        "[getattr(d, name) for name in d.__all__]; "
-        "assert 'torch' in sys.modules; print(len(d.__all__))"
+        "import sys, mmsag_ros.bundle, mmsag_ros.data, mmsag_ros.export, mmsag_ros.runtime; "
+        "print(sorted({'torch', 'cv2', 'onnx', 'onnxruntime'} & set(sys.modules)))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
-    import mmsag_ros.data as data
-
-    assert int(run.stdout) == len(data.__all__)
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        data.nothing  # noqa: B018
+    assert run.stdout.strip() == "[]"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 from export.conftest import write_synthetic_voc, write_tiny_checkpoint
-from rosbags.rosbag2 import StoragePlugin, Writer
 from support import SHARED_DATA
 
 from mmsag_ros.bag.frames import COMPRESSED_TYPE
 from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.export.write_bundle import export_bundle
@@ -44,7 +44,7 @@ def _jpeg_bag(path: Path, images: list[np.ndarray]) -> Path:
     """A camera recording of these BGR images, 10 frames a second."""
     store = mmsag_typestore()
     types = store.types
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with bag_writer(path) as writer:
         camera = writer.add_connection("/cam/image_raw/compressed", COMPRESSED_TYPE,
                                        typestore=store)  # fmt: skip
         for index, image in enumerate(images):

@@ -224,7 +224,7 @@ def test_setting_bundle_while_configured_swaps_the_model_in_the_background(
     assert node._classifier is old and loading.startswith(f"loading {other_bundle_dir} for ")
     refused = node.swap_bundle(str(bundle_dir))
     assert not refused.successful and "still loading" in refused.reason
-    spin_until(node, lambda: node._swap is None)
+    spin_until(node, lambda: not node.model_swap.pending)
     new = node._classifier
     assert new.model_id == load_bundle(other_bundle_dir).model_id != old.model_id
     assert not old.backend.loaded and new.backend.loaded
@@ -265,7 +265,7 @@ def test_a_swap_that_cannot_work_leaves_the_old_model_running_and_says_why(
     damaged = _copy_bundle(bundle_dir, tmp_path / "damaged")
     (damaged / "model.onnx").write_bytes(b"not an onnx file")
     assert node.swap_bundle(str(damaged)).successful
-    spin_until(node, lambda: node._swap is None)
+    spin_until(node, lambda: not node.model_swap.pending)
     assert node._classifier is old and old.backend.loaded and node._worker.classifier is old
     assert node.get_parameter("bundle").value == str(bundle_dir)
     status = node.status()
@@ -292,10 +292,10 @@ def test_swaps_on_an_idle_belt_and_hostile_manifests_never_stop_the_executor(
     # No frame comes, so the worker never takes a replacement: each newer one supersedes the
     # one still waiting, which is closed.
     assert node.swap_bundle(str(other_bundle_dir)).successful
-    spin_until(node, lambda: node._swap is None)
+    spin_until(node, lambda: not node.model_swap.pending)
     waiting = node._classifier
     assert node.swap_bundle(str(bundle_dir)).successful
-    spin_until(node, lambda: node._swap is None)  # raised inside the executor before
+    spin_until(node, lambda: not node.model_swap.pending)  # raised inside the executor before
     assert node._classifier.model_id == first.model_id and not waiting.backend.loaded
     # The worker still holds the first model until a frame comes; then the newest takes over.
     assert node._worker.classifier is first and first.backend.loaded

@@ -550,8 +550,8 @@ def test_cuda_requests_fail_clearly_without_a_gpu(bundle):
 
 def test_importing_the_runtime_loads_no_inference_sdk():
     code = (
-        "import sys, mmsag_ros.runtime as r\n"
-        "r.Classifier, r.create_backend\nimport mmsag_ros.pointing\n"
+        "import sys, mmsag_ros.runtime.classifier, mmsag_ros.runtime.backends\n"
+        "import mmsag_ros.pointing\n"
         "import mmsag_ros.runtime.verify, mmsag_ros.runtime.bench, mmsag_ros.runtime.engine_cache\n"
         "import mmsag_ros.onnx_session, mmsag_ros.bundle.manifest\n"
         "import mmsag_ros.cli.verify, mmsag_ros.cli.bench, mmsag_ros.cli.engine\n"
