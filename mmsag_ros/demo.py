@@ -130,7 +130,7 @@ def run_demo(options: DemoOptions, *, say: Callable[[str], None] = print) -> Dem
     """Run the whole demo; ``say`` receives every line meant for the user."""
     from mmsag_ros.bag.bag_eval import write_bag_evaluation
     from mmsag_ros.bag.make import make_bag
-    from mmsag_ros.bundle.manifest import PRECISIONS
+    from mmsag_ros.bundle.schema import PRECISIONS
     from mmsag_ros.data.compose import compose_dataset
     from mmsag_ros.data.synth import generate_dataset
     from mmsag_ros.data.voc import read_voc, read_voc_boxes

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
     from mmsag_ros.data.dataset import AnnotatedSplit
 
 __all__ = ["add_arguments", "format_summary", "run"]

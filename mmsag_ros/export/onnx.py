@@ -31,8 +31,8 @@ import numpy as np
 
 from mmsag_ros import __version__
 from mmsag_ros.bundle.labels import LabelSet
-from mmsag_ros.bundle.manifest import check_onnx_metadata, onnx_metadata
 from mmsag_ros.bundle.preprocess import PreprocessSpec
+from mmsag_ros.bundle.schema import check_onnx_metadata, onnx_metadata
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 from mmsag_ros.export.graph import fold_pads_into_convs
 

@@ -39,8 +39,8 @@ import cv2
 import numpy as np
 
 from mmsag_ros.atomic import atomic_target
-from mmsag_ros.bundle.manifest import PRECISION_METADATA_KEY, PRECISIONS
 from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
+from mmsag_ros.bundle.schema import PRECISION_METADATA_KEY, PRECISIONS
 from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset
 from mmsag_ros.data.transforms import EvalTransform
 from mmsag_ros.data.voc import find_voc_dir, read_voc

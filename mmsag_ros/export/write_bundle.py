@@ -23,17 +23,16 @@ import numpy as np
 
 from mmsag_ros import __version__
 from mmsag_ros.atomic import unique_directory
-from mmsag_ros.bundle.manifest import (
+from mmsag_ros.bundle.files import sha256_file
+from mmsag_ros.bundle.manifest import load_bundle, write_manifest
+from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
+from mmsag_ros.bundle.schema import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     PRECISIONS,
     Bundle,
-    load_bundle,
     preprocess_manifest,
-    sha256_file,
-    write_manifest,
 )
-from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.data.synth_scene import render_scene
 from mmsag_ros.errors import ConfigError

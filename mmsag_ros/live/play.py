@@ -184,6 +184,8 @@ def _one_pass(
                 on_publish(connection.topic, published, recorded)
             publishers[connection.topic].publish(published)
             summary.published[connection.topic] += 1
+    if count == 0:
+        return True  # a complete pass with nothing to pace
     # Without this gap a loop would republish the last frame and the first at once (and a
     # one-frame bag as fast as the CPU allows).
     period_ns = (last_ns - (first_ns or 0)) // (count - 1) if count > 1 else _SINGLE_FRAME_NS
@@ -213,7 +215,8 @@ def play_bag(
     Args:
         bag: rosbag2 folder or storage file.
         rate: Speed factor (2.0 plays twice as fast).
-        loop: Start over at the end until ``stop`` is set.
+        loop: Start over at the end until ``stop`` is set (after one pass if it published
+            nothing: the topics hold no messages).
         topics: Image topics to publish; None publishes all of them.
         wait_for_subscribers_s: Wait up to this long for every topic to have a subscriber
             before the first message (best-effort messages sent earlier are lost).
@@ -281,6 +284,9 @@ def play_bag(
             while _one_pass(bag, topics, publishers, pacer, summary, on_publish, stamper):
                 summary.loops += 1
                 if not loop:
+                    break
+                if summary.total == 0:  # starting over would spin, publishing nothing
+                    _log.warning("%s: the image topics hold no messages; nothing to loop", bag)
                     break
             summary.interrupted = stop.is_set()
         finally:

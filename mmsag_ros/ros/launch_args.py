@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mmsag_ros.bundle.manifest import PRECISIONS
+from mmsag_ros.bundle.schema import PRECISIONS
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.runtime.backends import BACKEND_KINDS
 from mmsag_ros.runtime.backends.base import parse_device

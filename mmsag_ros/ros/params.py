@@ -15,7 +15,7 @@ import numpy as np
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
-from mmsag_ros.bundle.manifest import PRECISIONS
+from mmsag_ros.bundle.schema import PRECISIONS
 from mmsag_ros.camera.decode import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.pointing import check_instance_options

@@ -25,7 +25,7 @@ from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends import InferenceBackend, create_backend, parse_device
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = [
     "DEFAULT_BACKENDS",

@@ -25,7 +25,7 @@ from mmsag_ros.runtime.backends import BACKEND_KINDS, InferenceBackend, create_b
 from mmsag_ros.runtime.postprocess import check_thresholds, decide, sigmoid
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = ["Classifier", "Prediction", "StageTimings", "candidate_backends"]
 

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsag_ros.atomic import exclusive_lock, shared_lock
-from mmsag_ros.bundle.manifest import PRECISIONS
+from mmsag_ros.bundle.schema import PRECISIONS
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 from mmsag_ros.runtime.engine_build import BatchProfile, build_engine, import_tensorrt
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = [
     "cached_engine",

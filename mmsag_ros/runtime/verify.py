@@ -30,7 +30,7 @@ from mmsag_ros.runtime.bench import latency_stats, parse_backend_spec
 from mmsag_ros.runtime.postprocess import decide, sigmoid
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = [
     "DEFAULT_TOLERANCES",

@@ -21,6 +21,8 @@ from support import REPO, SHARED_DATA
 
 from mmsag_ros.bag.frames import open_bag, raw_messages
 from mmsag_ros.bag.make import make_bag
+from mmsag_ros.bag.typestore import mmsag_typestore
+from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.errors import BagError, ConfigError
 from mmsag_ros.live.play import play_bag
@@ -224,3 +226,23 @@ def test_play_rejects_bad_options_before_starting_ros(tmp_path):
         play_bag(REAL_BAGS[0], topics=["/nope"])
     with pytest.raises(BagError, match="does not exist"):
         play_bag(tmp_path / "missing")
+
+
+def test_a_loop_over_image_topics_without_messages_ends_after_one_empty_pass(
+    ros_env, monkeypatch, tmp_path
+):
+    # It used to start over at once, forever, as fast as the CPU allowed.
+    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env["ROS_DOMAIN_ID"])  # play_bag runs in-process
+    bag = tmp_path / "empty"
+    with bag_writer(bag) as writer:
+        writer.add_connection(TOPIC, "sensor_msgs/msg/CompressedImage", typestore=mmsag_typestore())
+    stop, result = threading.Event(), {}
+    player = threading.Thread(
+        target=lambda: result.update(summary=play_bag(bag, loop=True, stop=stop)), daemon=True
+    )
+    player.start()
+    player.join(timeout=120.0)  # a hang guard: the pass itself takes milliseconds
+    stop.set()
+    player.join()
+    summary = result["summary"]
+    assert (summary.total, summary.loops, summary.interrupted) == (0, 1, False)

@@ -14,14 +14,9 @@ import onnx
 import pytest
 from export.conftest import write_synthetic_voc, write_variant_bundle
 
-from mmsag_ros.bundle.manifest import (
-    PRECISION_METADATA_KEY,
-    PREPROCESS_FIELDS,
-    Bundle,
-    load_bundle,
-    sha256_file,
-    write_manifest,
-)
+from mmsag_ros.bundle.files import sha256_file
+from mmsag_ros.bundle.manifest import load_bundle, write_manifest
+from mmsag_ros.bundle.schema import PRECISION_METADATA_KEY, PREPROCESS_FIELDS, Bundle
 from mmsag_ros.errors import BundleError
 from mmsag_ros.onnx_session import open_session
 

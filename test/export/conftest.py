@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mmsag_ros.bundle.labels import MLKW_LABELS, LabelSet
-from mmsag_ros.bundle.manifest import Bundle
+from mmsag_ros.bundle.schema import Bundle
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc

@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from export.conftest import CALIB_IMAGES
-from mmsag_ros.bundle.manifest import (
-    MANIFEST_FORMAT,
-    PRECISION_METADATA_KEY,
-    PRECISIONS,
-    Bundle,
-    load_bundle,
-    sha256_file,
-    write_manifest,
-)
+from mmsag_ros.bundle.files import sha256_file
+from mmsag_ros.bundle.manifest import load_bundle, write_manifest
+from mmsag_ros.bundle.schema import MANIFEST_FORMAT, PRECISION_METADATA_KEY, PRECISIONS, Bundle
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
 from mmsag_ros.errors import BundleError, ConfigError, DatasetError, ModelNotFoundError
 from mmsag_ros.export.onnx import graph_sha256

@@ -7,7 +7,8 @@ import pytest
 
 from export.conftest import CALIB_IMAGES
 from mmsag_ros import cli
-from mmsag_ros.bundle.manifest import Bundle, load_bundle
+from mmsag_ros.bundle.manifest import load_bundle
+from mmsag_ros.bundle.schema import Bundle
 from mmsag_ros.cli import main
 from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.export.precision import VariantScore

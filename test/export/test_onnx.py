@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmsag_ros.bundle.labels import MLKW_LABELS
-from mmsag_ros.bundle.manifest import Bundle
+from mmsag_ros.bundle.schema import Bundle
 from mmsag_ros.errors import BundleError, ConfigError
 from mmsag_ros.export.onnx import (
     export_onnx,

@@ -15,8 +15,8 @@ from onnx import TensorProto, numpy_helper
 
 from export.conftest import CALIB_IMAGES
 from mmsag_ros.bundle.labels import MLKW_LABELS
-from mmsag_ros.bundle.manifest import PRECISION_METADATA_KEY, Bundle
 from mmsag_ros.bundle.preprocess import preprocess
+from mmsag_ros.bundle.schema import PRECISION_METADATA_KEY, Bundle
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.errors import ConfigError, DatasetError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
@@ -56,3 +58,15 @@ def test_array_to_image_rejects_mismatched_arrays():
         array_to_image(np.zeros((2, 2), np.uint8), "rgb8")
     with pytest.raises(ImageConversionError, match="must be uint8"):
         array_to_image(np.zeros((2, 2, 3), np.float32), "rgb8")
+
+
+def test_a_rejection_keeps_its_kind_and_reason_across_a_pickle():
+    # What a process pool or a multiprocessing queue does to an exception on its way back.
+    err = ImageConversionError("frame is 0x0; from camera a", kind="layout")
+    back = pickle.loads(pickle.dumps(err))
+    assert (type(back), str(back), back.kind, back.reason) == (
+        ImageConversionError,
+        "frame is 0x0; from camera a",
+        "layout",
+        "frame is 0x0",
+    )

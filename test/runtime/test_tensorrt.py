@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 
 from mmsag_ros.atomic import exclusive_lock
-from mmsag_ros.bundle.manifest import Bundle, load_bundle, sha256_file
+from mmsag_ros.bundle.files import sha256_file
+from mmsag_ros.bundle.manifest import load_bundle
+from mmsag_ros.bundle.schema import Bundle
 from mmsag_ros.errors import BackendUnavailableError, BundleError, ConfigError
 from mmsag_ros.runtime import engine_cache as trt_cache
 from mmsag_ros.runtime.engine_build import BatchProfile, build_engine, import_tensorrt

@@ -18,7 +18,7 @@ from mmsag_ros.runtime.backends.tensorrt_ import TensorRTBackend
 from mmsag_ros.runtime.backends.torch_ import TorchBackend
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = [
     "BACKEND_KINDS",

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from mmsag_ros.bundle.manifest import PRECISIONS
+from mmsag_ros.bundle.schema import PRECISIONS
 from mmsag_ros.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = ["InferenceBackend", "parse_device"]
 

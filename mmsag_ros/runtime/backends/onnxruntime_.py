@@ -17,7 +17,7 @@ from mmsag_ros.onnx_session import CPU_PROVIDER, import_onnxruntime, open_sessio
 from mmsag_ros.runtime.backends.base import InferenceBackend
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = ["OnnxRuntimeBackend"]
 

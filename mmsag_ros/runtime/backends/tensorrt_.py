@@ -20,7 +20,7 @@ from mmsag_ros.runtime.engine_build import BatchProfile, import_tensorrt
 from mmsag_ros.runtime.engine_cache import load_engine
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = ["TensorRTBackend"]
 

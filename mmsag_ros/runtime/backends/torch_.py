@@ -15,7 +15,7 @@ from mmsag_ros.errors import BackendUnavailableError, ConfigError
 from mmsag_ros.runtime.backends.base import InferenceBackend
 
 if TYPE_CHECKING:
-    from mmsag_ros.bundle.manifest import Bundle
+    from mmsag_ros.bundle.schema import Bundle
 
 __all__ = ["TorchBackend"]
 
