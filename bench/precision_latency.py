@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmsag_ros.bundle.manifest import load_bundle
-from mmsag_ros.export.precision import describe_accuracy
+from mmsag_ros.export.variant_score import describe_accuracy
 from mmsag_ros.runtime.backends import create_backend
 from mmsag_ros.runtime.bench import bench_backend, machine_info
 

@@ -19,14 +19,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsag_ros.bundle.drift_reference import Reference
 from mmsag_ros.bundle.labels import LabelSet
-from mmsag_ros.bundle.preprocess import PreprocessSpec
 from mmsag_ros.errors import BundleError
+
+if TYPE_CHECKING:
+    # Only named in annotations: reading a bundle's records must not load OpenCV.
+    from mmsag_ros.bundle.drift_reference import Reference
+    from mmsag_ros.bundle.preprocess import PreprocessSpec
 
 __all__ = [
     "INPUT_FORMAT",

@@ -103,7 +103,7 @@ def _size(path: Path) -> str:
 
 
 def _variant_lines(bundle: Bundle) -> list[tuple[str, str]]:
-    from mmsag_ros.export.precision import describe_accuracy
+    from mmsag_ros.export.variant_score import describe_accuracy
 
     rows = []
     for precision, entry in bundle.manifest.get("variants", {}).items():

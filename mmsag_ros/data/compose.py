@@ -191,6 +191,42 @@ def split_photos(
     return PhotoSplit(photos=photos, groups=groups_out)
 
 
+def _check_options(
+    counts: dict[str, int],
+    image_size: tuple[int, int],
+    max_objects: int,
+    max_overlap: float,
+    seed: int,
+) -> tuple[int, int]:
+    """ConfigError for a bad count, size, object limit or seed; the scene's (width, height)."""
+    for split, count in counts.items():
+        if count < 0:
+            raise ConfigError(f"num_{split} must be >= 0, got {count}")
+    if sum(counts.values()) == 0:
+        raise ConfigError("num_train, num_val and num_test are all 0; ask for at least one scene")
+    width, height = (int(v) for v in image_size)
+    if min(width, height) < _MIN_SIDE_PX:
+        raise ConfigError(f"image_size {image_size} is too small; use at least 64x64 pixels")
+    if max_objects < 1:
+        raise ConfigError(f"max_objects must be at least 1, got {max_objects}")
+    if not 0 <= max_overlap < 1:
+        raise ConfigError(f"max_overlap must lie in [0, 1), got {max_overlap}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    return width, height
+
+
+def _check_split_photos(split: PhotoSplit, names: tuple[str, ...], counts: dict[str, int]) -> None:
+    """ConfigError when a split asked for scenes lacks photos of some class."""
+    for name_split, count in counts.items():
+        empty = [n for n in names if count and not split.photos[name_split][n]]
+        if empty:
+            raise ConfigError(
+                f"the {name_split} split has no photos of {', '.join(empty)}; lower group_size "
+                "or add photos"
+            )
+
+
 def compose_dataset(
     photos_dir: Path,
     out_dir: Path,
@@ -240,20 +276,7 @@ def compose_dataset(
     start = time.perf_counter()
     photos_dir, out_dir = Path(photos_dir), Path(out_dir)
     counts = {"train": num_train, "val": num_val, "test": num_test}
-    for split, count in counts.items():
-        if count < 0:
-            raise ConfigError(f"num_{split} must be >= 0, got {count}")
-    if sum(counts.values()) == 0:
-        raise ConfigError("num_train, num_val and num_test are all 0; ask for at least one scene")
-    width, height = (int(v) for v in image_size)
-    if min(width, height) < _MIN_SIDE_PX:
-        raise ConfigError(f"image_size {image_size} is too small; use at least 64x64 pixels")
-    if max_objects < 1:
-        raise ConfigError(f"max_objects must be at least 1, got {max_objects}")
-    if not 0 <= max_overlap < 1:
-        raise ConfigError(f"max_overlap must lie in [0, 1), got {max_overlap}")
-    if seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {seed}")
+    width, height = _check_options(counts, image_size, max_objects, max_overlap, seed)
     style = compose_style(style)
     split = split_photos(
         photos_dir,
@@ -263,13 +286,7 @@ def compose_dataset(
         group_size=group_size,
     )
     names = tuple(sorted(split.photos["train"]))
-    for name_split, count in counts.items():
-        empty = [n for n in names if count and not split.photos[name_split][n]]
-        if empty:
-            raise ConfigError(
-                f"the {name_split} split has no photos of {', '.join(empty)}; lower group_size "
-                "or add photos"
-            )
+    _check_split_photos(split, names, counts)
     voc = prepare_voc_dir(out_dir, overwrite, _MARKER)
     cutouts = Cutouts(check=style.check_cutouts)
     ids: dict[str, list[str]] = {s: [] for s in (*COMPOSE_SPLITS, "trainval")}

@@ -18,20 +18,15 @@ here, and strongly typed TensorRT engines on the robot build from the very same 
   (export tries that first, see :func:`mmsag_ros.export.write_bundle.export_bundle`); with
   ``ends_fp32`` the stem and the last convolution stay fp32.
 
-Each variant is then scored with ONNX Runtime against fp32 on the validation split (never the
-test split): mAP difference, how often the per-class decisions agree at the bundle's
-thresholds, and the largest score difference. A variant is accepted within its bar
-(:data:`DEFAULT_BARS`, in mAP points) and otherwise refused with those numbers.
+Each variant is then judged against fp32 by :mod:`mmsag_ros.export.variant_score`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +35,8 @@ import numpy as np
 
 from mmsag_ros.atomic import atomic_target
 from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
-from mmsag_ros.bundle.schema import PRECISION_METADATA_KEY, PRECISIONS
-from mmsag_ros.data.dataset import AnnotatedSplit, MultiLabelImageDataset
-from mmsag_ros.data.transforms import EvalTransform
+from mmsag_ros.bundle.schema import PRECISION_METADATA_KEY
+from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.data.voc import find_voc_dir, read_voc
 from mmsag_ros.errors import BundleError, ConfigError, DatasetError, MmsagError
 from mmsag_ros.export.settings import (
@@ -50,25 +44,15 @@ from mmsag_ros.export.settings import (
     DEFAULT_BARS,
     DEFAULT_CALIBRATION_IMAGES,
 )
-from mmsag_ros.metrics import mean_average_precision
-from mmsag_ros.onnx_session import open_session
-from mmsag_ros.progress import progress_bar
 
 __all__ = [
-    "ACCURACY_RECORDS",
     "CALIBRATION_METHODS",
     "DEFAULT_BARS",
     "DEFAULT_CALIBRATION_IMAGES",
     "FP32_OPS",
-    "VariantScore",
-    "check_validation_split",
     "convert_fp16",
-    "describe_accuracy",
     "load_calibration_images",
-    "onnx_scores",
     "quantize_int8",
-    "score_variant",
-    "scored_forms",
 ]
 
 _log = logging.getLogger(__name__)
@@ -276,6 +260,24 @@ def _quantize_after_activations(model: Any) -> int:
     return len(dropped) // 2
 
 
+def _int8_nodes(graph: Any, head: bool, ends_fp32: bool) -> tuple[list[str], set[str]]:
+    """The nodes to quantize, and the backbone convolutions kept in fp32 (``ends_fp32``)."""
+    convs = [
+        n.name for n in graph.node if n.op_type == "Conv" and n.name.startswith(_BACKBONE_PREFIX)
+    ]
+    kept_fp32 = {convs[0], convs[-1]} if ends_fp32 and len(convs) > 2 else set()
+    nodes = [
+        n.name
+        for n in graph.node
+        if n.name not in kept_fp32
+        and (
+            (n.op_type in _BACKBONE_OPS and n.name.startswith(_BACKBONE_PREFIX))
+            or (head and n.op_type in _HEAD_OPS)
+        )
+    ]
+    return nodes, kept_fp32
+
+
 def quantize_int8(
     onnx_path: Path,
     out_path: Path,
@@ -337,23 +339,8 @@ def quantize_int8(
             # Symbolic shape inference cannot read this graph's Reshape shapes; ONNX's own
             # inference and the graph optimisation are what quantization needs.
             quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-            graph = onnx.load(str(prepared)).graph
             op_types = list(dict.fromkeys([*_BACKBONE_OPS, *(_HEAD_OPS if head else ())]))
-            convs = [
-                n.name
-                for n in graph.node
-                if n.op_type == "Conv" and n.name.startswith(_BACKBONE_PREFIX)
-            ]
-            kept_fp32 = {convs[0], convs[-1]} if ends_fp32 and len(convs) > 2 else set()
-            nodes = [
-                n.name
-                for n in graph.node
-                if n.name not in kept_fp32
-                and (
-                    (n.op_type in _BACKBONE_OPS and n.name.startswith(_BACKBONE_PREFIX))
-                    or (head and n.op_type in _HEAD_OPS)
-                )
-            ]
+            nodes, kept_fp32 = _int8_nodes(onnx.load(str(prepared)).graph, head, ends_fp32)
             reader = _Calibration(calibration, input_name, batch_size)
             with _quiet_root_logger():
                 quantization.quantize_static(
@@ -394,162 +381,3 @@ def quantize_int8(
         "head": "int8" if head else "fp32",
         "calibration": {"images": reader.used, "method": method},
     }
-
-
-def onnx_scores(
-    onnx_path: Path,
-    split: AnnotatedSplit,
-    spec: PreprocessSpec,
-    *,
-    precision: str = "fp32",
-    as_written: bool = False,
-    input_name: str = "images",
-    batch_size: int = 8,
-    progress: bool = False,
-) -> np.ndarray:
-    """Sigmoid scores (N x C) of an ONNX variant over ``split``, preprocessed as at inference.
-
-    The session is opened as the node opens it (:func:`mmsag_ros.onnx_session.open_session`),
-    or with ``as_written`` as TensorRT computes the file.
-    """
-    session = open_session(onnx_path, precision=precision, as_written=as_written)
-    dataset = MultiLabelImageDataset(split, EvalTransform(spec))
-    logits = []
-    starts = range(0, len(dataset), batch_size)
-    desc = f"score {precision}{' as written' if as_written else ''}"
-    for start in progress_bar(starts, desc=desc, unit="batch", enabled=progress):
-        batch = np.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(split)))])
-        logits.append(session.run(["logits"], {input_name: batch})[0])
-    stacked = np.concatenate(logits).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-stacked))
-
-
-def check_validation_split(split: AnnotatedSplit) -> None:
-    """DatasetError unless ``split`` can judge a variant (images with positive labels)."""
-    if len(split) == 0 or not (split.targets() == 1).any():
-        raise DatasetError(
-            f"validation split {split.name!r} has no positive labels, so a variant and fp32 "
-            "cannot be compared; validate on a split with positives"
-        )
-
-
-@dataclass(frozen=True)
-class VariantScore:
-    """How a reduced-precision variant scored against fp32 on the validation split.
-
-    Attributes:
-        precision: ``fp16`` or ``int8``.
-        fp32_map: mAP of the fp32 model, in [0, 1].
-        variant_map: mAP of the variant on the same images.
-        map_drop_points: ``100 * (fp32_map - variant_map)``; negative when the variant scored
-            higher.
-        decision_agreement: Fraction of (image, class) decisions, at the bundle's thresholds,
-            that equal fp32's.
-        max_score_diff: Largest |variant score - fp32 score| over all images and classes.
-        bar_points: The accepted drop, in mAP points.
-        split: Name of the validation split.
-        images: Images scored.
-    """
-
-    precision: str
-    fp32_map: float
-    variant_map: float
-    map_drop_points: float
-    decision_agreement: float
-    max_score_diff: float
-    bar_points: float
-    split: str
-    images: int
-
-    @property
-    def accepted(self) -> bool:
-        """Whether the mAP drop is within the bar."""
-        # The epsilon keeps a drop of exactly the bar (0.80 -> 0.79) on the accepted side.
-        return self.map_drop_points <= self.bar_points + 1e-9
-
-    def summary(self) -> str:
-        """One line with every number, for logs, the export table and refusals."""
-        sign = "<=" if self.accepted else ">"
-        return (
-            f"mAP {100 * self.variant_map:.2f} vs fp32 {100 * self.fp32_map:.2f} (drop "
-            f"{self.map_drop_points:.2f} {sign} {self.bar_points:.2f} points), decisions agree "
-            f"{100 * self.decision_agreement:.2f}%, max score diff {self.max_score_diff:.4f} "
-            f"on {self.images} images of {self.split!r}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``accuracy`` record."""
-        return asdict(self)
-
-
-#: A variant's accuracy records in its manifest entry, by how its file was run for each. The
-#: int8 file is also scored as written, its Q/DQ computed literally: the arithmetic TensorRT
-#: runs, which the CPU session's rewrites (:mod:`mmsag_ros.onnx_session`) refine.
-ACCURACY_RECORDS = {"accuracy": "CPU session", "accuracy_as_written": "as written (TensorRT)"}
-
-
-def scored_forms(precision: str) -> dict[str, bool]:
-    """The accuracy records a ``precision`` variant gets, each with its ``as_written`` flag."""
-    return (
-        {"accuracy": False, "accuracy_as_written": True}
-        if precision == "int8"
-        else {"accuracy": False}
-    )
-
-
-def describe_accuracy(entry: Mapping[str, Any]) -> str:
-    """A variant's manifest accuracy records on one line (a label on each when there are two)."""
-    present = [key for key in ACCURACY_RECORDS if key in entry]
-    return "; ".join(
-        VariantScore(**entry[key]).summary()
-        if len(present) == 1
-        else f"{ACCURACY_RECORDS[key]}: {VariantScore(**entry[key]).summary()}"
-        for key in present
-    )
-
-
-def score_variant(
-    precision: str,
-    fp32_scores: np.ndarray,
-    variant_scores: np.ndarray,
-    split: AnnotatedSplit,
-    thresholds: np.ndarray,
-    *,
-    bar_points: float,
-) -> VariantScore:
-    """Compare a variant's validation scores with fp32's (see :class:`VariantScore`).
-
-    Raises:
-        ConfigError: An unknown precision, a negative bar, or score arrays of other shapes.
-        DatasetError: The split has no positive labels.
-    """
-    if precision not in PRECISIONS[1:]:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS[1:])}: {precision!r}")
-    if not (math.isfinite(bar_points) and bar_points >= 0):
-        raise ConfigError(f"the {precision} bar must be >= 0 mAP points, got {bar_points}")
-    if fp32_scores.shape != variant_scores.shape or fp32_scores.shape[0] != len(split):
-        raise ConfigError(
-            f"score shapes {fp32_scores.shape} and {variant_scores.shape} do not match the "
-            f"{len(split)} images of {split.name!r}"
-        )
-    check_validation_split(split)
-    limits = np.asarray(thresholds, dtype=np.float64)
-    if limits.shape != (fp32_scores.shape[1],):
-        raise ConfigError(
-            f"{limits.size} thresholds for {fp32_scores.shape[1]} classes; give one per class"
-        )
-    targets = split.targets()
-    fp32_map = mean_average_precision(fp32_scores, targets)
-    variant_map = mean_average_precision(variant_scores, targets)
-    agree = (fp32_scores >= limits) == (variant_scores >= limits)
-    return VariantScore(
-        precision=precision,
-        fp32_map=float(fp32_map),
-        variant_map=float(variant_map),
-        map_drop_points=float(100.0 * (fp32_map - variant_map)),
-        decision_agreement=float(agree.mean()),
-        max_score_diff=float(np.abs(variant_scores - fp32_scores).max()),
-        bar_points=float(bar_points),
-        split=split.name,
-        images=len(split),
-    )

@@ -40,16 +40,13 @@ from mmsag_ros.export.measure_reference import measure_reference
 from mmsag_ros.export.precision import (
     DEFAULT_BARS,
     DEFAULT_CALIBRATION_IMAGES,
-    VariantScore,
-    check_validation_split,
-    convert_fp16,
-    describe_accuracy,
     load_calibration_images,
-    onnx_scores,
-    quantize_int8,
-    score_variant,
-    scored_forms,
 )
+from mmsag_ros.export.variant_score import (
+    check_validation_split,
+    onnx_scores,
+)
+from mmsag_ros.export.variants import reduced_variant
 
 __all__ = [
     "BUNDLE_ENTRIES",
@@ -225,58 +222,44 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _attempts(precision: str, int8_head: bool) -> list[dict[str, bool]]:
-    """The conversions to try, in order; the first within the bar is kept.
+def _load_model(checkpoint_path: Path, attention: bool) -> tuple[Any, Any, bool]:
+    """The checkpoint, its model, and whether to export attention maps (only if it has them)."""
+    from mmsag_ros.model.checkpoint import load_checkpoint
 
-    int8 goes from fastest to most precise: everything in int8 (on the demo's
-    EfficientNet-Lite0 the int8 head is what takes the CPU speed-up from about 1.5x to 2x),
-    then the head in fp32, then also the stem and the last convolution in fp32 (on one demo
-    model those two cost 4 mAP points in int8).
-    """
-    if precision != "int8":
-        return [{}]
-    ladder = [{"head": False, "ends_fp32": False}, {"head": False, "ends_fp32": True}]
-    return [{"head": True, "ends_fp32": False}, *ladder] if int8_head else ladder
-
-
-def _judge(
-    precision: str,
-    path: Path,
-    validation: AnnotatedSplit,
-    fp32_scores: np.ndarray,
-    *,
-    spec: PreprocessSpec,
-    thresholds: np.ndarray,
-    bar_points: float,
-    progress: bool,
-) -> dict[str, VariantScore]:
-    """Each accuracy record of the variant at ``path`` (:func:`scored_forms`) against fp32."""
-    return {
-        record: score_variant(
-            precision,
-            fp32_scores,
-            onnx_scores(
-                path,
-                validation,
-                spec,
-                precision=precision,
-                as_written=as_written,
-                progress=progress,
-            ),
-            validation,
-            thresholds,
-            bar_points=bar_points,
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = checkpoint.build_model()
+    if len(checkpoint.thresholds) != len(checkpoint.labels):
+        raise ConfigError(
+            f"checkpoint {checkpoint_path} has {len(checkpoint.thresholds)} thresholds for "
+            f"{len(checkpoint.labels)} classes"
         )
-        for record, as_written in scored_forms(precision).items()
+    if attention and not model.config.semantic_attention:
+        _log.info(
+            "%s has no attention maps (semantic attention off): exporting logits only",
+            checkpoint.model_name,
+        )
+        attention = False
+    return checkpoint, model, attention
+
+
+def _onnx_section(
+    result: Any, path: Path, *, rtol: float, frames: Path | AnnotatedSplit | None
+) -> dict[str, Any]:
+    """The manifest's ``onnx`` section: the fp32 file, its interface and its parity check."""
+    return {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "opset": result.opset,
+        "input": result.input_name,
+        "outputs": list(result.output_names),
+        "attention_grid": list(result.attention_grid) if result.attention_grid else None,
+        "parity": {
+            "max_error": result.max_errors,
+            "batch_sizes": list(result.batch_sizes),
+            "rtol": rtol,
+            "frames": _describe(frames),
+        },
     }
-
-
-def _attempt_name(precision: str, attempt: dict[str, bool]) -> str:
-    if precision != "int8":
-        return precision
-    if attempt["ends_fp32"]:
-        return "int8 (head, stem, last conv fp32)"
-    return "int8 (head int8)" if attempt["head"] else "int8 (head fp32)"
 
 
 def export_bundle(
@@ -336,7 +319,7 @@ def export_bundle(
     import torch
 
     from mmsag_ros.export.onnx import export_onnx
-    from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from mmsag_ros.model.checkpoint import save_checkpoint
 
     precisions = parse_precisions(precisions)
     bars = {**DEFAULT_BARS, **(bars or {})}
@@ -345,20 +328,8 @@ def export_bundle(
     timings: dict[str, float] = {}
     out_dir = Path(out_dir).absolute()
     with _step("load checkpoint", timings, level):
-        checkpoint = load_checkpoint(checkpoint_path)
-        model = checkpoint.build_model()
+        checkpoint, model, attention = _load_model(checkpoint_path, attention)
         spec, labels = checkpoint.spec, checkpoint.labels
-        if len(checkpoint.thresholds) != len(labels):
-            raise ConfigError(
-                f"checkpoint {checkpoint_path} has {len(checkpoint.thresholds)} thresholds for "
-                f"{len(labels)} classes"
-            )
-    if attention and not model.config.semantic_attention:
-        _log.info(
-            "%s has no attention maps (semantic attention off): exporting logits only",
-            checkpoint.model_name,
-        )
-        attention = False
     staging = _staging_dir(out_dir, overwrite)
     try:
         with _step("parity frames", timings, level):
@@ -403,64 +374,21 @@ def export_bundle(
                 )
 
         for precision in reduced:
-            path = staging / VARIANT_FILES[precision]
-            tried = []
-            for attempt in _attempts(precision, int8_head):
-                name = _attempt_name(precision, attempt)
-                with _step(f"{name} variant", timings, level):
-                    if precision == "fp16":
-                        conversion = convert_fp16(staging / ONNX_FILE, path)
-                    else:
-                        conversion = quantize_int8(
-                            staging / ONNX_FILE,
-                            path,
-                            calibration=calibration(),
-                            method=calib_method,
-                            **attempt,
-                        )
-                with _step(f"score {name} on validation", timings, level):
-                    scores = _judge(
-                        precision,
-                        path,
-                        validation,
-                        fp32_scores,
-                        spec=spec,
-                        thresholds=np.asarray(checkpoint.thresholds),
-                        bar_points=bars[precision],
-                        progress=progress,
-                    )
-                attempt_entry = {
-                    "conversion": conversion,
-                    **{record: score.to_dict() for record, score in scores.items()},
-                }
-                tried.append(attempt_entry)
-                accepted = all(score.accepted for score in scores.values())
-                if accepted:
-                    break
-                _log.info(
-                    "%s attempt missed the bar: %s", precision, describe_accuracy(attempt_entry)
-                )
-            entry: dict[str, Any] = dict(attempt_entry)
-            if len(tried) > 1:
-                entry["attempts"] = tried
-            summary = describe_accuracy(entry)
-            if accepted:
-                _log.info("%s variant accepted: %s", precision, summary)
-                variants[precision] = {
-                    "file": path.name,
-                    "sha256": sha256_file(path),
-                    "accepted": True,
-                    **entry,
-                }
-            else:
-                path.unlink()
-                _log.warning("%s variant REFUSED, not kept: %s", precision, summary)
-                variants[precision] = {
-                    "file": None,
-                    "accepted": False,
-                    "reason": summary,
-                    **entry,
-                }
+            variants[precision] = reduced_variant(
+                precision,
+                staging / ONNX_FILE,
+                staging / VARIANT_FILES[precision],
+                validation=validation,
+                fp32_scores=fp32_scores,
+                spec=spec,
+                thresholds=np.asarray(checkpoint.thresholds),
+                bar_points=bars[precision],
+                calibration=calibration,
+                calib_method=calib_method,
+                int8_head=int8_head,
+                step=lambda name: _step(name, timings, level),
+                progress=progress,
+            )
         manifest = {
             "format_version": MANIFEST_FORMAT,
             "name": checkpoint.model_name,
@@ -468,20 +396,7 @@ def export_bundle(
             "classes": labels.to_dict(),
             "preprocess": preprocess_manifest(spec),
             "thresholds": [float(t) for t in checkpoint.thresholds],
-            "onnx": {
-                "file": ONNX_FILE,
-                "sha256": sha256_file(staging / ONNX_FILE),
-                "opset": result.opset,
-                "input": result.input_name,
-                "outputs": list(result.output_names),
-                "attention_grid": list(result.attention_grid) if result.attention_grid else None,
-                "parity": {
-                    "max_error": result.max_errors,
-                    "batch_sizes": list(result.batch_sizes),
-                    "rtol": rtol,
-                    "frames": _describe(calib_dir),
-                },
-            },
+            "onnx": _onnx_section(result, staging / ONNX_FILE, rtol=rtol, frames=calib_dir),
             "variants": _json_safe(variants),
             "torch": {"file": TORCH_FILE, "sha256": sha256_file(staging / TORCH_FILE)},
             "metrics": _json_safe(checkpoint.metrics),

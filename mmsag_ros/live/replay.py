@@ -246,6 +246,25 @@ def _record(path: Path, storage: str, raw_labels: list[tuple[int, bytes]]) -> No
             writer.write(connection, arrived_ns, raw)
 
 
+def _check_options(
+    rate: float, record: Path | None, record_storage: str, params_file: Path | None
+) -> None:
+    if not rate > 0:
+        raise ConfigError(f"rate must be positive, got {rate}")
+    if record is not None and (record_storage not in STORAGES or record.exists()):
+        raise ConfigError(
+            f"cannot record into {record}: it must be a new path and the storage mcap or sqlite3"
+        )
+    if params_file is not None and not Path(params_file).is_file():
+        raise ConfigError(f"sorter parameter file {params_file} does not exist")
+
+
+def _temporary_log() -> Path:
+    handle, name = tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
 def replay_through_sorter(
     bag: Path,
     bundle: Path,
@@ -296,21 +315,11 @@ def replay_through_sorter(
         ConfigError: Bad rate or storage, ``record`` exists.
     """
     bag, bundle = Path(bag), Path(bundle).resolve()
-    if not rate > 0:
-        raise ConfigError(f"rate must be positive, got {rate}")
-    if record is not None and (record_storage not in STORAGES or record.exists()):
-        raise ConfigError(
-            f"cannot record into {record}: it must be a new path and the storage mcap or sqlite3"
-        )
-    if params_file is not None and not Path(params_file).is_file():
-        raise ConfigError(f"sorter parameter file {params_file} does not exist")
+    _check_options(rate, record, record_storage, params_file)
     camera_topics, input_type = _bag_topics(bag, topics)
     stop = stop or threading.Event()
     keep_log = log_path is not None
-    if log_path is None:
-        handle, name = tempfile.mkstemp(prefix="mmsag_sorter_", suffix=".log")
-        os.close(handle)
-        log_path = Path(name)
+    log_path = log_path if log_path is not None else _temporary_log()
     sorter = replay_sorter(
         bundle,
         camera_topics,

@@ -229,8 +229,10 @@ def test_fake_dataset_rejects_bad_arguments(kwargs, message):
 
 def test_importing_the_library_packages_loads_no_heavy_library():
     # Their docstrings promise it: a CLI or a node pays for torch or OpenCV only when used.
+    # Nor does reading a variant's accuracy record (demo, export and bench summaries).
     code = (
         "import sys, mmsag_ros.bundle, mmsag_ros.data, mmsag_ros.export, mmsag_ros.runtime; "
+        "from mmsag_ros.export.variant_score import describe_accuracy; "
         "print(sorted({'torch', 'cv2', 'onnx', 'onnxruntime'} & set(sys.modules)))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -20,7 +20,8 @@ from mmsag_ros.bundle.schema import Bundle
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.data.voc import read_voc
-from mmsag_ros.export.precision import load_calibration_images, onnx_scores, quantize_int8
+from mmsag_ros.export.precision import load_calibration_images, quantize_int8
+from mmsag_ros.export.variant_score import onnx_scores
 from mmsag_ros.export.write_bundle import export_bundle
 from mmsag_ros.model import ModelConfig, build_model
 from mmsag_ros.model.checkpoint import save_checkpoint

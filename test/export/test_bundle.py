@@ -16,7 +16,8 @@ from mmsag_ros.bundle.schema import MANIFEST_FORMAT, PRECISION_METADATA_KEY, PRE
 from mmsag_ros.data.dataset import AnnotatedSplit, Sample
 from mmsag_ros.errors import BundleError, ConfigError, DatasetError, ModelNotFoundError
 from mmsag_ros.export.onnx import graph_sha256
-from mmsag_ros.export.precision import DEFAULT_BARS, VariantScore, onnx_scores
+from mmsag_ros.export.precision import DEFAULT_BARS
+from mmsag_ros.export.variant_score import VariantScore, onnx_scores
 from mmsag_ros.export.write_bundle import VARIANT_FILES, export_bundle, parse_precisions
 from mmsag_ros.metrics import mean_average_precision
 from mmsag_ros.model.checkpoint import load_checkpoint

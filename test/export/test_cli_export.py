@@ -11,7 +11,7 @@ from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.bundle.schema import Bundle
 from mmsag_ros.cli import main
 from mmsag_ros.data.dataset import AnnotatedSplit
-from mmsag_ros.export.precision import VariantScore
+from mmsag_ros.export.variant_score import VariantScore
 
 
 @pytest.fixture(autouse=True)

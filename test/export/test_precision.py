@@ -23,12 +23,14 @@ from mmsag_ros.errors import ConfigError, DatasetError
 from mmsag_ros.export.precision import (
     DEFAULT_BARS,
     FP32_OPS,
-    VariantScore,
-    check_validation_split,
     convert_fp16,
     load_calibration_images,
-    onnx_scores,
     quantize_int8,
+)
+from mmsag_ros.export.variant_score import (
+    VariantScore,
+    check_validation_split,
+    onnx_scores,
     score_variant,
 )
 from mmsag_ros.export.write_bundle import parity_frames

@@ -8,9 +8,11 @@ modules pytest has loaded.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ import numpy as np
 from mmsag_ros.bundle.labels import MLKW_LABELS
 
 INPUT_SIZE = 96
+# (seed, attention) -> the bundle exported for it in this process
+_EXPORTED: dict[tuple[int, bool], Path] = {}
 _TINY = {
     "backbone": "resnet18",
     "input_size": INPUT_SIZE,
@@ -64,11 +68,21 @@ def write_checkpoint(path: Path, *, seed: int) -> Path:
 
 
 def make_bundle(out_dir: Path, *, seed: int, attention: bool = True) -> Path:
-    """Export a fresh tiny model into ``out_dir`` with the export helper's code (fp32 only)."""
-    from mmsag_ros.export.write_bundle import export_bundle
+    """A tiny model's bundle (fp32 only) in ``out_dir``, exported with the product's code.
 
-    checkpoint = write_checkpoint(out_dir.parent / f"{out_dir.name}_ckpt" / "best.pt", seed=seed)
-    export_bundle(checkpoint, out_dir, attention=attention, progress=False)
+    Exported once per ``(seed, attention)`` in a test process and copied after: the same
+    checkpoint exports to the same files, and each copy is the test's own to damage.
+    """
+    key = (seed, attention)
+    if key not in _EXPORTED:
+        from mmsag_ros.export.write_bundle import export_bundle
+
+        root = Path(tempfile.mkdtemp(prefix="mmsag_test_bundle_"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        checkpoint = write_checkpoint(root / "checkpoint" / "best.pt", seed=seed)
+        export_bundle(checkpoint, root / "bundle", attention=attention, progress=False)
+        _EXPORTED[key] = root / "bundle"
+    shutil.copytree(_EXPORTED[key], out_dir, dirs_exist_ok=True)
     return out_dir
 
 

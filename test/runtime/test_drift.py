@@ -15,7 +15,7 @@ from mmsag_ros.bundle.drift_reference import Reference, frame_brightness_contras
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.data.voc import read_voc
 from mmsag_ros.errors import BundleError, ConfigError
-from mmsag_ros.export.precision import onnx_scores
+from mmsag_ros.export.variant_score import onnx_scores
 from mmsag_ros.export.write_bundle import export_bundle
 from mmsag_ros.runtime.classifier import Classifier
 from mmsag_ros.runtime.drift import RATE_FLOOR, DriftWatch, check_drift_options
