@@ -133,6 +133,44 @@ def large_icc_jpeg() -> bytes:
     return data[:2] + icc + data[2:]
 
 
+def hostile_raw_frames() -> list[tuple[str, dict]]:
+    """``(what, Image fields)`` of raw frames a broken driver or an attacker could send.
+
+    Each is refused from its fields alone, before any pixel is touched: a depth encoding, a 1x1
+    frame padding its row to 4 MB, data shorter than its rows, an odd width in YUYV, a frame of
+    2.2 MP against the test's 1 MP limit.
+    """
+    return [
+        ("a 32FC1 depth frame", dict(width=4, height=4, encoding="32FC1", step=16, data=bytes(64))),
+        (
+            "1x1 with a 4 MB step",
+            dict(width=1, height=1, encoding="rgb8", step=4_000_000, data=bytes(4_000_000)),
+        ),
+        (
+            "data shorter than its rows",
+            dict(width=64, height=48, encoding="rgb8", step=192, data=bytes(10)),
+        ),
+        ("yuyv of odd width", dict(width=3, height=2, encoding="yuyv", step=6, data=bytes(12))),
+        (
+            "2.2 MP",
+            dict(width=2000, height=1100, encoding="mono8", step=2000, data=bytes(2_200_000)),
+        ),
+    ]
+
+
+def bayer_rggb8_fields(rgb: np.ndarray) -> dict:
+    """Image fields of ``rgb`` as a machine-vision camera's RGGB Bayer mosaic (valid)."""
+    height, width = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    mosaic = np.empty((height, width), np.uint8)
+    mosaic[0::2, 0::2] = rgb[0:height:2, 0:width:2, 0]
+    mosaic[0::2, 1::2] = rgb[0:height:2, 1:width:2, 1]
+    mosaic[1::2, 0::2] = rgb[1:height:2, 0:width:2, 1]
+    mosaic[1::2, 1::2] = rgb[1:height:2, 1:width:2, 2]
+    return dict(
+        width=width, height=height, encoding="bayer_rggb8", step=width, data=mosaic.tobytes()
+    )
+
+
 def frame_index(frame_id: str) -> int:
     return int(frame_id.rsplit("/", 1)[1])
 
@@ -371,36 +409,56 @@ def _jpeg_of(index: int) -> bytes:
     return cv2.imencode(".jpg", frame)[1].tobytes()
 
 
-def hostile(peer: Peer, hostile_bundle: str) -> dict:
+def hostile(peer: Peer, hostile_bundle: str | None, *, raw: bool = False) -> dict:
     """Hostile frames on the first camera while the second keeps sending; ledger and latency.
 
-    Frame indices: 0.. the good camera's baseline, 200.. its frames between hostile ones,
-    300.. the hostile frames, 400 the valid JPEG with a large ICC profile.
+    Compressed (``raw`` False): the frames of :func:`hostile_frames`, then a valid JPEG with a
+    large ICC profile, then ``hostile_bundle`` as the bundle. Raw: the frames of
+    :func:`hostile_raw_frames`, then a valid Bayer frame. Frame indices: 0.. the good camera's
+    baseline, 200.. its frames between hostile ones, 300.. the hostile frames, 400 the valid one.
     """
     bad_cam, good_cam = peer.cameras
     peer.wait_connected()
 
-    def send(camera: str, index: int, data: bytes, fmt: str = "jpeg") -> None:
+    def send_compressed(camera: str, index: int, data: bytes, fmt: str = "jpeg") -> None:
         msg = _compressed_msg(peer, index, fmt, data)
         msg.header.frame_id = f"{camera}_optical/{index}"
         peer.pubs[camera].publish(msg)
 
+    def send_raw(camera: str, index: int, fields: dict) -> None:
+        from sensor_msgs.msg import Image
+
+        msg = Image(**fields)
+        msg.header.stamp = peer.node.get_clock().now().to_msg()
+        msg.header.frame_id = f"{camera}_optical/{index}"
+        peer.pubs[camera].publish(msg)
+
     def labelled(camera: str, index: int) -> float:
-        send(camera, index, _jpeg_of(index))
+        if raw:
+            peer.send(camera, index)
+        else:
+            send_compressed(camera, index, _jpeg_of(index))
         peer.spin_until(lambda: index in peer.labels, WAIT_S)
         return float(peer.labels[index].latency_ms) if index in peer.labels else -1.0
 
+    frames = hostile_raw_frames() if raw else [(w, (f, d)) for w, f, d in hostile_frames()]
     baseline = [labelled(good_cam, i) for i in range(6)]
     during, refused = [], []
-    for count, (what, fmt, data) in enumerate(hostile_frames(), start=1):
-        send(bad_cam, 300 + count, data, fmt)
+    for count, (what, frame) in enumerate(frames, start=1):
+        if raw:
+            send_raw(bad_cam, 300 + count, frame)
+        else:
+            send_compressed(bad_cam, 300 + count, frame[1], frame[0])
         during.append(labelled(good_cam, 200 + count))
         report = peer.report_after(lambda d, n=count: int(d.get("rejected", 0)) >= n, start=0)
         refused.append([what, report.get("last_rejection", "")])
-    send(bad_cam, 400, large_icc_jpeg())
+    if raw:
+        send_raw(bad_cam, 400, bayer_rggb8_fields(make_frame(0)[0]))
+    else:
+        send_compressed(bad_cam, 400, large_icc_jpeg())
     peer.spin_until(lambda: 400 in peer.labels, WAIT_S)
     # A manifest no parser survives, given as the bundle while frames flow: refused.
-    swap = peer.set_parameter("bundle", hostile_bundle)
+    swap = peer.set_parameter("bundle", hostile_bundle) if hostile_bundle else {}
     during.append(labelled(good_cam, 210))
     settled = peer.settled_report(published=len(peer.labels))
     return {
@@ -545,7 +603,16 @@ def mismatch(peer: Peer) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "role", choices=["scenario", "lifecycle", "compressed", "debug", "mismatch", "hostile"]
+        "role",
+        choices=[
+            "scenario",
+            "lifecycle",
+            "compressed",
+            "debug",
+            "mismatch",
+            "hostile",
+            "hostile_raw",
+        ],
     )
     parser.add_argument("--bag", default=None)
     parser.add_argument("--cameras", default="image")
@@ -569,8 +636,8 @@ def main() -> None:
             out = debug(peer, args.count, args.out_dir, jpeg=args.jpeg)
         elif args.role == "mismatch":
             out = mismatch(peer)
-        elif args.role == "hostile":
-            out = hostile(peer, args.hostile_bundle)
+        elif args.role in ("hostile", "hostile_raw"):
+            out = hostile(peer, args.hostile_bundle, raw=args.role == "hostile_raw")
         else:
             out = lifecycle(peer, args.expect, args.retry_topics)
         print(json.dumps(out))

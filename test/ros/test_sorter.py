@@ -319,6 +319,42 @@ def test_hostile_frames_and_bundles_cost_only_themselves(bundle_dir, ros_env, tm
     assert min(result["during_ms"]) > 0 and during < 3 * usual + 250, result
 
 
+def test_hostile_raw_frames_cost_only_themselves(bundle_dir, ros_env):
+    # The raw side of the test above: what a broken driver sends on one camera (a depth
+    # encoding, a 4 MB row padding, short data, an odd YUYV width, too many pixels) is refused
+    # by its fields, by kind, while the other camera keeps its labels and its latency; a valid
+    # Bayer frame on the bad camera is labelled.
+    node = start_sorter(
+        ros_env,
+        f"bundle:={bundle_dir}",
+        "autostart:=true",
+        "camera_topics:=[cam_bad, cam_good]",
+        "diagnostics_period_s:=0.5",
+        f"max_input_pixels:={sorter_peer.OVERSIZED_MAX_PIXELS}",
+    )
+    try:
+        result = _run_peer(ros_env, "hostile_raw", "--cameras", "cam_bad,cam_good")
+        assert node.poll() is None, "the node died"
+    finally:
+        err = node.stop()
+    hostile = sorter_peer.hostile_raw_frames()
+    good = [*range(6), *range(201, 201 + len(hostile)), 210]
+    assert result["labels"] == sorted([*good, 400]), err
+    reasons = dict(result["refused"])
+    assert "unsupported image encoding '32FC1'" in reasons["a 32FC1 depth frame"]
+    assert "pads a 3-byte rgb8 row by more than a row" in reasons["1x1 with a 4 MB step"]
+    assert "expected step x height" in reasons["data shorter than its rows"]
+    assert "needs an even width" in reasons["yuyv of odd width"]
+    assert "exceeds max_input_pixels" in reasons["2.2 MP"]
+    settled = result["settled"]
+    kinds = {k: settled[f"rejected_{k}"] for k in ("encoding", "layout", "oversize", "corrupt")}
+    assert kinds == {"encoding": "1", "layout": "3", "oversize": "1", "corrupt": "0"}, settled
+    assert int(settled["published"]) == len(good) + 1 and int(settled["failed"]) == 0
+    assert all(balanced(d) for d in result["diagnostics"] if "in_flight" in d)
+    usual, during = np.median(result["baseline_ms"]), np.median(result["during_ms"])
+    assert min(result["during_ms"]) > 0 and during < 3 * usual + 250, result
+
+
 def test_compressed_frames_and_latest_frame_policy(bundle_dir, ros_env):
     bag = str(BAG) if BAG.is_dir() else None
     node = start_sorter(
