@@ -65,10 +65,6 @@ class ImageConversionError(MmsagError, ValueError):
             raise ValueError(f"unknown rejection kind {kind!r}")
         self.kind = kind
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        # Exceptions pickle their args only: keep the kind across a process boundary.
-        return type(self), (str(self), self.kind)
-
     @property
     def reason(self) -> str:
         """The message up to its first ``;``, without this frame's details.

@@ -322,12 +322,13 @@ def test_package_faces_are_plain_python_that_go_to_definition_follows() -> None:
             for node in tree.body
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
         }
-        assigned = {
-            target.id
+        assigned = {  # `__getattr__, __dir__ = lazy_exports(...)` assigns a tuple
+            name.id
             for node in tree.body
-            if isinstance(node, ast.Assign)
-            for target in node.targets
-            if isinstance(target, ast.Name)
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            for name in ast.walk(target)
+            if isinstance(name, ast.Name)
         }
         assert not {"__getattr__", "__dir__"} & (defined | assigned), path
 

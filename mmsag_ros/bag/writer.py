@@ -6,7 +6,9 @@ is rosbag2 format 9 in MCAP or SQLite 3, as ``ros2 bag record`` writes on Kilted
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,21 +37,29 @@ def bag_writer(path: Path, storage: str = "mcap") -> Writer:
 
 @contextmanager
 def writing_bag(path: Path, storage: str = "mcap", *, what: str = "bag") -> Iterator[Writer]:
-    """Open a new bag; if anything inside fails, remove it and raise :class:`BagError`.
+    """Write a new bag at ``path``, whole or not at all; :class:`BagError` when it fails.
 
-    ``path`` must not exist. A half-written bag (no footer, no ``metadata.yaml``) would only
-    block the next attempt, so it goes. Our own errors pass unchanged; anything else (rosbags'
+    The bag is written in a staging folder of its own beside ``path`` and renamed into place
+    when it is complete, so a reader never sees a half-written bag (no footer, no
+    ``metadata.yaml``) and a failure removes only what this call wrote, never a folder someone
+    else made at ``path`` meanwhile. Our own errors pass unchanged; anything else (rosbags'
     writer errors, full disks, unwritable folders) becomes one ``cannot write the <what> <path>``.
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
-        # Refused before anything is written, so that the cleanup below never removes it.
         raise BagError(f"cannot write the {what} {path}: it exists")
+    staging: Path | None = None
     try:
-        with bag_writer(path, storage) as writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        # The same folder name inside: rosbags names the storage file after it.
+        with bag_writer(staging / path.name, storage) as writer:
             yield writer
+        os.rename(staging / path.name, path)  # refused if someone has filled `path` meanwhile
     except Exception as err:
-        shutil.rmtree(path, ignore_errors=True)
         if isinstance(err, MmsagError):
             raise
         raise BagError(f"cannot write the {what} {path}: {err}") from err
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 Modules: :mod:`~mmsag_ros.export.write_bundle` (``export_bundle``, the whole export),
 :mod:`~mmsag_ros.export.onnx` and :mod:`~mmsag_ros.export.graph` (the ONNX graph),
-:mod:`~mmsag_ros.export.precision` (fp16 and int8 variants),
+:mod:`~mmsag_ros.export.precision` (making fp16 and int8 variants),
+:mod:`~mmsag_ros.export.variant_score` (judging them against fp32),
+:mod:`~mmsag_ros.export.variants` (made, judged, kept or refused),
 :mod:`~mmsag_ros.export.measure_reference` (the drift reference), and
 :mod:`~mmsag_ros.export.settings`. Export writes the bundle format (:mod:`mmsag_ros.bundle`)
 and reads checkpoints (:mod:`mmsag_ros.model.checkpoint`); it imports neither the runtime nor

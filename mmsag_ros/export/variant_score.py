@@ -4,7 +4,8 @@ Each variant is scored with ONNX Runtime against fp32 on the validation split (n
 split): mAP difference, how often the per-class decisions agree at the bundle's thresholds,
 and the largest score difference (:class:`VariantScore`). A variant is accepted within its bar
 (:data:`~mmsag_ros.export.settings.DEFAULT_BARS`, in mAP points) and otherwise refused with
-those numbers. Reading a record back (:func:`describe_accuracy`) needs only numpy.
+those numbers. Reading a record back (:func:`describe_accuracy`) loads neither OpenCV, torch
+nor ONNX Runtime.
 """
 
 from __future__ import annotations

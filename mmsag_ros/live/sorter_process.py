@@ -90,6 +90,7 @@ class SorterProcess:
         self.log = log
         self.cwd = cwd
         self._process: subprocess.Popen[str] | None = None
+        self._stderr: str | None = None  # a piped node's stderr, once it has ended
 
     @property
     def command(self) -> list[str]:
@@ -143,8 +144,21 @@ class SorterProcess:
         return self.process.poll()
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait for the node to end by itself (``subprocess.TimeoutExpired`` after ``timeout``)."""
+        """Wait for the node to end by itself (``subprocess.TimeoutExpired`` after ``timeout``).
+
+        A piped node's output is read meanwhile, so a node that logs a lot cannot block on a
+        full pipe; :meth:`stop` returns its stderr after.
+        """
+        if self.log is None:
+            self._collect(timeout)
         return self.process.wait(timeout)
+
+    def _collect(self, timeout: float | None) -> str:
+        """A piped node's stderr, read until it ends (TimeoutExpired after ``timeout``)."""
+        if self._stderr is None:
+            _, err = self.process.communicate(timeout=timeout)
+            self._stderr = err or ""
+        return self._stderr
 
     def wait_until_ready(
         self,
@@ -179,21 +193,30 @@ class SorterProcess:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
         try:
-            _, err = process.communicate(timeout=timeout_s)
+            if self.log is None:
+                return self._collect(timeout_s)
+            process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, err = process.communicate()
-        return err or ""
+            if self.log is None:
+                return self._collect(None)
+            process.wait()
+        return ""
 
     def _log_hint(self) -> str:
         return f" (node log: {self.log})" if self.log is not None else ""
 
     def _last_error(self) -> str:
         """The node's last error line without its ROS log prefix, and where its log is."""
-        try:
-            lines = Path(self.log).read_text(errors="replace").splitlines() if self.log else []
-        except OSError:
-            lines = []
+        if self.log is None:
+            # Only an ended node's pipe can be read without blocking.
+            text = self._collect(None) if self.poll() is not None else ""
+        else:
+            try:
+                text = Path(self.log).read_text(errors="replace")
+            except OSError:
+                text = ""
+        lines = text.splitlines()
         found = next(
             (line for line in reversed(lines) if "configure failed" in line or "Error" in line),
             lines[-1] if lines else "no output",

@@ -61,7 +61,9 @@ def test_array_to_image_rejects_mismatched_arrays():
 
 
 def test_a_rejection_keeps_its_kind_and_reason_across_a_pickle():
-    # What a process pool or a multiprocessing queue does to an exception on its way back.
+    # What a process pool or a multiprocessing queue does to an exception on its way back
+    # (exception pickling carries the instance's attributes; the kind must not fall back to
+    # the constructor's default).
     err = ImageConversionError("frame is 0x0; from camera a", kind="layout")
     back = pickle.loads(pickle.dumps(err))
     assert (type(back), str(back), back.kind, back.reason) == (

@@ -57,7 +57,15 @@ def test_a_node_that_exits_while_starting_is_reported_with_its_last_log_line(ros
     assert message.endswith(f"(node log: {log})") and Path(log).read_text()
 
 
-def test_a_configure_error_on_diagnostics_ends_the_wait_and_leaves_the_node_running(ros_env):
+def test_a_piped_node_that_exits_while_starting_is_reported_from_its_stderr(ros_env):
+    process = SorterProcess({"max_batch": "many"}, env=ros_env).start()
+    with pytest.raises(BagError, match=r"^the sorter node exited \(2\): .*max_batch"):
+        process.wait_until_ready(lambda: False, lambda: "", 120.0)
+    assert "bad parameter: " in process.stop()  # the stderr read for the error, kept
+
+
+def test_a_reported_configure_error_ends_the_wait_and_leaves_the_node_running(ros_env):
+    # configure_error stands for what a replay reads off /diagnostics (test_bag_live.py).
     process = SorterProcess({"bundle": "/nowhere"}, env=ros_env).start()
     try:
         with pytest.raises(BagError, match="did not start: no bundle at /nowhere"):
