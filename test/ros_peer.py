@@ -113,7 +113,10 @@ def publish(node, args) -> None:
     for index in range(args.count):
         publisher.publish(make(index))
         rclpy.spin_once(node, timeout_sec=args.period_s)
-    rclpy.spin(node)  # linger until killed so reliable delivery can complete
+    # Linger so reliable delivery can complete: until the subscriber has gone, a condition the
+    # peer sees itself (a SIGINT that a loaded machine delivers mid-wait could be lost in spin).
+    while publisher.get_subscription_count() > 0:
+        rclpy.spin_once(node, timeout_sec=0.1)
 
 
 def subscribe(node, args) -> None:

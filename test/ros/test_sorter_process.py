@@ -64,12 +64,20 @@ def test_a_piped_node_that_exits_while_starting_is_reported_from_its_stderr(ros_
     assert "bad parameter: " in process.stop()  # the stderr read for the error, kept
 
 
-def test_a_reported_configure_error_ends_the_wait_and_leaves_the_node_running(ros_env):
-    # configure_error stands for what a replay reads off /diagnostics (test_bag_live.py).
-    process = SorterProcess({"bundle": "/nowhere"}, env=ros_env).start()
+def test_a_reported_configure_error_ends_the_wait_and_leaves_the_node_running(ros_env, tmp_path):
+    # configure_error stands for what a replay reads off /diagnostics (test_bag_live.py); here
+    # the node's own log line, so the node is up (and handles Ctrl-C) when it is stopped.
+    log = tmp_path / "node.log"
+    process = SorterProcess({"bundle": "/nowhere", "autostart": "true"}, env=ros_env, log=log)
+    process.start()
+
+    def configure_error() -> str:
+        failed = [line for line in log.read_text().splitlines() if "configure failed" in line]
+        return failed[0].rsplit("configure failed: ", 1)[-1] if failed else ""
+
     try:
-        with pytest.raises(BagError, match="did not start: no bundle at /nowhere"):
-            process.wait_until_ready(lambda: False, lambda: "no bundle at /nowhere", 120.0)
+        with pytest.raises(BagError, match=r"did not start: .*/nowhere"):
+            process.wait_until_ready(lambda: False, configure_error, 120.0)
         assert process.poll() is None, "a failed wait leaves the node to its owner"
     finally:
         process.stop()
