@@ -74,7 +74,9 @@ def _loader(dataset, *, batch_size: int, sampler, workers: int, seed: int) -> Da
         sampler=sampler,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
+        # Not persistent: a kept worker holds the copy of the dataset it started with, so
+        # set_epoch would never reach it and every epoch would repeat epoch 0's augmentations.
+        persistent_workers=False,
         generator=generator,
         drop_last=False,
     )

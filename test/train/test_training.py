@@ -357,6 +357,24 @@ def test_cached_feature_flips_are_drawn_per_epoch_and_reproducible():
     assert torch.equal(cached[mirrored][0], features[mirrored].float().flip(-1))
 
 
+def test_loader_workers_draw_each_epochs_augmentations(synth_root, tmp_path):
+    # With worker processes the loader must still follow set_epoch, as the trainer calls it.
+    config = _config(synth_root, tmp_path, "data.workers=1", "augment.rot90=true")
+    trainer = prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+    loader, dataset = trainer.train_loader, trainer.train_loader.dataset
+    for epoch in (0, 1, 2):
+        dataset.set_epoch(epoch)
+        images, _, indices = next(iter(loader))[:3]
+        in_process = np.stack([dataset[int(i)][0] for i in indices])
+        np.testing.assert_array_equal(images.numpy(), in_process)
+    # ... and the epochs' views do differ, so the check above can tell them apart.
+    views = []
+    for epoch in (1, 2):
+        dataset.set_epoch(epoch)
+        views.append(dataset[0][0])
+    assert not np.array_equal(*views)
+
+
 def test_frozen_stages_refuse_a_backbone_without_pretrained_weights(synth_root, tmp_path):
     options = ("model.name=mmsag_r18_224", "model.freeze_stages=2")
     config = _config(synth_root, tmp_path, *options, "model.pretrained=false")
