@@ -102,6 +102,20 @@ RUNS = {
         _STAGES,
         _CACHED_6 + _ATTENTION,
     ),
+    "effl0_224 1-6 cached x2 + att + belt": (
+        "mmsag_effl0_224",
+        True,
+        40,
+        _STAGES,
+        (*_CACHED_6, "cache_views=2", *_ATTENTION, *_BELT),
+    ),
+    "effl0_224 1-4 cached x2 + att + belt": (
+        "mmsag_effl0_224",
+        True,
+        24,
+        _STAGES,
+        ("model.freeze_stages=4", "cache_frozen=true", "cache_views=2", *_ATTENTION, *_BELT),
+    ),
     "effl0_224 full MM-SAG": ("mmsag_effl0_224", True, 12, _STAGES, ()),
     "effl0_224 stages 1-4 frozen": ("mmsag_effl0_224", True, 16, _STAGES, _FROZEN_4),
     "effl0_224 frozen backbone": (

@@ -124,8 +124,12 @@ class TrainConfig:
     channels_last: bool = True  # NHWC tensors: about 2x faster convolutions on CPUs
     out_dir: str = "runs/mmsag"
     # With model.freeze_stages: run the frozen stages once and train on their stored outputs
-    # (fp16, in memory; horizontal flip the only augmentation). See train/feature_cache.py.
+    # (fp16, in memory). See train/feature_cache.py.
     cache_frozen: bool = False
+    # With cache_frozen: 1 stores the evaluation view (a horizontal flip of the maps the only
+    # augmentation); N > 1 stores N views drawn by the training transform, labels and boxes
+    # following each, and every epoch draws one of them per image.
+    cache_views: int = 1
     time_budget_min: float | None = None  # stop cleanly after this much training time
     max_batches_per_epoch: int | None = None  # cap for smoke runs
     resume: str | None = None

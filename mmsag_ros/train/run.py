@@ -115,8 +115,8 @@ def _freeze_pretrained_stages(model: MMSAG, config: TrainConfig) -> None:
 
 
 def _train_transform(model: MMSAG, config: TrainConfig) -> EvalTransform | TrainTransform:
-    if config.cache_frozen:
-        # Stored features come from the evaluation transform (train/feature_cache.py).
+    if config.cache_frozen and config.cache_views == 1:
+        # One stored view: the evaluation transform's (train/feature_cache.py).
         return EvalTransform(model.spec)
     augment = config.augment
     return TrainTransform(

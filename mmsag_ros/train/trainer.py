@@ -122,7 +122,7 @@ class Trainer:
         # cache_frozen the stages after the frozen ones on stored features (_use_feature_cache).
         self._train_forward: nn.Module = self.ddp_model
         self._eval_forward: nn.Module = self.model
-        if config.cache_frozen:
+        if config.cache_frozen or config.cache_views != 1:
             self._check_cache_config()
         optim = config.optim
         self.optimizer = torch.optim.SGD(
@@ -146,6 +146,10 @@ class Trainer:
         self.best_thresholds = [0.5] * len(labels)
 
     def _check_cache_config(self) -> None:
+        if not self.config.cache_frozen:
+            raise ConfigError(
+                "cache_views stores views of frozen-stage features; set cache_frozen=true"
+            )
         if self.config.model.freeze_stages < 1:
             raise ConfigError(
                 "cache_frozen=true stores the output of the frozen backbone stages; "
@@ -155,12 +159,15 @@ class Trainer:
             raise ConfigError(
                 "cache_frozen=true runs in one process; drop it or train without torchrun"
             )
+        views = self.config.cache_views
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ConfigError(f"cache_views must be 1 or more, got {views!r}")
 
     def _use_feature_cache(self) -> None:
         """Run the frozen stages once over both loaders and train on their stored outputs.
 
-        The loaders given to the trainer must use the evaluation transform (prepare_training
-        does this): the stored maps are what every epoch sees.
+        With one view the training loader must use the evaluation transform, with several the
+        training transform (prepare_training does this): the stored maps are what the epochs see.
         """
         stages = self.config.model.freeze_stages
         common = {"device": self.device, "memory_format": self.memory_format}
@@ -168,6 +175,7 @@ class Trainer:
             self.model,
             self.train_loader,
             stages,
+            views=self.config.cache_views,
             flip=True,
             seed=self.config.seed,
             desc="caching training features",

@@ -335,26 +335,50 @@ def test_cached_features_keep_box_masks_for_the_attention_loss(synth_root, tmp_p
     assert torch.equal(cached[mirrored][3], cached.masks[mirrored].flip(-1))
 
 
+def test_cached_views_are_the_training_transforms_with_their_labels_and_boxes(synth_root, tmp_path):
+    options = ("model.freeze_stages=6", "cache_frozen=true", "cache_views=2")
+    config = _config(synth_root, tmp_path, "epochs=1", "augment.rot90=true", *options)
+    trainer = prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
+    images = trainer.train_loader.dataset  # the augmenting dataset, before caching
+    results = trainer.fit()
+    cached = trainer.train_loader.dataset
+    assert cached.views == 2 and len(cached) == 96 and cached.features.shape[0] == 192
+    assert np.isfinite(results[0].train_loss)
+    model = trainer.model.eval()
+    for index in (0, 50):
+        for view in (0, 1):
+            # Row view * 96 + index holds what the training transform drew in epoch `view`.
+            images.set_epoch(view)
+            image, target, _, masks = images[index]
+            with torch.no_grad():
+                prefix = model.backbone.forward_stages(torch.from_numpy(image)[None], stop=6)
+            row = view * 96 + index
+            torch.testing.assert_close(
+                cached.features[row].float(), prefix[0], atol=2e-2, rtol=1e-2
+            )
+            assert torch.equal(cached.targets[row], torch.as_tensor(target))
+            assert torch.equal(cached.masks[row], torch.as_tensor(masks))
+        assert not torch.equal(cached.features[index], cached.features[96 + index])
+    with pytest.raises(ConfigError, match="set cache_frozen=true"):
+        prepare_training(
+            _config(synth_root, tmp_path, "cache_views=2"),
+            device=torch.device("cpu"),
+            context=DistributedContext(),
+        )
+    with pytest.raises(ConfigError, match="cache_views must be 1 or more"):
+        prepare_training(
+            _config(
+                synth_root, tmp_path, "model.freeze_stages=6", "cache_frozen=true", "cache_views=0"
+            ),
+            device=torch.device("cpu"),
+            context=DistributedContext(),
+        )
+
+
 def test_cached_features_need_frozen_stages(synth_root, tmp_path):
     config = _config(synth_root, tmp_path, "cache_frozen=true")
     with pytest.raises(ConfigError, match=r"set model\.freeze_stages"):
         prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
-
-
-def test_cached_feature_flips_are_drawn_per_epoch_and_reproducible():
-    features = torch.arange(2 * 40 * 3 * 4, dtype=torch.float16).reshape(40, 2, 3, 4)
-    cached = CachedFeatures(features, torch.zeros(40, 2), torch.arange(40), flip=True, seed=3)
-
-    def flipped(epoch):
-        cached.set_epoch(epoch)
-        return [not torch.equal(cached[i][0], features[i].float()) for i in range(40)]
-
-    first = flipped(0)
-    assert 5 < sum(first) < 35
-    assert flipped(0) == first and flipped(1) != first
-    mirrored = next(i for i, f in enumerate(first) if f)
-    cached.set_epoch(0)
-    assert torch.equal(cached[mirrored][0], features[mirrored].float().flip(-1))
 
 
 def test_loader_workers_draw_each_epochs_augmentations(synth_root, tmp_path):
