@@ -35,6 +35,20 @@ class _Lines:
         self._stream.flush()
 
 
+class _LogBar(tqdm):
+    """A bar for a log: a new postfix or description waits for the next timed line.
+
+    tqdm redraws at once on ``set_postfix`` and ``set_description``, so a training loop that
+    shows its loss each step would write a line per step into the log.
+    """
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+
 def _is_terminal(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
@@ -64,4 +78,4 @@ def progress_bar(
     if _is_terminal(stream):
         return tqdm(iterable, file=stream, **options)
     options = {"mininterval": LOG_INTERVAL_S, "maxinterval": 2 * LOG_INTERVAL_S, **options}
-    return tqdm(iterable, file=_Lines(stream), ascii=True, **options)
+    return _LogBar(iterable, file=_Lines(stream), ascii=True, **options)
