@@ -28,7 +28,8 @@ sys.path.insert(0, str(BENCH))
 
 
 def main() -> int:
-    from node_latency import latency_summary, run_case, stats, warmup_count
+    from node_latency import run_case
+    from node_latency_report import latency_summary, stats, warmup_count
 
     from mmsag_ros.bundle.manifest import load_bundle
     from mmsag_ros.runtime.bench import machine_info

@@ -2,7 +2,7 @@
 
     python bench/sorter_timed.py --out timing.json --ros-args -p bundle:=<dir> ...
 
-Runs :class:`mmsag_ros.ros.sorter.SorterNode` unchanged apart from thin wrappers (installed
+Runs :class:`mmsag_ros.ros.sorter_node.SorterNode` unchanged apart from thin wrappers (installed
 here, not in the package) that note, per frame, the wall-clock time of the subscription
 callback, of the worker taking the batch, the decode (conversion) duration, the classifier's
 stage timings and the time around ``_publish``. The wrappers cost a few microseconds per frame.
@@ -29,24 +29,24 @@ def _index(msg: Any) -> int | None:
 
 def install(records: dict[int, dict[str, float]], notes: list[str]) -> None:
     """Wrap the node's hook points so each frame's times land in ``records``."""
-    from mmsag_ros.ros import sorter, worker
+    from mmsag_ros.ros import camera_input, sorter_node, worker
 
     def rec(msg: Any) -> dict[str, float]:
         index = _index(msg)
         return records.setdefault(-1 if index is None else index, {})
 
-    node_cls = sorter.SorterNode
-    if hasattr(node_cls, "_on_frame"):
-        original_on_frame = node_cls._on_frame
+    input_cls, node_cls = camera_input.CameraInput, sorter_node.SorterNode
+    if hasattr(input_cls, "_on_frame"):
+        original_on_frame = input_cls._on_frame
 
         @functools.wraps(original_on_frame)
         def on_frame(self: Any, camera: str, msg: Any, *rest: Any, **kw: Any) -> Any:
             rec(msg)["callback_ns"] = time.time_ns()
             return original_on_frame(self, camera, msg, *rest, **kw)
 
-        node_cls._on_frame = on_frame
+        input_cls._on_frame = on_frame
     else:
-        notes.append("SorterNode._on_frame missing: no callback times")
+        notes.append("CameraInput._on_frame missing: no callback times")
 
     if hasattr(worker.FrameWorker, "_process"):
         original_process = worker.FrameWorker._process

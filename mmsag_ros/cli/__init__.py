@@ -18,7 +18,7 @@ from types import ModuleType
 from mmsag_ros import __version__
 from mmsag_ros.errors import MmsagError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 # name -> (module implementing add_arguments/run, one-line summary)
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,7 +35,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``mmsag`` argument parser (also what the docs' commands are checked with)."""
     # No abbreviations: a retired option (--fp16) must fail, not turn into a new one (--fp16-bar).
     parser = argparse.ArgumentParser(
         prog="mmsag",
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exit codes: 0 success, 1 a reported problem (bad input, missing file, ...: one line on
     stderr), 2 an unexpected error (traceback printed) or a usage error.
     """
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(message)s",

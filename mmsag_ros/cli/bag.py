@@ -24,9 +24,16 @@ DEFAULT_GT_TOPIC = "/waste/labels_gt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the sub-commands ``make``, ``play`` and ``eval`` and their options."""
+    """Declare the sub-commands ``make``, ``play``, ``eval`` and ``export-frames``."""
     actions = parser.add_subparsers(dest="bag_action", metavar="ACTION", required=True)
+    _add_make(actions)
+    _add_play(actions)
+    _add_eval(actions)
+    _add_export_frames(actions)
 
+
+def _add_make(actions: argparse._SubParsersAction) -> None:
+    """``bag make``: a dataset split written as a bag of frames and truth."""
     make = actions.add_parser(
         "make", allow_abbrev=False, help="write a dataset split as frames + ground truth"
     )
@@ -40,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help="ground-truth topic")
     make.add_argument("--frame-id", default="camera_optical_frame", help="header.frame_id")
 
+
+def _add_play(actions: argparse._SubParsersAction) -> None:
+    """``bag play``: a bag's image topics published with their recorded timing."""
     play = actions.add_parser(
         "play", allow_abbrev=False, help="publish a bag's image topics with recorded timing"
     )
@@ -71,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait up to this long for subscribers before publishing (default 2)",
     )
 
+
+def _add_eval(actions: argparse._SubParsersAction) -> None:
+    """``bag eval``: a bundle scored on a bag's frames, in-process or live."""
     evaluate = actions.add_parser(
         "eval",
         allow_abbrev=False,
@@ -108,16 +121,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset with the frames' boxes, to score the attention peaks (default: the one "
         "`mmsag bag make` recorded in the bag)",
     )
-    export = actions.add_parser(
-        "export-frames",
-        allow_abbrev=False,
-        help="capture bags -> images and a CSV of the model's decisions, to correct and train on",
-    )
-    export.add_argument("bags", type=Path, nargs="+", help="bags with frames and MultiLabel")
-    export.add_argument("--out", type=Path, required=True, help="new labelling folder")
-    export.add_argument(
-        "--labels-topic", default="/waste/labels", help="MultiLabel topic (default /waste/labels)"
-    )
 
     live = evaluate.add_argument_group(
         "live mode", "replay the bag through a sorter node process instead of scoring in-process"
@@ -132,6 +135,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the cell's sorter parameter file (thresholds, batch, QoS, rate cap) to replay with",
     )
     live.add_argument("--quiet", action="store_true", help="do not print each label as it arrives")
+
+
+def _add_export_frames(actions: argparse._SubParsersAction) -> None:
+    """``bag export-frames``: capture bags turned into images and a CSV."""
+    export = actions.add_parser(
+        "export-frames",
+        allow_abbrev=False,
+        help="capture bags -> images and a CSV of the model's decisions, to correct and train on",
+    )
+    export.add_argument("bags", type=Path, nargs="+", help="bags with frames and MultiLabel")
+    export.add_argument("--out", type=Path, required=True, help="new labelling folder")
+    export.add_argument(
+        "--labels-topic", default="/waste/labels", help="MultiLabel topic (default /waste/labels)"
+    )
 
 
 @contextmanager

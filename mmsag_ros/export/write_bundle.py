@@ -13,29 +13,25 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmsag_ros import __version__
 from mmsag_ros.atomic import unique_directory
-from mmsag_ros.bundle.files import sha256_file
 from mmsag_ros.bundle.manifest import load_bundle, write_manifest
 from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.bundle.schema import (
-    MANIFEST_FORMAT,
     MANIFEST_NAME,
     PRECISIONS,
     Bundle,
-    preprocess_manifest,
 )
 from mmsag_ros.data.dataset import AnnotatedSplit
 from mmsag_ros.data.synth_scene import render_scene
 from mmsag_ros.errors import ConfigError
+from mmsag_ros.export.bundle_manifest import bundle_manifest, onnx_section
 from mmsag_ros.export.measure_reference import measure_reference
 from mmsag_ros.export.precision import (
     DEFAULT_BARS,
@@ -92,16 +88,6 @@ def parity_frames(
     return np.stack(frames)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN (e.g. the AP of a class without positives)
-    return value
-
-
 @contextmanager
 def _step(name: str, timings: dict[str, float], level: int) -> Iterator[None]:
     _log.log(level, "export: %s ...", name)
@@ -154,14 +140,6 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     staging.rmdir()
 
 
-def _describe(source: Path | AnnotatedSplit | None) -> str:
-    if source is None:
-        return "synthetic conveyor scenes"
-    if isinstance(source, AnnotatedSplit):
-        return f"{len(source)} images of split {source.name!r} of {source.source}"
-    return str(source)
-
-
 def parse_precisions(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"fp32,int8"`` (or a sequence) -> the precisions in canonical order, fp32 always first.
 
@@ -209,19 +187,6 @@ def _check_options(
         )
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-
-    return {
-        "mmsag_ros": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-
-
 def _load_model(checkpoint_path: Path, attention: bool) -> tuple[Any, Any, bool]:
     """The checkpoint, its model, and whether to export attention maps (only if it has them)."""
     from mmsag_ros.model.checkpoint import load_checkpoint
@@ -240,26 +205,6 @@ def _load_model(checkpoint_path: Path, attention: bool) -> tuple[Any, Any, bool]
         )
         attention = False
     return checkpoint, model, attention
-
-
-def _onnx_section(
-    result: Any, path: Path, *, rtol: float, frames: Path | AnnotatedSplit | None
-) -> dict[str, Any]:
-    """The manifest's ``onnx`` section: the fp32 file, its interface and its parity check."""
-    return {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "opset": result.opset,
-        "input": result.input_name,
-        "outputs": list(result.output_names),
-        "attention_grid": list(result.attention_grid) if result.attention_grid else None,
-        "parity": {
-            "max_error": result.max_errors,
-            "batch_sizes": list(result.batch_sizes),
-            "rtol": rtol,
-            "frames": _describe(frames),
-        },
-    }
 
 
 def export_bundle(
@@ -327,14 +272,15 @@ def export_bundle(
     level = logging.INFO if progress else logging.DEBUG
     timings: dict[str, float] = {}
     out_dir = Path(out_dir).absolute()
-    with _step("load checkpoint", timings, level):
+    step = functools.partial(_step, timings=timings, level=level)
+    with step("load checkpoint"):
         checkpoint, model, attention = _load_model(checkpoint_path, attention)
         spec, labels = checkpoint.spec, checkpoint.labels
     staging = _staging_dir(out_dir, overwrite)
     try:
-        with _step("parity frames", timings, level):
+        with step("parity frames"):
             frames = parity_frames(spec, source=calib_dir, split=calib_split)
-        with _step("ONNX export and parity", timings, level):
+        with step("ONNX export and parity"):
             result = export_onnx(
                 model,
                 staging / ONNX_FILE,
@@ -345,34 +291,23 @@ def export_bundle(
                 attention=attention,
                 rtol=rtol,
             )
-        with _step("slim torch checkpoint", timings, level):
+        with step("slim torch checkpoint"):
             payload = {k: v for k, v in checkpoint.raw.items() if k not in _TRAINING_ONLY}
             save_checkpoint(staging / TORCH_FILE, payload)
-        variants: dict[str, Any] = {}
-        reduced = [p for p in precisions if p != "fp32"]
-        reference = None
+        fp32_scores, reference = None, None
         if validation is not None:
-            with _step("score fp32 on validation", timings, level):
-                fp32_scores = onnx_scores(staging / ONNX_FILE, validation, spec, progress=progress)
-            with _step("reference statistics", timings, level):
-                training = calib_dir if isinstance(calib_dir, AnnotatedSplit) else None
-                reference = measure_reference(
-                    fp32_scores,
-                    np.asarray(checkpoint.thresholds),
-                    validation,
-                    training,
-                    validation_name=validation.name,
-                )
+            fp32_scores, reference = _judging_reference(
+                staging / ONNX_FILE, checkpoint, validation, calib_dir, step=step, progress=progress
+            )
+        variants = {}
+        reduced = [p for p in precisions if p != "fp32"]
         if reduced:
-            assert validation is not None  # checked by _check_options
-
-            @functools.cache
-            def calibration() -> np.ndarray:
-                assert calib_dir is not None
-                return load_calibration_images(
-                    calib_dir, spec, limit=calib_images, split=calib_split
+            assert validation is not None and fp32_scores is not None  # see _check_options
+            calibration = functools.cache(
+                functools.partial(
+                    load_calibration_images, calib_dir, spec, limit=calib_images, split=calib_split
                 )
-
+            )
         for precision in reduced:
             variants[precision] = reduced_variant(
                 precision,
@@ -386,29 +321,19 @@ def export_bundle(
                 calibration=calibration,
                 calib_method=calib_method,
                 int8_head=int8_head,
-                step=lambda name: _step(name, timings, level),
+                step=step,
                 progress=progress,
             )
-        manifest = {
-            "format_version": MANIFEST_FORMAT,
-            "name": checkpoint.model_name,
-            "model_id": result.model_id,
-            "classes": labels.to_dict(),
-            "preprocess": preprocess_manifest(spec),
-            "thresholds": [float(t) for t in checkpoint.thresholds],
-            "onnx": _onnx_section(result, staging / ONNX_FILE, rtol=rtol, frames=calib_dir),
-            "variants": _json_safe(variants),
-            "torch": {"file": TORCH_FILE, "sha256": sha256_file(staging / TORCH_FILE)},
-            "metrics": _json_safe(checkpoint.metrics),
-            "reference": reference.to_dict() if reference is not None else None,
-            "source": {
-                "checkpoint": str(Path(checkpoint_path).absolute()),
-                "checkpoint_sha256": sha256_file(Path(checkpoint_path)),
-                "epoch": checkpoint.epoch,
-            },
-            "exporter": {**_versions(), "timings_s": timings},
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
+        manifest = bundle_manifest(
+            checkpoint,
+            Path(checkpoint_path),
+            result,
+            staging / TORCH_FILE,
+            onnx=onnx_section(result, staging / ONNX_FILE, rtol=rtol, frames=calib_dir),
+            variants=variants,
+            reference=reference,
+            timings=timings,
+        )
         write_manifest(staging, manifest)
         _move_into_place(staging, out_dir)
     finally:
@@ -417,3 +342,27 @@ def export_bundle(
     bundle = load_bundle(out_dir)
     _log.log(level, "export: bundle %s written to %s", bundle.model_id, out_dir)
     return bundle
+
+
+def _judging_reference(
+    onnx_path: Path,
+    checkpoint: Any,
+    validation: AnnotatedSplit,
+    calib_dir: Path | AnnotatedSplit | None,
+    *,
+    step: Callable[[str], Any],
+    progress: bool,
+) -> tuple[np.ndarray, Any]:
+    """fp32's scores on ``validation``, which reduced variants are judged by, and drift stats."""
+    with step("score fp32 on validation"):
+        fp32_scores = onnx_scores(onnx_path, validation, checkpoint.spec, progress=progress)
+    with step("reference statistics"):
+        training = calib_dir if isinstance(calib_dir, AnnotatedSplit) else None
+        reference = measure_reference(
+            fp32_scores,
+            np.asarray(checkpoint.thresholds),
+            validation,
+            training,
+            validation_name=validation.name,
+        )
+    return fp32_scores, reference

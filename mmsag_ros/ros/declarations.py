@@ -6,7 +6,7 @@ description and range that ``ros2 param describe`` shows and rclpy enforces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "declare_parameters",
     "integers_as_doubles",
     "read_parameters",
+    "static_change_refusal",
 ]
 
 
@@ -249,6 +250,23 @@ DECLARATIONS: tuple[tuple[str, Any, ParameterDescriptor], ...] = (
 )
 # Read at configure or activate; changing them while configured is refused with the reason.
 STATIC_PARAMETERS = frozenset(name for name, _, _ in DECLARATIONS) - DYNAMIC_PARAMETERS
+
+
+def static_change_refusal(names: Iterable[str], state: str) -> str:
+    """Why setting ``names`` in lifecycle ``state`` is refused; empty when it is not.
+
+    Static parameters take effect at configure, so they change only while unconfigured. On a
+    configured node (inactive or active) ``bundle`` is the exception: setting it swaps the model.
+    """
+    static = set(names) & STATIC_PARAMETERS
+    if state in ("inactive", "active"):
+        static.discard("bundle")
+    if not static or state == "unconfigured":
+        return ""
+    return (
+        f"{', '.join(sorted(static))} only take(s) effect at configure and the sorter is "
+        f"{state}: deactivate and clean it up, set the value, configure again"
+    )
 
 
 _DOUBLES = frozenset(name for name, default, _ in DECLARATIONS if isinstance(default, float))

@@ -4,7 +4,7 @@
 :class:`ModelSwap` keeps the node's swaps: at most one loading at a time, on a thread of its
 own while the running model keeps labelling, with its outcome for ``/diagnostics``. The node
 hands the loaded model over on its executor thread (see :meth:`SorterNode.swap_bundle
-<mmsag_ros.ros.sorter.SorterNode.swap_bundle>`).
+<mmsag_ros.ros.sorter_node.SorterNode.swap_bundle>`).
 """
 
 from __future__ import annotations
@@ -192,3 +192,23 @@ class ModelSwap:
                 loading.classifier.close()
             return None
         return loading
+
+    def settle(self, loading: Loading, params: SorterParams | None) -> Classifier | None:
+        """The model of a finished ``loading``, ready to take over under ``params``; or None.
+
+        None when the load failed (:attr:`error` says why) or the node has released its model
+        meanwhile (``params`` None: the loaded one is closed). The thresholds in force now
+        decide, since they may have changed while it loaded.
+        """
+        new = loading.classifier
+        if params is None:
+            if new is not None:
+                new.close()
+            return None
+        if new is None:
+            self.error = f"swap to {loading.bundle} failed: {loading.error}"
+            return None
+        new.set_thresholds(resolve_thresholds(params, new.bundle.thresholds))
+        self.error = ""
+        self.swaps += 1
+        return new

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from mmsag_ros.bundle.schema import PRECISIONS
 from mmsag_ros.camera.decode import DEFAULT_MAX_INPUT_PIXELS
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.pointing import check_instance_options
-from mmsag_ros.ros.capture import CaptureRules
+from mmsag_ros.ros.capture import CaptureRules, FrameCapture
 from mmsag_ros.ros.qos import RELIABILITY_CHOICES
 from mmsag_ros.runtime.drift import check_drift_options
 from mmsag_ros.runtime.postprocess import check_thresholds
@@ -146,6 +147,18 @@ class SorterParams:
                 f"least {5.0 / self.expected_rate_hz:g} s (five expected frames per report), "
                 f"got {self.diagnostics_period_s:g}"
             )
+
+    def frame_capture(self, image_type: str) -> FrameCapture | None:
+        """The capture ring of ``image_type`` frames these parameters ask for; None when off."""
+        if not self.capture_dir:
+            return None
+        return FrameCapture(
+            Path(self.capture_dir),
+            image_type=image_type,
+            max_rate_hz=self.capture_max_rate_hz,
+            max_bytes=self.capture_max_mb * 1_000_000,
+            frames_per_bag=self.capture_frames_per_bag,
+        )
 
     def capture_rules(self) -> CaptureRules:
         """The capture rules these parameters describe."""

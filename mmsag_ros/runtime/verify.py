@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from mmsag_ros.bundle.preprocess import preprocess
+from mmsag_ros.bundle.preprocess import PreprocessSpec, preprocess
 from mmsag_ros.errors import BackendUnavailableError, ConfigError, DatasetError
 from mmsag_ros.runtime.backends import InferenceBackend, create_backend
 from mmsag_ros.runtime.bench import latency_stats, parse_backend_spec
@@ -241,16 +241,7 @@ def verify_bundle(
     for precision in variants:
         bundle.variant(precision)
     options = backend_options or {}
-    if images_dir is not None:
-        frames = load_frames(images_dir, limit=num_frames)
-        inputs = f"{len(frames)} images from {images_dir}"
-    else:
-        frames = synthetic_frames(num_frames, seed=seed)
-        inputs = f"{len(frames)} synthetic conveyor frames (seed {seed})"
-    size = bundle.spec.input_size
-    batch = np.empty((len(frames), 3, size, size), np.float32)
-    for index, frame in enumerate(frames):
-        preprocess(frame, bundle.spec, out=batch[index])
+    batch, inputs = _input_batch(bundle.spec, images_dir, num_frames, seed)
     specs = [parse_backend_spec(s) for s in backends]
     checks = []
     fp32_outputs = None
@@ -287,27 +278,52 @@ def verify_bundle(
             backend = create_backend(
                 kind_, bundle, device=device_, precision=precision, **options.get(kind_, {})
             )
-            try:
-                check = _compare(
-                    backend,
-                    batch,
-                    ref_outputs,
-                    thresholds=bundle.thresholds,
-                    tolerance=limits[precision],
-                )
-            except BackendUnavailableError as err:
-                check = BackendCheck(
-                    name=backend.name, precision=precision, status="skipped", reason=str(err)
-                )
-            _log.debug("verify %s %s: %s", check.name, precision, check.status)
-            checks.append(check)
+            checks.append(_check(backend, precision, batch, ref_outputs, bundle, limits))
     return VerifyReport(
         model_id=bundle.model_id,
         inputs=inputs,
-        num_frames=len(frames),
+        num_frames=len(batch),
         tolerances={p: limits[p] for p in variants},
         checks=tuple(checks),
     )
+
+
+def _input_batch(
+    spec: PreprocessSpec, images_dir: Path | None, num_frames: int, seed: int
+) -> tuple[np.ndarray, str]:
+    """The preprocessed frames every backend sees, and a phrase saying what they are."""
+    if images_dir is not None:
+        frames = load_frames(images_dir, limit=num_frames)
+        inputs = f"{len(frames)} images from {images_dir}"
+    else:
+        frames = synthetic_frames(num_frames, seed=seed)
+        inputs = f"{len(frames)} synthetic conveyor frames (seed {seed})"
+    size = spec.input_size
+    batch = np.empty((len(frames), 3, size, size), np.float32)
+    for index, frame in enumerate(frames):
+        preprocess(frame, spec, out=batch[index])
+    return batch, inputs
+
+
+def _check(
+    backend: InferenceBackend,
+    precision: str,
+    batch: np.ndarray,
+    ref_outputs: Any,
+    bundle: Bundle,
+    limits: Mapping[str, float],
+) -> BackendCheck:
+    """One backend on one variant against the reference; skipped (with why) where it cannot run."""
+    try:
+        check = _compare(
+            backend, batch, ref_outputs, thresholds=bundle.thresholds, tolerance=limits[precision]
+        )
+    except BackendUnavailableError as err:
+        check = BackendCheck(
+            name=backend.name, precision=precision, status="skipped", reason=str(err)
+        )
+    _log.debug("verify %s %s: %s", check.name, precision, check.status)
+    return check
 
 
 def format_verify_report(report: VerifyReport) -> str:

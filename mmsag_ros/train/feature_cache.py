@@ -29,6 +29,7 @@ from mmsag_ros.progress import progress_bar
 __all__ = ["CachedFeatures", "ModelTail", "cache_frozen_features"]
 
 _log = logging.getLogger(__name__)
+_CACHE_STREAM = 0x5CA1E
 
 
 class ModelTail(nn.Module):
@@ -82,7 +83,8 @@ class CachedFeatures(Dataset):
         return len(self.features) // self.views
 
     def __getitem__(self, index: int) -> tuple:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        # A stream of its own: the dataset drew view v of this image from (seed, v, index).
+        rng = np.random.default_rng((self.seed, _CACHE_STREAM, self.epoch, index))
         row = index + len(self) * int(rng.integers(self.views)) if self.views > 1 else index
         features = self.features[row].float()
         masks = None if self.masks is None else self.masks[row]

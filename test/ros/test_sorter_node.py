@@ -25,7 +25,7 @@ from runtime.runtime_helpers import make_bundle
 from worker_support import WAIT_S, GatedClassifier, frame_msg, frame_pixels, settled
 
 from mmsag_ros.bundle.manifest import load_bundle
-from mmsag_ros.ros.sorter import SorterNode
+from mmsag_ros.ros.sorter_node import SorterNode
 from mmsag_ros.ros.worker import Frame
 
 
@@ -159,9 +159,9 @@ def test_deactivate_with_a_stuck_batch_hands_the_model_to_the_batch(node):
     assert node.trigger_activate() == Ret.SUCCESS
     node.worker_stop_timeout_s = 0.0  # the batch below never ends by itself in time
     gated.gate.clear()
-    node._on_frame("image", frame_msg(0))
+    node._input._on_frame("image", frame_msg(0))
     assert gated.reached.wait(WAIT_S)
-    node._on_frame("image", frame_msg(1))  # waiting behind the stuck batch
+    node._input._on_frame("image", frame_msg(1))  # waiting behind the stuck batch
     # The transition does not wait forever, nor pretend: ERROR, then on_error releases.
     assert node.trigger_deactivate() == Ret.ERROR
     assert node._state_machine.current_state[1] == "unconfigured"
@@ -185,7 +185,7 @@ def test_labels_never_go_through_an_inactive_output_or_an_old_worker(node):
     with pytest.raises(RuntimeError, match="labels publisher is not active"):
         node._publish(Frame("image", frame_msg(0), generation=node._generation), prediction)
     assert node.trigger_activate() == Ret.SUCCESS
-    current = node._worker.generation
+    current = node._input.worker.generation
     assert node._publish(Frame("image", frame_msg(1), generation=current), prediction) >= 0
     # A frame taken by the worker of an earlier activation is refused.
     with pytest.raises(RuntimeError, match="worker was stopped"):
@@ -266,7 +266,7 @@ def test_a_swap_that_cannot_work_leaves_the_old_model_running_and_says_why(
     (damaged / "model.onnx").write_bytes(b"not an onnx file")
     assert node.swap_bundle(str(damaged)).successful
     spin_until(node, lambda: not node.model_swap.pending)
-    assert node._classifier is old and old.backend.loaded and node._worker.classifier is old
+    assert node._classifier is old and old.backend.loaded and node._input.worker.classifier is old
     assert node.get_parameter("bundle").value == str(bundle_dir)
     status = node.status()
     values = {kv.key: kv.value for kv in status.values}
@@ -298,7 +298,7 @@ def test_swaps_on_an_idle_belt_and_hostile_manifests_never_stop_the_executor(
     spin_until(node, lambda: not node.model_swap.pending)  # raised inside the executor before
     assert node._classifier.model_id == first.model_id and not waiting.backend.loaded
     # The worker still holds the first model until a frame comes; then the newest takes over.
-    assert node._worker.classifier is first and first.backend.loaded
+    assert node._input.worker.classifier is first and first.backend.loaded
     # Manifests no parser survives: refused with the reason, the model keeps running.
     hostile = {
         "deeply nested": "[" * 100_000 + "]" * 100_000,
@@ -348,7 +348,7 @@ def test_diagnostics_warn_when_the_belt_no_longer_looks_like_the_training_data(
             bright = cv2.convertScaleAbs(cv2.imread(str(path)), alpha=2.5)
             msg = array_to_image(bright, "bgr8")
             msg.header.frame_id = f"cam/{index}"
-            node._on_frame("image", msg)
+            node._input._on_frame("image", msg)
             settled(node._stats)  # one frame at a time: none dropped, all ten counted
         status = node.status()
         values = {kv.key: kv.value for kv in status.values}
