@@ -228,6 +228,33 @@ def _parity(
     return worst
 
 
+def _finish_graph(
+    proto: Any, shapes: dict[str, Any], *, name: str, labels: LabelSet, spec: PreprocessSpec
+) -> tuple[str, str, dict[str, str]]:
+    """Fold pads, fix output dims, stamp the metadata and check the traced graph in place.
+
+    Returns the graph's digest, the model id made from it and the metadata written.
+    """
+    onnx, _ = _import_onnx()
+    folded = fold_pads_into_convs(proto)
+    _log.debug("folded %d constant Pad nodes into their convolutions", folded)
+    _fix_output_dims(proto, shapes)
+    digest = graph_sha256(proto)
+    model_id = f"{name}@{digest[:12]}"
+    metadata = onnx_metadata(
+        name=name, model_id=model_id, labels=labels, spec=spec, version=__version__
+    )
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name, proto.producer_version = "mmsag_ros", __version__
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as err:
+        raise BundleError(f"the exported graph fails onnx.checker: {err}") from err
+    return digest, model_id, metadata
+
+
 def export_onnx(
     model: torch.nn.Module,
     path: Path,
@@ -293,22 +320,8 @@ def export_onnx(
     finally:
         model.train(was_training)
     proto = onnx.load(str(path))
-    folded = fold_pads_into_convs(proto)
-    _log.debug("folded %d constant Pad nodes into their convolutions", folded)
-    _fix_output_dims(proto, dict(zip(names[1:], (r.shape for r in references[0]), strict=True)))
-    digest = graph_sha256(proto)
-    model_id = f"{name}@{digest[:12]}"
-    metadata = onnx_metadata(
-        name=name, model_id=model_id, labels=labels, spec=spec, version=__version__
-    )
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name, proto.producer_version = "mmsag_ros", __version__
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as err:
-        raise BundleError(f"the exported graph fails onnx.checker: {err}") from err
+    shapes = dict(zip(names[1:], (r.shape for r in references[0]), strict=True))
+    digest, model_id, metadata = _finish_graph(proto, shapes, name=name, labels=labels, spec=spec)
     onnx.save(proto, str(path))
     export_s = time.perf_counter() - start
     read_onnx_metadata(path)  # fails loudly if anything did not survive the round trip

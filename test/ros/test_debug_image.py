@@ -41,6 +41,7 @@ def test_debug_image_is_off_by_default():
     assert SorterParams(bundle="/b").debug_image is False
 
 
+@pytest.mark.slow  # a sorter node process
 @pytest.mark.parametrize("fmt", ["raw", "jpeg"])
 def test_overlay_is_published_only_while_someone_subscribes(bundle_dir, ros_env, tmp_path, fmt):
     node = start_sorter(

@@ -259,6 +259,7 @@ def _yaml(path: Path, parameters: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.mark.slow  # a sorter node process
 def test_a_namespaced_cell_keeps_the_files_input_type_and_follows_sim_time(
     bundle_dir, ros_env, tmp_path
 ):

@@ -20,6 +20,9 @@ from support import REPO, SHARED_DATA, start_python, start_sorter
 
 from mmsag_ros.runtime.classifier import Classifier, Prediction
 
+# Real sorter node processes: the slow tier (the fast tier covers the node in-process).
+pytestmark = pytest.mark.slow
+
 PEER = REPO / "test" / "sorter_peer.py"
 CAMERAS = ("cam_a", "cam_b")
 COUNT = 6

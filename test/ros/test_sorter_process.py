@@ -11,6 +11,9 @@ import pytest
 from mmsag_ros.errors import BagError
 from mmsag_ros.live.sorter_process import SorterProcess
 
+# Real sorter node processes: the slow tier (the fast tier covers the node in-process).
+pytestmark = pytest.mark.slow
+
 
 def test_the_command_puts_files_before_parameters_so_that_parameters_win(tmp_path):
     base, overrides = tmp_path / "base.yaml", tmp_path / "overrides.yaml"

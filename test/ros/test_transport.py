@@ -11,6 +11,9 @@ import pytest
 import ros_peer
 from support import FASTDDS_PROFILE, REPO, start_python
 
+# Node processes over real DDS: the slow tier.
+pytestmark = pytest.mark.slow
+
 PEER = REPO / "test" / "ros_peer.py"
 COUNT = 20
 
