@@ -95,6 +95,13 @@ RUNS = {
         _STAGES,
         (*_CPU, "optim.weight_decay=0.0005"),
     ),
+    "effl0_224 cpu, adamw 1e-3": (
+        "mmsag_effl0_224",
+        True,
+        16,
+        _STAGES,
+        (*_CPU, "optim.optimizer=adamw", "optim.lr=0.001", "optim.weight_decay=0.05"),
+    ),
     "effl0_224 1-6 cached + attention": (
         "mmsag_effl0_224",
         True,
@@ -211,12 +218,12 @@ def _train_and_score(
             f"model.name={model}",
             f"model.pretrained={str(pretrained).lower()}",
             f"model.overrides={json.dumps(flags)}",
-            *overrides,
             f"epochs={epochs}",
             "batch_size=16",
             "optim.lr=0.03",
             "optim.schedule=cosine",
             "optim.warmup_epochs=1",
+            *overrides,  # last, so that a run may change the settings above
             f"seed={seed}",
             f"time_budget_min={args.budget_min}",
             f"out_dir={run_dir}",

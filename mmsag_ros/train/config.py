@@ -87,8 +87,11 @@ class AugmentConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with a head/backbone learning-rate split and a step or cosine schedule."""
+    """SGD or AdamW with a head/backbone learning-rate split and a step or cosine schedule."""
 
+    # sgd: Nesterov-free SGD with momentum; adamw: decoupled weight decay (momentum unused;
+    # it wants a smaller lr, about 1e-3, and a larger weight_decay, about 0.05).
+    optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.03
     backbone_lr_mult: float = 0.1
     momentum: float = 0.9

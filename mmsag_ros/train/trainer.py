@@ -26,6 +26,7 @@ from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.errors import ConfigError
 from mmsag_ros.metrics import MetricReport, MultiLabelMeter, calibrate_thresholds
 from mmsag_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from mmsag_ros.model.mmsag import MMSAG
 from mmsag_ros.progress import progress_bar
 from mmsag_ros.train.config import TrainConfig, config_to_dict
 from mmsag_ros.train.distributed import DistributedContext
@@ -47,6 +48,19 @@ class EpochResult:
     val_map: float
     val_report: dict[str, Any]
     stopped_early: bool
+
+
+def build_optimizer(model: MMSAG, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the model's parameter groups (head/backbone lr split)."""
+    optim = config.optim
+    groups = model.param_groups(
+        optim.lr, backbone_lr_mult=optim.backbone_lr_mult, weight_decay=optim.weight_decay
+    )
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=optim.lr)
+    raise ConfigError(f"optim.optimizer must be sgd or adamw, got {optim.optimizer!r}")
 
 
 def build_scheduler(
@@ -125,13 +139,7 @@ class Trainer:
         if config.cache_frozen or config.cache_views != 1:
             self._check_cache_config()
         optim = config.optim
-        self.optimizer = torch.optim.SGD(
-            model.param_groups(
-                optim.lr, backbone_lr_mult=optim.backbone_lr_mult, weight_decay=optim.weight_decay
-            ),
-            lr=optim.lr,
-            momentum=optim.momentum,
-        )
+        self.optimizer = build_optimizer(model, config)
         self._deadline = (
             time.monotonic() + 60 * config.time_budget_min if config.time_budget_min else None
         )
