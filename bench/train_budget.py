@@ -39,6 +39,26 @@ from mmsag_ros.train.dataset_splits import load_split
 from mmsag_ros.train.run import run_training
 
 _STAGES = ("semantic_attention", "fusion", "static_graph", "dynamic_graph")
+# Every run starts from this, whatever TrainConfig's defaults are, so that a row means today
+# what it meant when it was measured: the whole trunk training, the paper's augmentations.
+_BASE = (
+    "batch_size=16",
+    "model.freeze_stages=0",
+    "augment.hflip=true",
+    "augment.vflip=false",
+    "augment.rot90=false",
+    "augment.lighting=0",
+    "augment.box_keep=0.4",
+    "optim.optimizer=sgd",
+    "optim.lr=0.03",
+    "optim.backbone_lr_mult=0.1",
+    "optim.momentum=0.9",
+    "optim.weight_decay=0.0001",
+    "optim.schedule=cosine",
+    "optim.warmup_epochs=1",
+    "optim.loss=asl",
+    "optim.attention_weight=1",
+)
 # name -> (model, pretrained, most epochs, stages switched on, overrides); the cosine schedule
 # follows the time budget, so the epoch counts are upper bounds.
 _FROZEN_4, _FROZEN_ALL = ("model.freeze_stages=4",), ("model.freeze_stages=9",)
@@ -219,11 +239,8 @@ def _train_and_score(
             f"model.pretrained={str(pretrained).lower()}",
             f"model.overrides={json.dumps(flags)}",
             f"epochs={epochs}",
-            "batch_size=16",
-            "optim.lr=0.03",
-            "optim.schedule=cosine",
-            "optim.warmup_epochs=1",
-            *overrides,  # last, so that a run may change the settings above
+            *_BASE,
+            *overrides,  # last, so that a run may change the base
             f"seed={seed}",
             f"time_budget_min={args.budget_min}",
             f"out_dir={run_dir}",
