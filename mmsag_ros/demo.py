@@ -31,28 +31,8 @@ if TYPE_CHECKING:
 
     from mmsag_ros.live.results import LiveLabel
 
-__all__ = ["DEMO_TRAINING", "DemoOptions", "DemoResult", "run_demo"]
+__all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
-# The demo's training recipe, on top of the TrainConfig defaults (users add --set overrides):
-# config/train_effl0_224_cpu.yaml's, the best measured in 10 CPU minutes on real-photo scenes
-# (bench/results/train_budget_photos_2026-12-06.txt): the stem and first three block stages
-# frozen, the belt's augmentations, the box attention loss (a TrainConfig default).
-DEMO_TRAINING: tuple[str, ...] = (
-    "model.name=mmsag_effl0_224",
-    "model.pretrained=true",
-    "model.embeddings=minilm",
-    "model.freeze_stages=4",
-    "augment.vflip=true",
-    "augment.rot90=true",
-    "augment.lighting=0.2",
-    "optim.lr=0.03",
-    "optim.backbone_lr_mult=0.1",
-    "optim.schedule=cosine",
-    "optim.warmup_epochs=1",
-    "optim.loss=asl",
-    "batch_size=16",
-    "data.workers=1",
-)
 _MARKER = "demo.json"
 
 
@@ -172,12 +152,11 @@ def _train(
     run_dir: Path,
     say: Callable[[str], None],
 ) -> Any:
-    """Fine-tune with the demo's recipe; the training result."""
+    """Fine-tune with TrainConfig's defaults (the CPU recipe); the training result."""
     from mmsag_ros.train.config import load_config
     from mmsag_ros.train.run import run_training
 
     overrides = [
-        *DEMO_TRAINING,
         f"data.path={data}",
         *splits,
         f"epochs={options.epochs}",

@@ -224,6 +224,7 @@ def test_a_replay_captures_exactly_the_frames_the_rules_pick_and_they_train_agai
         "train", "--set", f"data.path={data}", "--set", f"data.extra_train=[{out / 'labels.csv'}]",
         "--set", "data.workers=0",
         "--set", "model.name=mmsag_r18_224", "--set", "model.pretrained=false",
+        "--set", "model.freeze_stages=0",
         "--set", "model.embeddings=learnable", "--set", "epochs=1", "--set", "batch_size=2",
         "--set", "max_batches_per_epoch=2", "--set", "device=cpu", "--out", str(run_dir),
     ]  # fmt: skip

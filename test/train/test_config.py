@@ -16,8 +16,8 @@ def test_defaults_follow_the_recipe():
         0.1,
         0.9,
     )
-    assert (config.batch_size, config.epochs, config.optim.milestones) == (16, 50, [30, 40])
-    assert config.optim.loss == "asl"
+    assert (config.batch_size, config.epochs, config.optim.schedule) == (16, 16, "cosine")
+    assert (config.model.freeze_stages, config.optim.loss) == (4, "asl")
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -89,13 +89,24 @@ def test_shipped_configs_load(name):
     assert config.model.name.startswith("mmsag_")
 
 
-def test_the_demo_trains_with_the_cpu_preset():
-    """One recipe: the demo's overrides say what config/train_effl0_224_cpu.yaml says."""
+def test_the_defaults_are_the_cpu_preset():
+    """One recipe: ``mmsag train`` and the demo with no config train what the CPU preset says."""
     from support import REPO
 
-    from mmsag_ros.demo import DEMO_TRAINING
-
     preset = load_config(REPO / "config" / "train_effl0_224_cpu.yaml")
-    demo = load_config(None, DEMO_TRAINING)
+    defaults = load_config(None)
     for section in ("model", "augment", "optim"):
-        assert getattr(demo, section) == getattr(preset, section), section
+        assert getattr(defaults, section) == getattr(preset, section), section
+    assert (defaults.epochs, defaults.batch_size) == (preset.epochs, preset.batch_size)
+    assert defaults.data.workers == preset.data.workers
+    assert preset.time_budget_min == 10 and defaults.time_budget_min is None
+
+
+def test_the_gpu_and_paper_presets_train_every_stage():
+    from support import REPO
+
+    gpu = load_config(REPO / "config" / "train_effl0_224.yaml")
+    paper = load_config(REPO / "config" / "train_mlkw_r101_448.yaml")
+    assert gpu.model.freeze_stages == paper.model.freeze_stages == 0
+    assert gpu.augment.rot90 and not paper.augment.rot90
+    assert (paper.optim.schedule, paper.optim.warmup_epochs, paper.epochs) == ("step", 0, 50)

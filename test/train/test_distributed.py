@@ -103,6 +103,7 @@ def test_torchrun_launches_mmsag_train_with_two_gloo_processes(tmp_path):
         str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "mmsag_ros.cli", "train",
         "--set", f"data.path={data}", "--set", "data.workers=0",
         "--set", "model.name=mmsag_r18_224", "--set", "model.pretrained=false",
+        "--set", "model.freeze_stages=0",
         "--set", "model.embeddings=learnable", "--set", "epochs=1", "--set", "batch_size=2",
         "--set", "max_batches_per_epoch=2", "--set", "device=cpu", "--out", str(out_dir),
     ]  # fmt: skip

@@ -17,7 +17,7 @@ SMALL = {"width": 32, "num_heads": 4, "ffn_dim": 64, "attention_dim": 16}
 
 
 def _factors(overrides, epochs, budget_used=None):
-    config = load_config(None, overrides)
+    config = load_config(None, ["optim.warmup_epochs=0", *overrides])
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_scheduler(optimizer, config, budget_used)
     factors = []
