@@ -20,6 +20,8 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +39,7 @@ def _frame(width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(((base + noise) % 256).astype(np.uint8).transpose(1, 2, 0))
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate-hz", type=float, default=30.0)
     parser.add_argument("--count", type=int, default=300, help="camera frames to publish")
@@ -49,7 +51,101 @@ def main() -> int:
     )
     parser.add_argument("--records", action="store_true", help="keep per-frame records in the JSON")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+class _Receiver:
+    """The answers: (receipt ns, node latency ms, inference ms) per frame index, diagnostics."""
+
+    def __init__(self) -> None:
+        self.labels: dict[int, tuple[int, float, float]] = {}
+        self.diagnostics: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+
+    def on_label(self, msg: Any) -> None:
+        receipt_ns = time.time_ns()
+        index = int(msg.header.frame_id.rsplit("/", 1)[1])
+        with self._lock:
+            self.labels[index] = (receipt_ns, float(msg.latency_ms), float(msg.inference_time_ms))
+
+    def on_diag(self, msg: Any) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "dropped" in values:
+                values["t_s"] = f"{time.monotonic():.3f}"
+                self.diagnostics.append(values)
+
+    def snapshot(self) -> dict[int, tuple[int, float, float]]:
+        with self._lock:
+            return dict(self.labels)
+
+
+class _Camera(threading.Thread):
+    """Publishes ``count`` copies of one frame at ``rate_hz``, each stamped right before."""
+
+    def __init__(self, pub: Any, msg: Any, count: int, rate_hz: float) -> None:
+        super().__init__(name="camera", daemon=True)
+        self.pub, self.msg, self.count, self.period_s = pub, msg, count, 1.0 / rate_hz
+        self.stamps_ns = np.zeros(count, np.int64)
+        self.publish_ms = np.zeros(count, np.float64)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        next_s = time.monotonic()
+        for index in range(self.count):
+            pause = next_s - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                next_s = time.monotonic()  # behind schedule: no burst to catch up
+            next_s += self.period_s
+            self.msg.header.frame_id = f"camera_optical/{index}"
+            now_ns = time.time_ns()
+            self.msg.header.stamp.sec, self.msg.header.stamp.nanosec = divmod(now_ns, 1_000_000_000)
+            self.pub.publish(self.msg)
+            self.stamps_ns[index] = now_ns
+            self.publish_ms[index] = (time.time_ns() - now_ns) / 1e6
+        self.done.set()
+
+
+def _spin_until(executor: Any, condition: Callable[[], bool], deadline: float) -> bool:
+    """Spin until ``condition()`` holds (True) or the monotonic ``deadline`` passes (False)."""
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        executor.spin_once(timeout_sec=0.05)
+    return True
+
+
+def _result(
+    args: argparse.Namespace, receiver: _Receiver, camera: _Camera, camera_s: float
+) -> dict[str, Any]:
+    got = receiver.snapshot()
+    indices = np.array(sorted(got), np.int64)
+    receipt = np.array([got[i][0] for i in indices], np.int64)
+    e2e_ms = (receipt - camera.stamps_ns[indices]) / 1e6 if indices.size else np.zeros(0)
+    result = {
+        "published": args.count,
+        "camera_s": camera_s,
+        "camera_rate_hz": args.count / camera_s,
+        "publish_call_ms_p50": float(np.percentile(camera.publish_ms, 50)),
+        "labels": int(indices.size),
+        "indices": indices.tolist(),
+        "stamp_ns": camera.stamps_ns[indices].tolist(),
+        "receipt_ns": receipt.tolist(),
+        "e2e_ms": e2e_ms.tolist(),
+        "node_latency_ms": [got[i][1] for i in indices.tolist()],
+        "inference_ms": [got[i][2] for i in indices.tolist()],
+        "diagnostics": receiver.diagnostics[-3:],
+    }
+    if not args.records:
+        for key in ("indices", "stamp_ns", "receipt_ns"):
+            result.pop(key)
+    return result
+
+
+def main() -> int:
+    args = _parse_args()
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -63,98 +159,31 @@ def main() -> int:
     rclpy.init()
     node = rclpy.create_node("bench_camera")
     pub = node.create_publisher(Image, "image", 10)
-    labels: dict[int, tuple[int, float, float]] = {}
-    diagnostics: list[dict[str, str]] = []
-    lock = threading.Lock()
-
-    def on_label(msg: MultiLabel) -> None:
-        receipt_ns = time.time_ns()
-        index = int(msg.header.frame_id.rsplit("/", 1)[1])
-        with lock:
-            labels[index] = (receipt_ns, float(msg.latency_ms), float(msg.inference_time_ms))
-
-    def on_diag(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            values = {kv.key: kv.value for kv in status.values}
-            if "dropped" in values:
-                values["t_s"] = f"{time.monotonic():.3f}"
-                diagnostics.append(values)
-
-    node.create_subscription(MultiLabel, "labels", on_label, labels_qos())
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    receiver = _Receiver()
+    node.create_subscription(MultiLabel, "labels", receiver.on_label, labels_qos())
+    node.create_subscription(DiagnosticArray, "/diagnostics", receiver.on_diag, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
 
-    deadline = time.monotonic() + args.connect_timeout_s
-    while pub.get_subscription_count() == 0 or node.count_publishers("labels") == 0:
-        if time.monotonic() > deadline:
-            print("peer: the node under test never connected", file=sys.stderr)
-            return 2
-        executor.spin_once(timeout_sec=0.05)
-    settle = time.monotonic() + 1.0
-    while time.monotonic() < settle:
-        executor.spin_once(timeout_sec=0.05)
+    def connected() -> bool:
+        return pub.get_subscription_count() > 0 and node.count_publishers("labels") > 0
+
+    if not _spin_until(executor, connected, time.monotonic() + args.connect_timeout_s):
+        print("peer: the node under test never connected", file=sys.stderr)
+        return 2
+    _spin_until(executor, lambda: False, time.monotonic() + 1.0)  # let discovery settle
 
     msg = array_to_image(_frame(args.width, args.height), "rgb8")
-    stamps_ns = np.zeros(args.count, np.int64)
-    publish_ms = np.zeros(args.count, np.float64)
-    done = threading.Event()
+    camera = _Camera(pub, msg, args.count, args.rate_hz)
     clock_start = time.monotonic()
-
-    def camera() -> None:
-        period_s = 1.0 / args.rate_hz
-        next_s = time.monotonic()
-        for index in range(args.count):
-            pause = next_s - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            else:
-                next_s = time.monotonic()  # behind schedule: no burst to catch up
-            next_s += period_s
-            msg.header.frame_id = f"camera_optical/{index}"
-            now_ns = time.time_ns()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now_ns, 1_000_000_000)
-            pub.publish(msg)
-            stamps_ns[index] = now_ns
-            publish_ms[index] = (time.time_ns() - now_ns) / 1e6
-        done.set()
-
-    thread = threading.Thread(target=camera, name="camera", daemon=True)
-    thread.start()
-    while not done.is_set():
-        executor.spin_once(timeout_sec=0.05)
+    camera.start()
+    _spin_until(executor, camera.done.is_set, float("inf"))
     camera_s = time.monotonic() - clock_start
-    drain = time.monotonic() + args.drain_s
-    while time.monotonic() < drain:
-        executor.spin_once(timeout_sec=0.05)
-    thread.join()
+    _spin_until(executor, lambda: False, time.monotonic() + args.drain_s)
+    camera.join()
 
-    with lock:
-        got = dict(labels)
-    indices = np.array(sorted(got), np.int64)
-    receipt = np.array([got[i][0] for i in indices], np.int64)
-    e2e_ms = (receipt - stamps_ns[indices]) / 1e6 if indices.size else np.zeros(0)
-    node_ms = np.array([got[i][1] for i in indices])
-    infer_ms = np.array([got[i][2] for i in indices])
-    result = {
-        "published": args.count,
-        "camera_s": camera_s,
-        "camera_rate_hz": args.count / camera_s,
-        "publish_call_ms_p50": float(np.percentile(publish_ms, 50)),
-        "labels": int(indices.size),
-        "indices": indices.tolist(),
-        "stamp_ns": stamps_ns[indices].tolist(),
-        "receipt_ns": receipt.tolist(),
-        "e2e_ms": e2e_ms.tolist(),
-        "node_latency_ms": node_ms.tolist(),
-        "inference_ms": infer_ms.tolist(),
-        "diagnostics": diagnostics[-3:],
-    }
-    if not args.records:
-        for key in ("indices", "stamp_ns", "receipt_ns"):
-            result.pop(key)
     with open(args.out, "w") as handle:
-        json.dump(result, handle)
+        json.dump(_result(args, receiver, camera, camera_s), handle)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

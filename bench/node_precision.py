@@ -27,13 +27,7 @@ PRECISIONS = ("fp32", "int8")
 sys.path.insert(0, str(BENCH))
 
 
-def main() -> int:
-    from node_latency import run_case
-    from node_latency_report import latency_summary, stats, warmup_count
-
-    from mmsag_ros.bundle.manifest import load_bundle
-    from mmsag_ros.runtime.bench import machine_info
-
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="bundle with an int8 variant")
     parser.add_argument("--frames", type=int, default=300, help="frames per round and variant")
@@ -43,13 +37,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.frames, args.rounds = 40, 1
-    bundle = load_bundle(args.bundle)
-    bundle.variant("int8")  # refused or missing: the error says why
-    out_dir = args.out_dir or (
-        Path(tempfile.mkdtemp(prefix="node_precision_")) if args.quick else RESULTS
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    return args
+
+
+def _alternating_rounds(bundle: Any, args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """Latency statistics per variant (warm-up left out) and each round's summary."""
+    from node_latency import run_case
+    from node_latency_report import latency_summary, stats, warmup_count
+
     e2e: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     infer: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     rounds: list[dict[str, Any]] = []
@@ -71,25 +66,13 @@ def main() -> int:
                 infer[precision] += result["inference_ms"][skip:]
                 rounds.append({"case": name, **latency_summary(result)})
     summary = {p: {"e2e_ms": stats(e2e[p]), "inference_ms": stats(infer[p])} for p in PRECISIONS}
-    report = {
-        "machine": machine_info(),
-        "bundle": str(bundle.root),
-        "model_id": bundle.model_id,
-        "settings": {k: str(v) for k, v in vars(args).items()},
-        "int8_accuracy": dict(bundle.variant("int8").entry.get("accuracy", {})),
-        "summary": summary,
-        "ratios_fp32_over_int8": {
-            key: {
-                q: summary["fp32"][key][q] / summary["int8"][key][q] for q in ("p50", "p95", "p99")
-            }
-            for key in ("e2e_ms", "inference_ms")
-        },
-        "rounds": rounds,
-        "wall_s": round(time.monotonic() - started, 1),
-    }
-    machine = report["machine"]
+    return summary, rounds
+
+
+def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
+    machine, summary = report["machine"], report["summary"]
     lines = [
-        f"sorter node, {bundle.model_id}, 1280x720 rgb8 at 30 Hz, {args.rounds} alternating "
+        f"sorter node, {report['model_id']}, 1280x720 rgb8 at 30 Hz, {args.rounds} alternating "
         f"round(s) of {args.frames} frames per variant",
         f"machine: {machine['cpu']}, {machine['usable_cpus']} usable CPUs, GPU "
         f"{machine['gpu'] or 'none'}; backend onnxruntime CPU",
@@ -107,7 +90,39 @@ def main() -> int:
         f"fp32/int8: e2e p50 {ratios['e2e_ms']['p50']:.2f}x, p99 {ratios['e2e_ms']['p99']:.2f}x; "
         f"inference p50 {ratios['inference_ms']['p50']:.2f}x"
     )
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from mmsag_ros.bundle.manifest import load_bundle
+    from mmsag_ros.runtime.bench import machine_info
+
+    args = _parse_args()
+    bundle = load_bundle(args.bundle)
+    bundle.variant("int8")  # refused or missing: the error says why
+    out_dir = args.out_dir or (
+        Path(tempfile.mkdtemp(prefix="node_precision_")) if args.quick else RESULTS
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    summary, rounds = _alternating_rounds(bundle, args)
+    report = {
+        "machine": machine_info(),
+        "bundle": str(bundle.root),
+        "model_id": bundle.model_id,
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "int8_accuracy": dict(bundle.variant("int8").entry.get("accuracy", {})),
+        "summary": summary,
+        "ratios_fp32_over_int8": {
+            key: {
+                q: summary["fp32"][key][q] / summary["int8"][key][q] for q in ("p50", "p95", "p99")
+            }
+            for key in ("e2e_ms", "inference_ms")
+        },
+        "rounds": rounds,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    table = _table(report, args)
     print(table)
     stem = out_dir / f"node_precision_{bundle.name}"
     stem.with_suffix(".txt").write_text(table + "\n")

@@ -103,12 +103,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     accepted, reason = marks.get("answer", (False, "no answer"))
     if not accepted or "switched_s" not in marks:
         raise SystemExit(f"the swap did not happen: {reason}")
-    ids = [label.model_id for label in run.labels]
-    switch = ids.index(new_id)
-    single_switch = set(ids[:switch]) == {old_id} and set(ids[switch:]) == {new_id}
-    requested, switched = marks["requested_s"], marks["switched_s"]
+    return _report(run, marks, [arrived for arrived, _ in arrivals], (old_id, new_id), args)
+
+
+def _phases(arrivals: list[float], requested: float, switched: float) -> dict[str, list[int]]:
+    """Label indices before the request (after the warm-up), during the swap, and after it."""
     phases: dict[str, list[int]] = {"steady": [], "swapping": [], "after": []}
-    for index, (arrived, _) in enumerate(arrivals):
+    for index, arrived in enumerate(arrivals):
         if arrived < requested:
             if index >= WARMUP_LABELS:
                 phases["steady"].append(index)
@@ -116,6 +117,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             phases["swapping"].append(index)
         else:
             phases["after"].append(index)
+    return phases
+
+
+def _report(
+    run: Any,
+    marks: dict[str, Any],
+    arrivals: list[float],
+    bundle_ids: tuple[str, str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The JSON document: counts, whether the model switched once, latency per phase."""
+    old_id, new_id = bundle_ids
+    ids = [label.model_id for label in run.labels]
+    switch = ids.index(new_id)
+    single_switch = set(ids[:switch]) == {old_id} and set(ids[switch:]) == {new_id}
+    requested, switched = marks["requested_s"], marks["switched_s"]
+    phases = _phases(arrivals, requested, switched)
     labels = run.labels
     node = run.node
     return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from mmsag_ros.export.variant_score import (
     scored_forms,
 )
 
-__all__ = ["reduced_variant"]
+__all__ = ["VariantJudge", "reduced_variant"]
 
 _log = logging.getLogger(__name__)
 
@@ -47,36 +48,36 @@ def _attempts(precision: str, int8_head: bool) -> list[dict[str, bool]]:
     return [{"head": True, "ends_fp32": False}, *ladder] if int8_head else ladder
 
 
-def _judge(
-    precision: str,
-    path: Path,
-    validation: AnnotatedSplit,
-    fp32_scores: np.ndarray,
-    *,
-    spec: PreprocessSpec,
-    thresholds: np.ndarray,
-    bar_points: float,
-    progress: bool,
-) -> dict[str, VariantScore]:
-    """Each accuracy record of the variant at ``path`` (:func:`scored_forms`) against fp32."""
-    return {
-        record: score_variant(
-            precision,
-            fp32_scores,
-            onnx_scores(
-                path,
-                validation,
-                spec,
-                precision=precision,
-                as_written=as_written,
-                progress=progress,
-            ),
-            validation,
-            thresholds,
-            bar_points=bar_points,
-        )
-        for record, as_written in scored_forms(precision).items()
-    }
+@dataclass(frozen=True)
+class VariantJudge:
+    """What every reduced variant of one export is judged by: fp32's scores on validation."""
+
+    validation: AnnotatedSplit
+    fp32_scores: np.ndarray
+    spec: PreprocessSpec
+    thresholds: np.ndarray
+    progress: bool = False
+
+    def scores(self, precision: str, path: Path, bar_points: float) -> dict[str, VariantScore]:
+        """Each accuracy record of the variant at ``path`` (:func:`scored_forms`) against fp32."""
+        return {
+            record: score_variant(
+                precision,
+                self.fp32_scores,
+                onnx_scores(
+                    path,
+                    self.validation,
+                    self.spec,
+                    precision=precision,
+                    as_written=as_written,
+                    progress=self.progress,
+                ),
+                self.validation,
+                self.thresholds,
+                bar_points=bar_points,
+            )
+            for record, as_written in scored_forms(precision).items()
+        }
 
 
 def _attempt_name(precision: str, attempt: dict[str, bool]) -> str:
@@ -92,21 +93,17 @@ def reduced_variant(
     fp32_path: Path,
     path: Path,
     *,
-    validation: AnnotatedSplit,
-    fp32_scores: np.ndarray,
-    spec: PreprocessSpec,
-    thresholds: np.ndarray,
+    judge: VariantJudge,
     bar_points: float,
     calibration: Callable[[], np.ndarray],
     calib_method: str,
     int8_head: bool,
     step: Callable[[str], AbstractContextManager[None]],
-    progress: bool,
 ) -> dict[str, Any]:
     """Make the ``precision`` variant of ``fp32_path`` at ``path``; its manifest entry.
 
-    ``calibration`` gives the int8 calibration images (loaded on first use); ``step(name)``
-    times and logs each stage.
+    Kept when ``judge`` finds it within ``bar_points`` of fp32. ``calibration`` gives the int8
+    calibration images (loaded on first use); ``step(name)`` times and logs each stage.
     """
     tried: list[dict[str, Any]] = []
     for attempt in _attempts(precision, int8_head):
@@ -119,16 +116,7 @@ def reduced_variant(
                     fp32_path, path, calibration=calibration(), method=calib_method, **attempt
                 )
         with step(f"score {name} on validation"):
-            scores = _judge(
-                precision,
-                path,
-                validation,
-                fp32_scores,
-                spec=spec,
-                thresholds=thresholds,
-                bar_points=bar_points,
-                progress=progress,
-            )
+            scores = judge.scores(precision, path, bar_points)
         attempt_entry = {
             "conversion": conversion,
             **{record: score.to_dict() for record, score in scores.items()},

@@ -42,7 +42,7 @@ from mmsag_ros.export.variant_score import (
     check_validation_split,
     onnx_scores,
 )
-from mmsag_ros.export.variants import reduced_variant
+from mmsag_ros.export.variants import VariantJudge, reduced_variant
 
 __all__ = [
     "BUNDLE_ENTRIES",
@@ -308,21 +308,20 @@ def export_bundle(
                     load_calibration_images, calib_dir, spec, limit=calib_images, split=calib_split
                 )
             )
+            judge = VariantJudge(
+                validation, fp32_scores, spec, np.asarray(checkpoint.thresholds), progress
+            )
         for precision in reduced:
             variants[precision] = reduced_variant(
                 precision,
                 staging / ONNX_FILE,
                 staging / VARIANT_FILES[precision],
-                validation=validation,
-                fp32_scores=fp32_scores,
-                spec=spec,
-                thresholds=np.asarray(checkpoint.thresholds),
+                judge=judge,
                 bar_points=bars[precision],
                 calibration=calibration,
                 calib_method=calib_method,
                 int8_head=int8_head,
                 step=step,
-                progress=progress,
             )
         manifest = bundle_manifest(
             checkpoint,

@@ -91,6 +91,24 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _check_resumable(path: Path, saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse a resume whose optimiser state cannot fit: another optimiser or frozen stages.
+
+    Checkpoints from before these options trained SGD with every stage, as their defaults did.
+    """
+    then = (
+        saved.get("optim", {}).get("optimizer", "sgd"),
+        saved.get("model", {}).get("freeze_stages", 0),
+    )
+    now = (config.optim.optimizer, config.model.freeze_stages)
+    if then != now:
+        raise ConfigError(
+            f"{path} trained with optim.optimizer={then[0]} and model.freeze_stages={then[1]}; "
+            f"resuming needs the same (this config has {now[0]} and {now[1]}): add "
+            f"--set optim.optimizer={then[0]} --set model.freeze_stages={then[1]}"
+        )
+
+
 def freeze_batchnorm(model: nn.Module) -> None:
     """Keep BatchNorm running statistics fixed while the rest trains (call after .train())."""
     for module in model.modules():
@@ -309,6 +327,7 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer, schedule, AMP scaler, best metric."""
         checkpoint = load_checkpoint(path, map_location=self.device)
         raw = checkpoint.raw
+        _check_resumable(path, raw.get("train_config") or {}, self.config)
         self.model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(raw["optimizer"])
         self.scheduler.load_state_dict(raw["scheduler"])

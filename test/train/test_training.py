@@ -38,6 +38,8 @@ def synth_root(tmp_path_factory):
 
 
 def _config(synth_root, out_dir, *extra):
+    # The whole trunk training, without the belt's augmentations or a warm-up: the recipe
+    # these tests' thresholds were measured with (the CPU recipe's defaults train less).
     return load_config(
         None,
         [
@@ -45,8 +47,13 @@ def _config(synth_root, out_dir, *extra):
             f"data.path={synth_root}",
             "data.workers=0",
             "batch_size=16",
+            "model.freeze_stages=0",
+            "augment.vflip=false",
+            "augment.rot90=false",
+            "augment.lighting=0",
             "optim.lr=0.05",
             "optim.schedule=cosine",
+            "optim.warmup_epochs=0",
             f"out_dir={out_dir}",
             *extra,
         ],
@@ -216,6 +223,23 @@ def test_resume_restores_optimizer_schedule_and_epoch(trained, synth_root, tmp_p
     assert trainer.scheduler.last_epoch == saved["scheduler"]["last_epoch"]
     results = trainer.fit()
     assert [r.epoch for r in results] == [3]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("optim.optimizer=adamw", "optim.optimizer=sgd"),
+        ("model.freeze_stages=4", "model.freeze_stages=0"),
+    ],
+)
+def test_resume_refuses_another_optimizer_or_other_frozen_stages(
+    trained, synth_root, tmp_path, change, said
+):
+    # The saved optimiser state fits only the optimiser and parameter groups it came from.
+    last = trained.out_dir / "last.pt"
+    config = _config(synth_root, tmp_path, "epochs=4", f"resume={last}", change)
+    with pytest.raises(ConfigError, match=f"resuming.*{said}"):
+        prepare_training(config, device=torch.device("cpu"), context=DistributedContext())
 
 
 def test_time_budget_stops_training_cleanly(synth_root, tmp_path):
