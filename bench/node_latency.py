@@ -169,7 +169,9 @@ def run_case(
     result = json.loads(peer_out.read_text())
     result["node_alive_at_end"] = node_alive
     result["rss_kib"] = rss
-    if timing is not None and timing.exists():
+    if timing is not None:
+        if not timing.exists():
+            raise RuntimeError(f"{name}: the node wrote no timings (log: {node.log})")
         result["timing"] = json.loads(timing.read_text())
     return result
 
