@@ -122,6 +122,7 @@ RUNS = {
         _STAGES,
         (*_CPU, "optim.optimizer=adamw", "optim.lr=0.001", "optim.weight_decay=0.05"),
     ),
+    "effl1_240 cpu": ("mmsag_effl1_240", True, 16, _STAGES, _CPU),
     "effl0_224 1-6 cached + attention": (
         "mmsag_effl0_224",
         True,

