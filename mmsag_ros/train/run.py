@@ -142,7 +142,8 @@ def _attention_grid(model: MMSAG, config: TrainConfig) -> int | None:
             weight,
         )
         return None
-    return model.config.input_size // model.backbone.stride
+    # Padded strided convolutions round up: 240 px at stride 32 gives 8 cells, not 7.
+    return -(-model.config.input_size // model.backbone.stride)
 
 
 def prepare_training(
