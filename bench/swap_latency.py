@@ -65,7 +65,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "/**:\n  ros__parameters:\n    image_reliability: reliable\n    image_depth: 10\n"
     )
     stop = threading.Event()
-    arrivals: list[tuple[float, str]] = []
+    arrivals: list[float] = []
     marks: dict[str, Any] = {}
 
     def ask_for_swap() -> None:
@@ -74,7 +74,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     def on_label(label: Any) -> None:
         now = time.monotonic()
-        arrivals.append((now, label.model_id))
+        arrivals.append(now)
         if "start_s" not in marks:
             marks["start_s"] = now
         elif "requested_s" not in marks and now - marks["start_s"] >= args.steady_s:
@@ -103,7 +103,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     accepted, reason = marks.get("answer", (False, "no answer"))
     if not accepted or "switched_s" not in marks:
         raise SystemExit(f"the swap did not happen: {reason}")
-    return _report(run, marks, [arrived for arrived, _ in arrivals], (old_id, new_id), args)
+    return _report(run, marks, arrivals, (old_id, new_id), args)
 
 
 def _phases(arrivals: list[float], requested: float, switched: float) -> dict[str, list[int]]:

