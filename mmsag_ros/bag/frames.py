@@ -244,6 +244,8 @@ def raw_messages(
     its end) is caught too: every connection must yield as many messages as the bag's index
     says it holds.
     """
+    if not connections:
+        return  # rosbags reads every connection when given none
     iterator = reader.messages(connections=connections)
     read = {id(c): 0 for c in connections}
     while True:

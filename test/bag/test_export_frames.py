@@ -56,3 +56,18 @@ def test_a_frame_that_does_not_decode_is_skipped_and_counted(tmp_path, capsys):
     assert all((tmp_path / "out" / "images" / row[0]).is_file() for row in rows)
     assert main(["bag", "export-frames", str(bag), "--out", str(tmp_path / "cli")]) == 0
     assert "1 frames that do not decode skipped (first: " in capsys.readouterr().out
+
+
+def test_a_bag_without_labels_on_the_topic_is_one_clear_error(tmp_path, capsys):
+    # Labels on another topic leave no connection to read: rosbags reads every connection
+    # when given none, which once ended in a KeyError traceback instead of this line.
+    data = tmp_path / "data"
+    generate_dataset(data, num_trainval=1, num_test=2, image_size=(96, 72), seed=2)
+    make_bag(data, tmp_path / "bag")  # truth on /waste/labels_gt, nothing on /waste/labels
+    out = tmp_path / "out"
+    assert main(["bag", "export-frames", str(tmp_path / "bag"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mmsag bag: error: bag ") and "on /waste/labels" in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    found = export_frames([tmp_path / "bag"], tmp_path / "gt", labels_topic="/waste/labels_gt")
+    assert found.frames == 2
