@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,14 +192,21 @@ def _play_until_it_plays(argv: list[str], cwd: Path, env: dict[str, str]) -> tup
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    guard = threading.Timer(_HANG_GUARD_S, process.kill)  # a player that never says it plays
+    guard.start()
     lines = []
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line)
-        if line.startswith("playing "):
-            process.send_signal(signal.SIGINT)
-            break
-    stdout, stderr = process.communicate(timeout=_HANG_GUARD_S)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("playing "):
+                process.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = process.communicate(timeout=_HANG_GUARD_S)
+    finally:
+        guard.cancel()
+        if process.poll() is None:
+            process.kill()
     return process.returncode, stdout, "".join(lines) + stderr
 
 
