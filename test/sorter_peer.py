@@ -3,11 +3,12 @@
     python sorter_peer.py scenario --cameras cam_a,cam_b --count 6
     python sorter_peer.py lifecycle --expect ok|fail
 
-``scenario`` publishes synthetic frames (derived from their index, see :func:`make_frame`) to
-each camera, waits for each frame's MultiLabel, sends bad frames, changes thresholds through the
-parameter service, waits for a /diagnostics report counting the rejected frames and prints one
-JSON document. ``lifecycle`` drives the node through its lifecycle services and prints what each
-transition returned and which labels arrived. ``debug`` sends frames first without, then with a
+``scenario`` publishes synthetic frames (derived from their index, see
+:func:`peer_frames.make_frame`, where every frame the peer sends is made) to each camera, waits
+for each frame's MultiLabel, sends bad frames, changes thresholds through the parameter service,
+waits for a /diagnostics report counting the rejected frames and prints one JSON document.
+``lifecycle`` drives the node through its lifecycle services and prints what each transition
+returned and which labels arrived. ``debug`` sends frames first without, then with a
 ``debug_image`` subscriber, saves each overlay it receives as ``<out-dir>/<index>.npy`` and
 reports the /diagnostics counts of both phases. ``mismatch`` publishes raw Images where the
 node expects compressed ones and prints the report that names the topic. ``hostile`` sends
@@ -21,287 +22,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import cv2
 import numpy as np
+from peer_frames import (
+    BAD_COMPRESSED,
+    bayer_rggb8_fields,
+    compressed_frames,
+    hostile_frames,
+    hostile_raw_frames,
+    jpeg_of,
+    large_icc_jpeg,
+    make_frame,
+    oversized_png,
+)
+from peer_frames import OVERSIZED_MAX_PIXELS as OVERSIZED_MAX_PIXELS  # read by the tests
+from peer_node import WAIT_S, Peer, frame_index
 from support import multilabel_summary
 
-from mmsag_ros.data.synth_scene import render_scene
-
-ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
-# How long any wait may take before the peer gives up: only reached when something is broken,
-# so generous enough for a loaded CI machine.
-WAIT_S = 60.0
 GOOD_AFTER_BAD = 100  # index of the good frame sent after the bad ones
 THRESHOLD_INDICES = (101, 102)  # frames sent after setting threshold=0, then restoring it
-
-
-def make_frame(index: int) -> tuple[np.ndarray, str]:
-    """The frame with this index: a synthetic conveyor scene, its size and encoding cycling."""
-    size = (96 + 16 * (index % 4), 72 + 8 * (index % 3))
-    rgb = render_scene(np.random.default_rng(index), image_size=size)[0]
-    encoding = ENCODINGS[index % len(ENCODINGS)]
-    if encoding == "bgr8":
-        return np.ascontiguousarray(rgb[:, :, ::-1]), encoding
-    if encoding == "mono8":
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), encoding
-    if encoding in ("rgba8", "bgra8"):
-        base = rgb if encoding == "rgba8" else rgb[:, :, ::-1]
-        alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
-        return np.ascontiguousarray(np.concatenate([base, alpha], axis=2)), encoding
-    return rgb, encoding
-
-
-def compressed_frames(bag_dir: str | None) -> list[tuple[int, str, bytes]]:
-    """``(index, format, data)`` of the compressed frames: the bag's JPEGs, then synthetic ones."""
-    frames = []
-    if bag_dir:
-        from pathlib import Path
-
-        from rosbags.highlevel import AnyReader
-
-        with AnyReader([Path(bag_dir)]) as reader:
-            connections = [c for c in reader.connections if c.msgtype.endswith("CompressedImage")]
-            for connection, _, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, connection.msgtype)
-                frames.append((len(frames), msg.format, bytes(msg.data)))
-    for index in range(len(frames), len(frames) + 3):
-        bgr = np.ascontiguousarray(make_frame(5 * index)[0][..., :3])  # index % 5 == 0: rgb8
-        fmt = "png" if index % 2 else "jpeg"
-        frames.append((index, fmt, cv2.imencode(f".{fmt}", bgr[:, :, ::-1])[1].tobytes()))
-    return frames
-
-
-# Bad compressed frames: truncated JPEG, garbage, empty data, an unsupported format, and a
-# small PNG announcing more pixels than the test's max_input_pixels (OVERSIZED_MAX_PIXELS).
-BAD_COMPRESSED = (
-    (900, "jpeg", "truncated"),
-    (901, "jpeg", "garbage"),
-    (902, "png", "empty"),
-    (903, "tiff", "valid"),
-    (904, "png", "oversized"),
-)
-OVERSIZED_MAX_PIXELS = 1_000_000
-
-
-def oversized_png() -> bytes:
-    """2000 x 1000 black pixels: a few kB of PNG, 2 MP decoded, twice the test's limit."""
-    return cv2.imencode(".png", np.zeros((1000, 2000), np.uint8))[1].tobytes()
-
-
-def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each SOS segment of a JPEG with its entropy-coded data."""
-    spans, offset = [], 2
-    while data[offset + 1] != 0xD9:
-        end = offset + 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
-        if data[offset + 1] == 0xDA:
-            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
-                end += 1
-            spans.append((offset, end))
-        offset = end
-    return spans
-
-
-def hostile_frames() -> list[tuple[str, str, bytes]]:
-    """``(what, format, data)`` of compressed frames an attacker or a broken camera could send.
-
-    Each is refused by the node, cheaply, from what its header says (see the issue's proofs):
-    a small progressive JPEG that repeats its last scan 3000 times (seconds of decoding), a
-    PNG announcing more pixels than allowed, data that is no image, nothing at all, a TIFF.
-    """
-    # A flat 1280 x 720 frame: 42 kB with its last scan (12 bytes) repeated, 2.3 s to decode.
-    flat = np.full((720, 1280, 3), 90, np.uint8)
-    progressive = cv2.imencode(".jpg", flat, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
-    start, end = jpeg_scans(progressive)[-1]
-    scans = progressive[:end] + progressive[start:end] * 3000 + progressive[end:]
-    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
-    return [
-        ("3000 progressive scans", "jpeg", scans),
-        ("announces 2 MP", "png", oversized_png()),
-        ("garbage", "jpeg", b"\xff\xd8" + b"garbage" * 50),
-        ("no data", "jpeg", b""),
-        ("a tiff", "tiff", cv2.imencode(".png", image)[1].tobytes()),
-    ]
-
-
-def large_icc_jpeg() -> bytes:
-    """A valid JPEG with 240 kB of ICC profile before its frame header: must be labelled."""
-    data = _jpeg_of(3)
-    icc = b"".join(b"\xff\xe2" + (60_002).to_bytes(2, "big") + bytes(60_000) for _ in range(4))
-    return data[:2] + icc + data[2:]
-
-
-def hostile_raw_frames() -> list[tuple[str, dict]]:
-    """``(what, Image fields)`` of raw frames a broken driver or an attacker could send.
-
-    Each is refused from its fields alone, before any pixel is touched: a depth encoding, a 1x1
-    frame padding its row to 4 MB, data shorter than its rows, an odd width in YUYV, a frame of
-    2.2 MP against the test's 1 MP limit.
-    """
-    return [
-        ("a 32FC1 depth frame", dict(width=4, height=4, encoding="32FC1", step=16, data=bytes(64))),
-        (
-            "1x1 with a 4 MB step",
-            dict(width=1, height=1, encoding="rgb8", step=4_000_000, data=bytes(4_000_000)),
-        ),
-        (
-            "data shorter than its rows",
-            dict(width=64, height=48, encoding="rgb8", step=192, data=bytes(10)),
-        ),
-        ("yuyv of odd width", dict(width=3, height=2, encoding="yuyv", step=6, data=bytes(12))),
-        (
-            "2.2 MP",
-            dict(width=2000, height=1100, encoding="mono8", step=2000, data=bytes(2_200_000)),
-        ),
-    ]
-
-
-def bayer_rggb8_fields(rgb: np.ndarray) -> dict:
-    """Image fields of ``rgb`` as a machine-vision camera's RGGB Bayer mosaic (valid)."""
-    height, width = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
-    mosaic = np.empty((height, width), np.uint8)
-    mosaic[0::2, 0::2] = rgb[0:height:2, 0:width:2, 0]
-    mosaic[0::2, 1::2] = rgb[0:height:2, 1:width:2, 1]
-    mosaic[1::2, 0::2] = rgb[1:height:2, 0:width:2, 1]
-    mosaic[1::2, 1::2] = rgb[1:height:2, 1:width:2, 2]
-    return dict(
-        width=width, height=height, encoding="bayer_rggb8", step=width, data=mosaic.tobytes()
-    )
-
-
-def frame_index(frame_id: str) -> int:
-    return int(frame_id.rsplit("/", 1)[1])
-
-
-class Peer:
-    """One rclpy node holding camera publishers, the labels and diagnostics subscriptions."""
-
-    def __init__(self, cameras: list[str], *, compressed: bool = False) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from mmsag_ros.msg import MultiLabel
-        from sensor_msgs.msg import CompressedImage, Image
-
-        from mmsag_ros.ros.qos import image_qos, labels_qos
-
-        self.rclpy = rclpy
-        self.node = rclpy.create_node("sorter_peer")
-        self.cameras = cameras
-        msg_type = CompressedImage if compressed else Image
-        self.pubs = {
-            c: self.node.create_publisher(msg_type, c, image_qos("reliable")) for c in cameras
-        }
-        self.labels: dict[int, object] = {}
-        self.diagnostics: list[dict[str, str]] = []
-        self.node.create_subscription(MultiLabel, "labels", self._on_label, labels_qos())
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-
-    def _on_label(self, msg) -> None:
-        self.labels[frame_index(msg.header.frame_id)] = msg
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            report = {kv.key: kv.value for kv in status.values}
-            report.update(
-                level=status.level[0] if isinstance(status.level, bytes) else int(status.level),
-                message=status.message,
-                hardware_id=status.hardware_id,
-            )
-            self.diagnostics.append(report)
-
-    def report_after(self, done, *, start: int | None = None, timeout_s: float = WAIT_S) -> dict:
-        """The first /diagnostics report (received after index ``start``) for which ``done``
-        holds; {} if none came in ``timeout_s``."""
-        first = len(self.diagnostics) if start is None else start
-        found: list[dict] = []
-
-        def check() -> bool:
-            found.extend(d for d in self.diagnostics[first:] if done(d))
-            return bool(found)
-
-        self.spin_until(check, timeout_s)
-        return found[0] if found else {}
-
-    def settled_report(self, **at_least: int) -> dict:
-        """A report with nothing in flight and counters at least ``at_least``."""
-        return self.report_after(
-            lambda d: (
-                d.get("in_flight") == "0"
-                and all(int(d.get(key, 0)) >= value for key, value in at_least.items())
-            ),
-            start=0,
-        )
-
-    def spin_until(self, done, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                return False
-            self.rclpy.spin_once(self.node, timeout_sec=0.02)
-        return True
-
-    def wait_connected(self, timeout_s: float = WAIT_S) -> None:
-        ok = self.spin_until(
-            lambda: (
-                all(p.get_subscription_count() > 0 for p in self.pubs.values())
-                and self.node.count_publishers("labels") > 0
-            ),
-            timeout_s,
-        )
-        # The node's own side of discovery: it reports when its labels publisher sees us.
-        if not ok or not self.report_after(lambda d: int(d.get("labels_subscribers", 0)) > 0):
-            sys.exit("peer: the sorter never connected")
-
-    def image(self, camera: str, index: int, *, array=None, encoding=None, data=None):
-        from mmsag_ros.ros.conversions import array_to_image
-
-        frame, enc = make_frame(index) if array is None else (array, "rgb8")
-        msg = array_to_image(frame, enc)
-        if encoding is not None:
-            msg.encoding = encoding
-        if data is not None:
-            msg.data = data
-        msg.header.frame_id = f"{camera}_optical/{index}"
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        return msg
-
-    def send(self, camera: str, index: int, **kwargs) -> None:
-        self.pubs[camera].publish(self.image(camera, index, **kwargs))
-
-    def set_parameter(self, name: str, value) -> dict:
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        client = self.node.create_client(SetParameters, "/sorter/set_parameters")
-        client.wait_for_service(timeout_sec=WAIT_S)
-        future = client.call_async(
-            SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-        )
-        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=WAIT_S)
-        result = future.result().results[0]
-        return {"successful": result.successful, "reason": result.reason}
-
-    def change_state(self, transition_id: int) -> bool:
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-
-        client = self.node.create_client(ChangeState, "/sorter/change_state")
-        client.wait_for_service(timeout_sec=WAIT_S)
-        request = ChangeState.Request(transition=Transition(id=transition_id))
-        future = client.call_async(request)
-        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=WAIT_S)
-        return bool(future.result().success)
-
-    def state(self) -> str:
-        from lifecycle_msgs.srv import GetState
-
-        client = self.node.create_client(GetState, "/sorter/get_state")
-        client.wait_for_service(timeout_sec=WAIT_S)
-        future = client.call_async(GetState.Request())
-        self.rclpy.spin_until_future_complete(self.node, future, timeout_sec=WAIT_S)
-        return future.result().current_state.label
 
 
 def scenario(peer: Peer, count: int) -> dict:
@@ -399,16 +140,6 @@ def compressed(peer: Peer, bag_dir: str | None, flood_count: int) -> dict:
     }
 
 
-_TO_BGR = {"rgb8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGBA2BGR, "bgra8": cv2.COLOR_BGRA2BGR}
-
-
-def _jpeg_of(index: int) -> bytes:
-    frame, encoding = make_frame(index)
-    if encoding in _TO_BGR:
-        frame = cv2.cvtColor(frame, _TO_BGR[encoding])
-    return cv2.imencode(".jpg", frame)[1].tobytes()
-
-
 def hostile(peer: Peer, hostile_bundle: str | None, *, raw: bool = False) -> dict:
     """Hostile frames on the first camera while the second keeps sending; ledger and latency.
 
@@ -437,7 +168,7 @@ def hostile(peer: Peer, hostile_bundle: str | None, *, raw: bool = False) -> dic
         if raw:
             peer.send(camera, index)
         else:
-            send_compressed(camera, index, _jpeg_of(index))
+            send_compressed(camera, index, jpeg_of(index))
         peer.spin_until(lambda: index in peer.labels, WAIT_S)
         return float(peer.labels[index].latency_ms) if index in peer.labels else -1.0
 

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
+from peer_frames import jpeg_scans
 from runtime.runtime_helpers import make_bundle
 from sensor_msgs.msg import CompressedImage, Image
-from sorter_peer import jpeg_scans
 from worker_support import WAIT_S, GatedClassifier, Publisher, frame_msg, frame_pixels, settled
 
 from mmsag_ros.camera.decode import (

@@ -1,25 +1,32 @@
 """Helpers for the runtime tests: tiny real checkpoints and bundles, a swapped-ONNX bundle.
 
 The model is a ResNet-18 MM-SAG at 96 px with a narrow head (3 x 3 attention grid), so an
-export takes a few seconds on two CPU cores (about ten with the fp16 and int8 variants). A
-uniquely named module, not conftest.py, so test modules can import it whatever other conftest
-modules pytest has loaded.
+export takes a few seconds on two CPU cores (about ten with the fp16 and int8 variants). Also
+here: whether this machine has TensorRT and a CUDA GPU, a bundle copied where a test may write,
+and frames preprocessed into one batch. A uniquely named module, not conftest.py, so test
+modules can import it whatever other conftest modules pytest has loaded.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib.util
 import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmsag_ros.bundle.labels import MLKW_LABELS
 
+if TYPE_CHECKING:
+    from mmsag_ros.bundle.schema import Bundle
+
 INPUT_SIZE = 96
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 # (seed, attention) -> the bundle exported for it in this process
 _EXPORTED: dict[tuple[int, bool], Path] = {}
 _TINY = {
@@ -134,3 +141,23 @@ def swap_onnx(bundle_dir: Path, other_dir: Path, out_dir: Path, *, fix_manifest:
         manifest["model_id"] = other["model_id"]
         (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out_dir
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def preprocess_batch(bundle: Bundle, frames) -> np.ndarray:
+    """``frames`` preprocessed for ``bundle`` and stacked into one N x 3 x H x W batch."""
+    from mmsag_ros.bundle.preprocess import preprocess
+
+    return np.stack([preprocess(f, bundle.spec) for f in frames])
+
+
+def copy_bundle(bundle: Bundle, where: Path) -> Bundle:
+    """A copy of ``bundle`` at ``where``, loaded: the test's own to write engines into."""
+    from mmsag_ros.bundle.manifest import load_bundle
+
+    return load_bundle(shutil.copytree(bundle.root, where))
