@@ -1,6 +1,6 @@
 """The shell lines the README and the manuals show, for the tests that check them.
 
-Every line of a fenced ``bash`` block, continuation lines joined and a trailing ``# comment``
+Every line of a fenced shell block, continuation lines joined and a trailing ``# comment``
 dropped, with the file it is in. ``mmsag ...`` and ``python -m mmsag_ros.cli ...`` are the same
 command (the second is how the robot runs it, without the console script).
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 from support import REPO
 
 DOCS = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))
-_FENCE = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
+# Shell blocks by any of their usual names (the layout trees and Python blocks are not shell).
+_FENCE = re.compile(r"^```(?:bash|sh|shell|console)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _MMSAG = (("mmsag",), ("python", "-m", "mmsag_ros.cli"))
 
 
