@@ -260,6 +260,9 @@ def walkthrough(sandbox: Path) -> dict[str, _Run]:
         if argv not in done:
             done[argv] = _run(command, sandbox, env)
         runs[command.label] = done[argv]
+    # What each took, for whoever wonders where the minutes go (beside the sandbox).
+    table = [f"{run.seconds:6.1f} s  {run.command.line}" for run in done.values()]
+    (sandbox / "walkthrough_times.txt").write_text("\n".join(table) + "\n")
     return runs
 
 
