@@ -1,4 +1,4 @@
-"""Bags shared by the offline and live evaluation tests."""
+"""Bags shared by the offline and live evaluation tests, and the live tests' common checks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.bundle.labels import LabelSet
 from mmsag_ros.data.voc import read_voc
+from mmsag_ros.live.results import LiveRun
 
 CAMERAS = ("cam_left", "cam_right")
+# The live tests' synthetic bags (test_bag_live_*.py): frames, rate and first stamp.
+START_NS = 1_700_000_000_000_000_000
+NUM_FRAMES = 10
+FPS = 5.0  # far below what the tiny model sustains, though a busy machine may still drop some
 
 
 def two_camera_bag(datasets: dict[str, Path], path: Path, *, fps: float, start_ns: int) -> None:
@@ -60,3 +65,17 @@ def truth_by_frame(
     left, right = ({k[0]: v for k, v in truth.items() if k[1] == c} for c in CAMERAS)
     assert any(not np.array_equal(left[stamp], right[stamp]) for stamp in left)
     return truth
+
+
+def check_accounting(run: LiveRun) -> None:
+    """Every frame sent is labelled here or accounted for by the node, nothing in between.
+
+    ``run.complete`` already means nothing was in flight and every published label arrived;
+    this adds that the labels received are exactly those the node published, each matching a
+    frame of this replay, and that the node saw no frame it was not sent.
+    """
+    node = run.node
+    assert run.complete and run.stray_labels == 0
+    assert run.sent == (
+        len(run.labels) + node.dropped + node.rejected + node.failed + run.not_received
+    )

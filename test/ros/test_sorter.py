@@ -319,7 +319,7 @@ def test_hostile_frames_and_bundles_cost_only_themselves(bundle_dir, ros_env, tm
     assert "manifest.json is nested too deeply" in result["swap"]["reason"]
     # Against an expected rate no camera meets: a camera silent for a whole window is an
     # ERROR, as diagnostic_updater's FrequencyStatus says (the WARN for one sending off its
-    # rate: test_worker.py); every report gives each camera's rate.
+    # rate: test_sorter_stats.py); every report gives each camera's rate.
     reports = result["diagnostics"]
     silent = [d for d in reports if d["message"].startswith("no frames from ")]
     assert any("/cam_bad" in d["message"] for d in silent), reports

@@ -68,7 +68,7 @@ def test_a_piped_node_that_exits_while_starting_is_reported_from_its_stderr(ros_
 
 
 def test_a_reported_configure_error_ends_the_wait_and_leaves_the_node_running(ros_env, tmp_path):
-    # configure_error stands for what a replay reads off /diagnostics (test_bag_live.py); here
+    # configure_error stands for what a replay reads off /diagnostics (test_bag_live_cli.py); here
     # the node's own log line, so the node is up (and handles Ctrl-C) when it is stopped.
     log = tmp_path / "node.log"
     process = SorterProcess({"bundle": "/nowhere", "autostart": "true"}, env=ros_env, log=log)

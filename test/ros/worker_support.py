@@ -66,6 +66,11 @@ def frame_msg(index: int, size: tuple[int, int] = (64, 48)):
     return msg
 
 
+def balanced(s: StatsSnapshot) -> bool:
+    """Every frame received is published, dropped, rejected, failed or still in flight."""
+    return s.received == s.published + s.dropped + s.rejected + s.failed + s.in_flight
+
+
 def settled(stats: SorterStats) -> StatsSnapshot:
     """Wait until nothing is in flight; returns that snapshot."""
     deadline = time.monotonic() + WAIT_S

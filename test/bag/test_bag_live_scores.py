@@ -1,4 +1,9 @@
-"""mmsag bag eval --live: bags replayed through a real sorter node process over real DDS."""
+"""mmsag bag eval --live: the node's labels carry the offline scores and the frames' headers.
+
+Bags replayed through a real sorter node process over real DDS, label by label against the
+Classifier and the offline evaluation: synthetic bags (mcap and db3), two cameras sharing
+stamps, the cell's own parameter file, and the real camera bags beside the checkout.
+"""
 
 from __future__ import annotations
 
@@ -11,28 +16,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from bag.bag_helpers import CAMERAS, truth_by_frame, two_camera_bag
+from bag.bag_helpers import (
+    CAMERAS,
+    FPS,
+    NUM_FRAMES,
+    START_NS,
+    check_accounting,
+    truth_by_frame,
+    two_camera_bag,
+)
 from rosbags.highlevel import AnyReader
-from runtime.runtime_helpers import make_bundle
 from support import REPO, SHARED_DATA
 
 from mmsag_ros.bag.bag_eval import evaluate_bag, write_bag_evaluation
-from mmsag_ros.bag.frames import IMAGE_TYPE, MULTILABEL_TYPE, iter_frames, stamp_to_ns
+from mmsag_ros.bag.frames import MULTILABEL_TYPE, iter_frames, stamp_to_ns
 from mmsag_ros.bag.make import make_bag
 from mmsag_ros.bag.typestore import mmsag_typestore
 from mmsag_ros.bag.writer import bag_writer
 from mmsag_ros.data.synth import generate_dataset
-from mmsag_ros.errors import BagError
 from mmsag_ros.live.live_eval import evaluate_bag_live
 from mmsag_ros.live.replay import replay_through_sorter
-from mmsag_ros.live.results import LiveLabel, LiveRun, NodeCounts, format_live_label
+from mmsag_ros.live.results import LiveRun
 from mmsag_ros.metrics import MultiLabelMeter
 from mmsag_ros.runtime.classifier import Classifier
 
 REAL_BAGS = sorted((SHARED_DATA / "bags").glob("*_mcap"))
-START_NS = 1_700_000_000_000_000_000
-NUM_FRAMES = 10
-FPS = 5.0  # far below what the tiny model sustains, though a busy machine may still drop some
 # A label's latency_ms counted from the bag's own stamps (2023) would be years: anything under
 # a minute shows the node saw the frame restamped at publication.
 RESTAMPED_LATENCY_BOUND_MS = 60_000
@@ -40,32 +48,6 @@ RESTAMPED_LATENCY_BOUND_MS = 60_000
 
 # This process's rclpy contexts and the node process share the test's own domain.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ros_domain")]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("live_synth") / "data"
-    generate_dataset(root, num_trainval=1, num_test=NUM_FRAMES, image_size=(160, 120), seed=8)
-    return root
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("live_bundle") / "tiny", seed=6)
-
-
-def _check_accounting(run: LiveRun) -> None:
-    """Every frame sent is labelled here or accounted for by the node, nothing in between.
-
-    ``run.complete`` already means nothing was in flight and every published label arrived;
-    this adds that the labels received are exactly those the node published, each matching a
-    frame of this replay, and that the node saw no frame it was not sent.
-    """
-    node = run.node
-    assert run.complete and run.stray_labels == 0
-    assert run.sent == (
-        len(run.labels) + node.dropped + node.rejected + node.failed + run.not_received
-    )
 
 
 def _check_latencies(run: LiveRun) -> None:
@@ -107,7 +89,7 @@ def test_live_scores_equal_offline_frame_by_frame(dataset, bundle, tmp_path, sto
     )
     run = live.live
     assert run is not None and not run.interrupted and run.labels
-    _check_accounting(run)
+    check_accounting(run)
     assert run.backend == "onnxruntime@cpu" and run.model_id == live.model_id
 
     # Label by label: the frame's recorded header, the Classifier's scores and the frame's
@@ -158,41 +140,6 @@ def test_live_scores_equal_offline_frame_by_frame(dataset, bundle, tmp_path, sto
     assert [(int(row[0]), row[1]) for row in table[1:]] == keys
 
 
-def test_cli_live_prints_each_label_then_the_report(dataset, bundle, tmp_path, ros_env):
-    bag = tmp_path / "bag"
-    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
-    out = tmp_path / "eval"
-    command = [sys.executable, "-m", "mmsag_ros.cli", "bag", "eval", str(bag), "--bundle"]
-    command += [str(bundle), "--live", "--backend", "onnxruntime", "--out", str(out)]
-    done = subprocess.run(
-        command, cwd=REPO, env=ros_env, capture_output=True, text=True, timeout=180
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    label_lines = [line for line in lines if "| truth:" in line]
-    report = json.loads((out / "report.json").read_text())
-    assert len(label_lines) == report["live"]["labelled"] > 0
-    assert label_lines[0].split()[:2] == ["1", "camera_optical_frame"]
-    assert any(line.startswith("live, through a sorter node") for line in lines)
-    assert any(line.startswith("mAP") for line in lines)
-    for name in ("report.json", "pr_curves.png", "latency_histogram.png", "sorter.log"):
-        assert (out / name).is_file()
-    assert "configured" in (out / "sorter.log").read_text()
-
-
-def test_a_fast_replay_drops_frames_and_accounts_for_every_one(dataset, bundle, tmp_path):
-    bag = tmp_path / "bag"
-    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
-    # The node classifies at most 2 batches a second, the replay sends 10 frames in 4 ms: it
-    # must drop, however fast the machine is.
-    params = tmp_path / "capped.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"max_rate_hz": 2.0}}}))
-    run = replay_through_sorter(bag, bundle, backend="onnxruntime", rate=500.0, params_file=params)
-    _check_accounting(run)
-    assert 0 < len(run.labels) < run.sent == NUM_FRAMES
-    assert run.node.dropped + run.not_received > 0
-
-
 def test_two_cameras_with_shared_stamps_are_scored_against_their_own_truth(
     dataset, bundle, tmp_path, tmp_path_factory
 ):
@@ -209,7 +156,7 @@ def test_two_cameras_with_shared_stamps_are_scored_against_their_own_truth(
     evaluation = evaluate_bag_live(bag, bundle, backend="onnxruntime")
     run = evaluation.live
     assert run is not None and run.labels and evaluation.unmatched == 0
-    _check_accounting(run)
+    check_accounting(run)
     assert {label.frame_id for label in run.labels} <= set(CAMERAS)
     # Each label has its own camera's scores and truth: with the stamp alone, one camera's
     # frames would be scored against the other's truth.
@@ -241,55 +188,6 @@ def test_the_cells_parameter_file_is_used_but_cannot_redirect_the_replay(dataset
     assert evaluation.report.at_threshold["OR"] == pytest.approx(1.0)
 
 
-def _write_bag_with_bad_frames(path: Path) -> list[int]:
-    """rgb8 frames 200 ms apart on /cam, undecodable ones between them on /cam_bad.
-
-    Each camera ends with a frame nothing newer can overwrite, so the node always gets the
-    last good and the last bad frame however busy it is. Returns the good stamps.
-    """
-    store = mmsag_typestore()
-    types = store.types
-    good = []
-    with bag_writer(path) as writer:
-        cameras = {
-            name: writer.add_connection(f"/{name}/image_raw", IMAGE_TYPE, typestore=store)
-            for name in ("cam", "cam_bad")
-        }
-        for index in range(7):
-            stamp_ns = START_NS + index * 200_000_000
-            sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-            camera = "cam_bad" if index % 2 else "cam"
-            header = types["std_msgs/msg/Header"](
-                stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-                frame_id=camera,
-            )
-            pixels = np.full((6, 8, 3), 40 * index, np.uint8).reshape(-1)
-            encoding = "rgb8"
-            if index % 2:  # too few bytes, or an encoding the node does not take
-                pixels, encoding = (pixels[:100], "rgb8") if index % 4 == 1 else (pixels, "32FC1")
-            else:
-                good.append(stamp_ns)
-            image = types[IMAGE_TYPE](
-                header=header, height=6, width=8, encoding=encoding, is_bigendian=0, step=24,
-                data=pixels,
-            )  # fmt: skip
-            writer.write(cameras[camera], stamp_ns, store.serialize_cdr(image, IMAGE_TYPE))
-    return good
-
-
-def test_bad_frames_are_rejected_counted_and_the_node_keeps_labelling(bundle, tmp_path):
-    bag = tmp_path / "bad"
-    good = _write_bag_with_bad_frames(bag)
-    run = replay_through_sorter(bag, bundle, backend="onnxruntime")
-    _check_accounting(run)
-    assert run.sent == 7
-    # Only good frames are labelled, in order, up to the last one (sent after every bad one).
-    stamps = [label.stamp_ns for label in run.labels]
-    assert stamps == sorted(stamps) and set(stamps) <= set(good) and stamps[-1] == good[-1]
-    # At least the last bad frame reached the node, and the node refused it.
-    assert 1 <= run.node.rejected <= 3
-
-
 @pytest.mark.skipif(not REAL_BAGS, reason="shared camera bags not present")
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_real_camera_bags_give_one_label_per_frame_with_its_header(bundle, tmp_path, storage):
@@ -304,7 +202,7 @@ def test_real_camera_bags_give_one_label_per_frame_with_its_header(bundle, tmp_p
             bag = _db3_copy(bag, tmp_path / f"{bag.name}_db3")
         frames = list(iter_frames(bag))
         run = replay_through_sorter(bag, bundle, backend="onnxruntime", params_file=params)
-        _check_accounting(run)
+        check_accounting(run)
         assert run.sent == len(frames) and run.labels
         # Labels come in frame order, each with its frame's recorded header and scores.
         position = {(f.stamp_ns, f.frame_id): index for index, f in enumerate(frames)}
@@ -363,100 +261,3 @@ def _db3_copy(bag: Path, copy: Path) -> Path:
         for connection, timestamp, raw in reader.messages():
             writer.write(out[connection.id], timestamp, raw)
     return copy
-
-
-def test_a_node_that_cannot_start_is_one_clear_error(dataset, bundle, tmp_path, ros_env):
-    bag = tmp_path / "bag"
-    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
-    with pytest.raises(BagError, match=r"did not start: the tensorrt backend"):
-        replay_through_sorter(bag, bundle, backend="tensorrt")
-    command = [sys.executable, "-m", "mmsag_ros.cli", "bag", "eval", str(bag), "--bundle"]
-    command += [str(bundle), "--live", "--backend", "tensorrt", "--out", str(tmp_path / "e")]
-    done = subprocess.run(command, cwd=REPO, env=ros_env, capture_output=True, text=True)
-    assert done.returncode == 1
-    assert done.stderr.strip().count("\n") == 0, done.stderr
-    assert "sorter node did not start" in done.stderr and "node log:" in done.stderr
-
-
-def _sorter_children() -> list[str]:
-    """Command lines of this process's children that run a sorter node."""
-    children = []
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            pids = (task / "children").read_text().split()
-        except OSError:
-            continue  # a thread that ended meanwhile (its children, if any, are re-parented)
-        for pid in pids:
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue  # exited meanwhile
-            if "mmsag_ros.ros.sorter" in command:
-                children.append(command)
-    return children
-
-
-def test_truncated_and_corrupt_bags_fail_in_one_line_and_leave_no_node(dataset, bundle, tmp_path):
-    truncated = tmp_path / "truncated"
-    make_bag(dataset, truncated, compressed=True, fps=FPS, start_ns=START_NS)
-    (storage,) = truncated.glob("*.mcap")
-    storage.write_bytes(storage.read_bytes()[: storage.stat().st_size // 2])
-    with pytest.raises(BagError, match="cannot open bag"):
-        evaluate_bag_live(truncated, bundle, backend="onnxruntime")
-
-    # Intact index, damaged frames in the middle: found during the replay, with the node up.
-    corrupt = tmp_path / "corrupt"
-    make_bag(dataset, corrupt, compressed=True, fps=50.0, start_ns=START_NS)
-    (storage,) = corrupt.glob("*.mcap")
-    data = bytearray(storage.read_bytes())
-    start, end = int(0.4 * len(data)), int(0.6 * len(data))
-    data[start:end] = bytes(end - start)
-    storage.write_bytes(bytes(data))
-    with pytest.raises(BagError, match="corrupt or truncated"):
-        replay_through_sorter(corrupt, bundle, backend="onnxruntime")
-    assert _sorter_children() == []
-
-
-def test_a_label_line_shows_decisions_truth_and_latency():
-    label = LiveLabel(
-        stamp_ns=1_700_000_000_500_000_000,
-        frame_id="cam",
-        scores=np.array([0.9, 0.2, 0.7]),
-        decisions=np.array([True, False, True]),
-        thresholds=np.full(3, 0.5, np.float32),
-        latency_ms=12.34,
-        inference_ms=5.0,
-        node_latency_ms=10.0,
-    )
-    names = ("metal", "glass", "shoe")
-    line = format_live_label(3, label, None, names)
-    assert line == "    3 cam 1700000000.500: metal 0.90, shoe 0.70  [12.3 ms]"
-    # shoe is marked ignore (-1): deciding it is neither right nor wrong.
-    ignored = format_live_label(3, label, np.array([1.0, 0.0, -1.0]), names)
-    assert ignored.endswith("| truth: metal ok  [12.3 ms]")
-    assert "| truth: metal, glass MISS" in format_live_label(3, label, np.array([1, 1, 0.0]), names)
-
-
-def test_node_counts_read_the_diagnostics_ledger():
-    values = {"received": "9", "published": "4", "dropped": "2", "rejected": "1"}
-    ledger = NodeCounts.from_values(
-        {**values, "failed": "1", "in_flight": "1", "last_failure": "CUDA error"}
-    )
-    assert (ledger.failed, ledger.in_flight, ledger.last_failure) == (1, 1, "CUDA error")
-    # A node from before the failed and in_flight keys: what its totals leave is in flight.
-    assert NodeCounts.from_values(values) == NodeCounts(9, 4, 2, 1, failed=0, in_flight=2)
-    with pytest.raises(KeyError):
-        NodeCounts.from_values({"received": "9"})
-
-
-def test_live_only_options_without_live_are_refused(dataset, bundle, tmp_path, capsys):
-    from mmsag_ros.cli import main
-
-    bag = tmp_path / "bag"
-    make_bag(dataset, bag, compressed=True, fps=FPS, start_ns=START_NS)
-    base = ["bag", "eval", str(bag), "--bundle", str(bundle), "--out", str(tmp_path / "e")]
-    assert main([*base, "--record", str(tmp_path / "rec")]) == 1
-    assert "add --live" in capsys.readouterr().err
-    assert main([*base, "--live", "--sorter-params", str(tmp_path / "missing.yaml")]) == 1
-    assert "missing.yaml does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "rec").exists()
