@@ -21,8 +21,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn as Ret
 from rclpy.parameter import Parameter
+from ros.worker_support import WAIT_S, GatedClassifier, frame_msg, frame_pixels, settled
 from runtime.runtime_helpers import make_bundle
-from worker_support import WAIT_S, GatedClassifier, frame_msg, frame_pixels, settled
 
 from mmsag_ros.bundle.manifest import load_bundle
 from mmsag_ros.ros.sorter_node import SorterNode

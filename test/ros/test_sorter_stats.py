@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from diagnostic_msgs.msg import DiagnosticStatus
-from worker_support import balanced
+from ros.worker_support import balanced
 
 from mmsag_ros.ros.diagnostics import NodeState, SorterStats, StatsSnapshot, sorter_status
 

@@ -13,9 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime.runtime_helpers import make_bundle
-from sensor_msgs.msg import CompressedImage
-from worker_support import (
+from ros.worker_support import (
     WAIT_S,
     GatedClassifier,
     Publisher,
@@ -24,6 +22,8 @@ from worker_support import (
     frame_pixels,
     settled,
 )
+from runtime.runtime_helpers import make_bundle
+from sensor_msgs.msg import CompressedImage
 
 from mmsag_ros.ros.diagnostics import SorterStats
 from mmsag_ros.ros.worker import FrameWorker

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_cache_helpers import SHA_A, SHA_B, fake_cache_entry
+from runtime.engine_cache_helpers import SHA_A, SHA_B, fake_cache_entry
 
 from mmsag_ros.errors import BundleError
 from mmsag_ros.runtime.engine_build import BatchProfile

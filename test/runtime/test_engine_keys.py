@@ -9,7 +9,7 @@ built for.
 from __future__ import annotations
 
 import pytest
-from engine_cache_helpers import ORIN, SHA_A, SHA_B
+from runtime.engine_cache_helpers import ORIN, SHA_A, SHA_B
 
 from mmsag_ros.bundle.files import sha256_file
 from mmsag_ros.bundle.schema import Bundle

@@ -17,7 +17,7 @@ import types
 from pathlib import Path
 
 import pytest
-from engine_cache_helpers import ORIN, fake_cache_entry
+from runtime.engine_cache_helpers import ORIN, fake_cache_entry
 from runtime_helpers import HAS_TENSORRT, copy_bundle
 
 from mmsag_ros.atomic import exclusive_lock

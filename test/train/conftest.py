@@ -7,7 +7,7 @@ test writes into the set or the run's folder.
 from __future__ import annotations
 
 import pytest
-from training_helpers import training_config
+from train.training_helpers import training_config
 
 from mmsag_ros.data.synth import generate_dataset
 from mmsag_ros.train.run import run_training

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_helpers import training_config
+from train.training_helpers import training_config
 
 from mmsag_ros.data.dataset import MultiLabelImageDataset
 from mmsag_ros.data.transforms import EvalTransform

@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from training_helpers import training_config
+from train.training_helpers import training_config
 
 from mmsag_ros.bundle.preprocess import NORMALIZATIONS, PreprocessSpec, preprocess
 from mmsag_ros.errors import ConfigError, ModelNotFoundError
