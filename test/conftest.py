@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
-from support import FASTDDS_PROFILE, REPO, VENV
+from support import FASTDDS_PROFILE, VENV, ros_environment
 
 # Every process these tests start stays on this machine.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -19,16 +18,7 @@ os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
 @pytest.fixture
 def ros_env() -> dict[str, str]:
     """Environment for ROS peer processes: a domain of their own and the shipped DDS profile."""
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(random.Random().randint(1, 101)),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        AMENT_PREFIX_PATH=str(VENV),
-        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "test")]),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    return ros_environment()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ conftest.py; peer scripts import it too)."""
 
 from __future__ import annotations
 
+import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,21 @@ VENV = Path(sys.prefix)
 FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
 # Real material (camera rosbags, TACO annotations) lies beside the checkout, in CI too.
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def ros_environment() -> dict[str, str]:
+    """This process's environment for ROS peer processes: a domain of their own, this machine
+    only, the venv's ament index, the shipped DDS profile, and the checkout on the path."""
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(random.Random().randint(1, 101)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        AMENT_PREFIX_PATH=str(VENV),
+        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "test")]),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
 
 
 def start_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -59,11 +59,12 @@ _TRANSITIONS = {
     "deactivate": ("active", "inactive"),
     "cleanup": ("inactive", "unconfigured"),
 }
+_ALL = doc_commands()
 _MMSAG = mmsag_commands()
 
 
 def _lines(prefix: str) -> list[DocCommand]:
-    return [command for command in doc_commands() if command.line.startswith(prefix)]
+    return [command for command in _ALL if command.line.startswith(prefix)]
 
 
 def test_the_docs_show_commands_to_check() -> None:
@@ -90,7 +91,7 @@ def test_a_documented_command_parses(command: DocCommand) -> None:
 def test_every_other_documented_line_is_checked_somewhere() -> None:
     unaccounted = [
         command.label
-        for command in doc_commands()
+        for command in _ALL
         if command.mmsag_args is None
         and not command.line.startswith(_CHECKED_HERE)
         and not command.line.startswith(tuple(_CHECKED_ELSEWHERE))
@@ -131,7 +132,7 @@ def test_a_documented_launch_gives_declared_arguments_with_accepted_values(
 def _node_steps(path: Path) -> list[DocCommand]:
     return [
         c
-        for c in doc_commands()
+        for c in _ALL
         if c.path == path and c.line.startswith(("ros2 param set ", "ros2 lifecycle set "))
     ]
 

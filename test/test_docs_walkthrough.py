@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import glob
 import importlib.util
-import os
-import random
 import re
 import shutil
 import signal
@@ -40,7 +38,7 @@ from mmsag_ros.msg import MultiLabel
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
-from support import FASTDDS_PROFILE, REPO, SHARED_DATA, VENV
+from support import REPO, SHARED_DATA, VENV, ros_environment
 
 from mmsag_ros.bag.frames import iter_ground_truth
 from mmsag_ros.bag.make import make_bag
@@ -79,6 +77,7 @@ _STAGES = (
     "bag play",
     "bag eval",
 )
+_OUTPUT_OPTIONS = ("--out", "--json", "--record")  # what a command writes, checked after it
 _HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 _REAL_BAG = SHARED_DATA / "bags" / "raspicam_marker_mcap"
 # A guard against a hung command, not a performance bound.
@@ -224,15 +223,8 @@ def _run(command: DocCommand, root: Path, env: dict[str, str]) -> _Run:
 
 
 def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(random.Random().randint(1, 101)),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        AMENT_PREFIX_PATH=str(VENV),
-        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("PYTHONPATH", None)  # the installed package, as a reader has it
+    env = ros_environment()
+    env.pop("PYTHONPATH")  # the installed package, as a reader has it
     return env
 
 
@@ -268,9 +260,6 @@ def walkthrough(sandbox: Path) -> dict[str, _Run]:
 
 def _outputs(argv: list[str]) -> list[Path]:
     return [Path(argv[i + 1]) for i, word in enumerate(argv[:-1]) if word in _OUTPUT_OPTIONS]
-
-
-_OUTPUT_OPTIONS = ("--out", "--json", "--record")
 
 
 @pytest.mark.parametrize("command", _COMMANDS, ids=[c.label for c in _COMMANDS])
